@@ -1,0 +1,158 @@
+"""ELF facts read once, kept by file identity (device, inode, size, mtime_ns).
+
+The store lives in memory for one process (the daemon keeps it between scans) and is saved
+as a JSON file in the user's cache folder, so an unchanged tree parses nothing on the next
+run.  JSON, not pickle: a cache file is data that must never run code, even when a root
+process reads a folder someone else can write.  A corrupt or foreign file is ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Optional, Union
+
+from . import errors
+from .elffacts import ElfFacts, VersionDef, VersionNeed, read_elf_facts_fd
+
+FORMAT = "libdoctor-elf-facts"
+FORMAT_VERSION = 1
+MAX_ENTRIES = 50_000
+
+Key = tuple[int, int, int, int]
+Entry = Union[ElfFacts, errors.ElfError]
+_ERROR_TYPES = {cls.kind: cls for cls in (errors.ElfError, errors.NotElfError, errors.TruncatedError,
+                                           errors.CorruptError, errors.UnsupportedError)}
+
+
+def default_cache_dir() -> str:
+    explicit = os.environ.get("LIBDOCTOR_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "libdoctor")
+
+
+def key_of(st: os.stat_result) -> Key:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _encode(entry: Entry) -> dict:
+    if isinstance(entry, ElfFacts):
+        return dataclasses.asdict(entry)
+    refs = getattr(entry, "references", None)
+    return {"error": entry.kind, "message": entry.message, "loader_message": entry.loader_message,
+            "loader_skips": bool(getattr(entry, "loader_skips", False)), "references": list(refs or ())}
+
+
+def _decode(data: dict) -> Entry:
+    if "error" in data:
+        if data["error"] == errors.LdScriptError.kind:
+            error: errors.ElfError = errors.LdScriptError(data["message"], tuple(data["references"]))
+            error.loader_message = data["loader_message"]
+        else:
+            error = _ERROR_TYPES.get(data["error"], errors.ElfError)(data["message"], data["loader_message"])
+        if data.get("loader_skips"):
+            error.loader_skips = True  # type: ignore[attr-defined]
+        return error
+    fields = dict(data)
+    fields["needed"] = tuple(fields["needed"])
+    fields["filters"] = tuple(fields["filters"])
+    fields["version_needs"] = tuple(VersionNeed(**v) for v in fields["version_needs"])
+    fields["version_defs"] = tuple(VersionDef(**v) for v in fields["version_defs"])
+    return ElfFacts(**fields)
+
+
+class FactsStore:
+    """Facts by file identity; ``path`` None keeps them in memory only."""
+
+    def __init__(self, path: Optional[str] = None) -> None:
+        self.path = path
+        self._entries: dict[Key, Entry] = {}
+        self._raw: dict[str, dict] = {}
+        self._dirty = False
+        self.parsed = 0  # files parsed by this store (a warm run parses none)
+        self.load_problem: Optional[str] = None
+        if path:
+            self._load(path)
+
+    @classmethod
+    def default(cls) -> "FactsStore":
+        return cls(os.path.join(default_cache_dir(), f"elf-facts-v{FORMAT_VERSION}.json"))
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if data.get("format") != FORMAT or data.get("version") != FORMAT_VERSION:
+                raise ValueError("foreign cache file")
+            raw = data["entries"]
+            if not isinstance(raw, dict):
+                raise ValueError("bad entries")
+            self._raw = raw
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.load_problem = f"ignored cache file {path}: {exc}"
+            self._raw = {}
+            self._dirty = True
+
+    def get_fd(self, fd: int, st: os.stat_result) -> Entry:
+        """Facts of the open file ``fd`` whose ``fstat`` is ``st`` (read only on a miss)."""
+        key = key_of(st)
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry
+        raw = self._raw.get("%d:%d:%d:%d" % key)
+        if raw is not None:
+            try:
+                entry = _decode(raw)
+            except (TypeError, KeyError, ValueError):
+                entry = None
+        if entry is None:
+            try:
+                entry = read_elf_facts_fd(fd)
+            except errors.ElfError as exc:
+                entry = exc
+            self.parsed += 1
+            self._dirty = True
+        self._entries[key] = entry
+        return entry
+
+    def get_path(self, path: str) -> Entry:
+        """Facts of ``path`` (following links), or the error that explains why there are none."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            return errors.NotElfError(f"cannot open: {exc.strerror}", "cannot open shared object file")
+        try:
+            return self.get_fd(fd, os.fstat(fd))
+        finally:
+            os.close(fd)
+
+    def save(self) -> Optional[str]:
+        """Write the store atomically; returns a problem description instead of raising."""
+        if not self.path or not self._dirty:
+            return None
+        entries = {"%d:%d:%d:%d" % k: _encode(v) for k, v in self._entries.items()}
+        for k, v in self._raw.items():
+            if len(entries) >= MAX_ENTRIES:
+                break
+            entries.setdefault(k, v)
+        folder = os.path.dirname(self.path)
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".elf-facts-", dir=folder)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump({"format": FORMAT, "version": FORMAT_VERSION, "entries": entries}, handle,
+                              separators=(",", ":"))
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            return f"could not save the facts cache in {folder}: {exc.strerror}"
+        self._dirty = False
+        return None

@@ -1,0 +1,111 @@
+"""What the loader would see when it opens a candidate path, with "what if" links laid over.
+
+One :class:`FileView` serves one resolution run: folder listings are read once, so the 19
+hwcaps subfolders glibc tries in each search folder cost set lookups, not system calls.
+Hypothetical symlinks (``overlay``: link path -> target) appear in listings and resolve
+like real ones, so a proposed repair can be checked without touching the machine.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from typing import Mapping, Optional, Union
+
+from .elffacts import ElfFacts
+from .errors import ElfError
+from .factstore import FactsStore
+
+MAX_LINK_DEPTH = 40  # the kernel's limit before ELOOP
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The outcome of ``open`` plus reading the header, as ``open_verify`` sees it."""
+
+    errno: int = 0  # 0: opened
+    identity: Optional[tuple[int, int]] = None  # (st_dev, st_ino)
+    facts: Optional[ElfFacts] = None
+    error: Optional[ElfError] = None
+    is_dir: bool = False
+
+    @property
+    def opened(self) -> bool:
+        return self.errno == 0
+
+
+class FileView:
+    def __init__(self, store: FactsStore, overlay: Mapping[str, str]) -> None:
+        self.store = store
+        self.overlay = dict(overlay)
+        self._overlay_names: dict[str, set[str]] = {}
+        for link in self.overlay:
+            folder, name = os.path.split(link)
+            self._overlay_names.setdefault(folder, set()).add(name)
+        self._listings: dict[str, Union[frozenset, int]] = {}
+        self._probes: dict[str, Probe] = {}
+
+    def listing(self, folder: str) -> Union[frozenset, int]:
+        """The names in ``folder``, or the errno that listing it gave."""
+        cached = self._listings.get(folder)
+        if cached is not None:
+            return cached
+        try:
+            names: Union[frozenset, int] = frozenset(os.listdir(folder or "."))
+        except OSError as exc:
+            names = exc.errno or errno.EIO
+        extra = self._overlay_names.get(folder)
+        if extra:
+            names = (names if isinstance(names, frozenset) else frozenset()) | extra
+        self._listings[folder] = names
+        return names
+
+    def folder_status(self, folder: str) -> int:
+        """0 when ``folder`` is a folder, else the errno a ``stat`` check of it gives."""
+        names = self.listing(folder)
+        if isinstance(names, frozenset) or names == errno.EACCES:
+            return 0
+        return names
+
+    def probe(self, path: str) -> Probe:
+        cached = self._probes.get(path)
+        if cached is None:
+            cached = self._probes[path] = self._probe(path, 0)
+        return cached
+
+    def _probe(self, path: str, depth: int) -> Probe:
+        if depth > MAX_LINK_DEPTH:
+            return Probe(errno=errno.ELOOP)
+        target = self.overlay.get(path)
+        if target is not None:
+            return self._probe(os.path.join(os.path.dirname(path), target), depth + 1)
+        folder, name = os.path.split(path)
+        names = self.listing(folder)
+        if isinstance(names, frozenset) and name not in names:
+            return Probe(errno=errno.ENOENT)
+        if isinstance(names, int) and names != errno.EACCES:
+            return Probe(errno=names)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            return Probe(errno=exc.errno or errno.EIO)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                return Probe(identity=(st.st_dev, st.st_ino), is_dir=True)
+            entry = self.store.get_fd(fd, st)
+        finally:
+            os.close(fd)
+        if isinstance(entry, ElfError):
+            return Probe(identity=(st.st_dev, st.st_ino), error=entry)
+        return Probe(identity=(st.st_dev, st.st_ino), facts=entry)
+
+    def realpath(self, path: str) -> str:
+        """The real path behind ``path``, through overlay links too."""
+        for _ in range(MAX_LINK_DEPTH):
+            target = self.overlay.get(path)
+            if target is None:
+                break
+            path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+        return os.path.realpath(path)

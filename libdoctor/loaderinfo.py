@@ -1,0 +1,135 @@
+"""Facts about the running dynamic loader: trusted folders, ``$LIB``, ``$PLATFORM``, hwcaps.
+
+The loader is asked, never guessed at, where it can answer (loader-facts.md, item 10):
+``ld.so --list-diagnostics`` (glibc >= 2.33) gives the trusted folders, platform and version,
+and one ``LD_DEBUG=libs`` trace of ``ld.so --list`` with two marker folders in
+``LD_LIBRARY_PATH`` shows how ``$LIB`` and ``$PLATFORM`` expand and which hwcaps subfolders
+(glibc-hwcaps and legacy) it tries in every search folder, in order.  Neither runs target code.
+Without such a loader, documented per-distribution defaults stand in.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from .elffacts import HostAbi
+
+DEFAULT_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux.so.2")
+_MARK_LIB, _MARK_PLATFORM = "/@libdoctor-lib@", "/@libdoctor-platform@"
+_MACHINES = {"x86_64": 62, "aarch64": 183, "ppc64le": 21, "s390x": 22, "riscv64": 243, "i686": 3}
+
+
+@dataclass(frozen=True)
+class LoaderInfo:
+    interpreter: str
+    glibc_version: Optional[str]
+    system_dirs: tuple[str, ...]  # trusted folders, no trailing slash, in search order
+    lib: str  # what $LIB expands to
+    platform: Optional[str]  # what $PLATFORM expands to (AT_PLATFORM)
+    hwcaps_active: tuple[str, ...]  # glibc-hwcaps subfolder names, best first
+    subdirs: tuple[str, ...]  # every subfolder tried in a search folder, in order; "" is the folder itself
+    host: HostAbi
+    source: str  # where these facts came from
+
+
+def _run(argv: list[str], env: dict[str, str]) -> Optional[subprocess.CompletedProcess]:
+    try:
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _diagnostics(interpreter: str) -> dict[str, str]:
+    done = _run([interpreter, "--list-diagnostics"], {"PATH": "/usr/bin:/bin"})
+    if done is None or done.returncode != 0:
+        return {}
+    values = {}
+    for line in done.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key] = value.strip('"')
+    return values
+
+
+def _trace_subdirs(interpreter: str, probe_program: str) -> Optional[tuple[str, Optional[str], tuple[str, ...]]]:
+    """($LIB, $PLATFORM, subfolders) from one LD_DEBUG trace, or None."""
+    env = {"LD_LIBRARY_PATH": f"{_MARK_LIB}/$LIB:{_MARK_PLATFORM}/$PLATFORM", "LD_DEBUG": "libs",
+           "PATH": "/usr/bin:/bin"}
+    done = _run([interpreter, "--list", probe_program], env)
+    if done is None:
+        return None
+    for line in done.stderr.splitlines():
+        match = re.search(r"search path=(\S+)\s+\(LD_LIBRARY_PATH\)", line)
+        if not match:
+            continue
+        elements = match.group(1).split(":")
+        lib_elems = [e[len(_MARK_LIB) + 1:] for e in elements if e.startswith(_MARK_LIB + "/")]
+        plat_elems = [e[len(_MARK_PLATFORM) + 1:] for e in elements if e.startswith(_MARK_PLATFORM + "/")]
+        if not lib_elems or not plat_elems:
+            return None
+        lib = lib_elems[-1]
+        subdirs = tuple(e[len(lib) + 1:] for e in lib_elems[:-1]) + ("",)
+        return lib, plat_elems[-1] or None, subdirs
+    return None
+
+
+def _fallback_system_dirs() -> tuple[tuple[str, ...], str]:
+    """Debian multiarch, else the lib64 layout of Red Hat and SUSE (glibc's configure defaults)."""
+    triplet = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine())
+    if triplet and os.path.isdir(f"/lib/{triplet}"):
+        return (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib", "/usr/lib"), f"lib/{triplet}"
+    if os.path.isdir("/lib64") and not os.path.islink("/lib64") or os.path.isdir("/usr/lib64"):
+        return ("/lib64", "/usr/lib64"), "lib64"
+    return ("/lib", "/usr/lib"), "lib"
+
+
+def host_abi() -> HostAbi:
+    machine = _MACHINES.get(platform.machine(), 62)
+    bits = 64 if platform.architecture()[0] == "64bit" else 32
+    return HostAbi(elf_class=bits, little_endian=sys.byteorder == "little", machine=machine)
+
+
+def find_interpreter() -> Optional[str]:
+    for path in DEFAULT_INTERPRETERS:
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def probe_loader(interpreter: Optional[str] = None, probe_program: Optional[str] = None) -> LoaderInfo:
+    """Ask the loader for its facts; documented fallbacks where it cannot answer."""
+    interpreter = interpreter or find_interpreter() or DEFAULT_INTERPRETERS[0]
+    diag = _diagnostics(interpreter)
+    traced = None
+    for program in ([probe_program] if probe_program else []) + ["/bin/true", "/usr/bin/true", "/bin/sh"]:
+        if os.path.exists(program):
+            traced = _trace_subdirs(interpreter, program)
+            if traced:
+                break
+    fallback_dirs, fallback_lib = _fallback_system_dirs()
+    system_dirs = tuple(v.rstrip("/") or "/" for k, v in sorted(diag.items(), key=lambda kv: _index(kv[0]))
+                        if k.startswith("path.system_dirs[")) or fallback_dirs
+    names = tuple(n for n in diag.get("dl_hwcaps_subdirs", "").split(":") if n)
+    mask = int(diag.get("dl_hwcaps_subdirs_active", "0"), 0) if diag.get("dl_hwcaps_subdirs_active") else 0
+    hwcaps = tuple(n for i, n in enumerate(names) if mask & (1 << i))
+    if traced:
+        lib, plat, subdirs = traced
+        hwcaps = tuple(s[len("glibc-hwcaps/"):] for s in subdirs if s.startswith("glibc-hwcaps/"))
+        source = "ld.so --list-diagnostics and LD_DEBUG=libs" if diag else "LD_DEBUG=libs"
+    else:
+        lib, plat = fallback_lib, diag.get("dl_platform") or platform.machine()
+        subdirs = tuple(f"glibc-hwcaps/{n}" for n in hwcaps) + ("",)
+        source = "ld.so --list-diagnostics" if diag else "built-in defaults"
+    return LoaderInfo(interpreter=interpreter, glibc_version=diag.get("version.version"), system_dirs=system_dirs,
+                      lib=lib, platform=plat, hwcaps_active=hwcaps, subdirs=subdirs, host=host_abi(),
+                      source=source)
+
+
+def _index(key: str) -> int:
+    match = re.search(r"\[(0x[0-9a-fA-F]+|\d+)\]", key)
+    return int(match.group(1), 0) if match else 0

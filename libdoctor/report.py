@@ -1,0 +1,201 @@
+"""Human and JSON renderings of a scan.  The JSON schema is documented in README.rst."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional, TextIO
+
+from . import __version__
+from .resolver import (CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM, FolderAttempt, LoadResult, Resolution,
+                       SourceAttempt)
+from .scan import Problem, ScanReport, TargetReport
+
+SCHEMA_VERSION = 1
+
+
+# -- JSON --------------------------------------------------------------------------------
+
+def _folder_json(folder: FolderAttempt) -> dict[str, Any]:
+    return {"folder": folder.folder, "outcome": folder.outcome, "detail": folder.detail or None,
+            "candidate": folder.candidate}
+
+
+def _source_json(source: SourceAttempt) -> dict[str, Any]:
+    return {"source": source.tag, "owner": source.owner, "note": source.note or None,
+            "folders": [_folder_json(f) for f in source.folders]}
+
+
+def _problem_json(problem: Problem) -> dict[str, Any]:
+    return {
+        "kind": problem.kind,
+        "target": problem.target,
+        "soname": problem.soname,
+        "needed_by": problem.needed_by,
+        "chain": list(problem.chain),
+        "message": problem.message,
+        "search": [_source_json(s) for s in problem.resolution.sources] if problem.resolution else [],
+        "candidates": [{"path": c.path, "name": c.name, "exact": c.exact} for c in problem.candidates],
+    }
+
+
+def _closure_json(report: TargetReport, cwd: str) -> list[dict[str, Any]]:
+    result = report.result
+    entries = []
+    for obj in result.closure():
+        entries.append({"soname": obj.requested_as, "path": _absolute(obj.path, cwd), "realpath": obj.realpath,
+                        "needed_by": obj.needed_by, "via": obj.via, "depth": obj.depth})
+    seen = set()
+    for resolution in result.relevant_resolutions():
+        if not resolution.found and resolution.name not in seen:
+            seen.add(resolution.name)
+            entries.append({"soname": resolution.name, "path": None, "realpath": None,
+                            "needed_by": resolution.requester, "via": "not found", "depth": None})
+    return entries
+
+
+def _absolute(path: str, cwd: str) -> str:
+    return path if path.startswith("/") else os.path.join(cwd, path)
+
+
+def to_json(report: ScanReport) -> dict[str, Any]:
+    env = report.env
+    discovery = report.discovery
+    python_env = discovery.environment
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "libdoctor_version": __version__,
+        "environment": {
+            "cwd": env.cwd,
+            "ld_library_path": env.ld_library_path,
+            "ld_preload": env.ld_preload,
+            "loader": {"interpreter": env.loader.interpreter, "glibc_version": env.loader.glibc_version,
+                       "system_dirs": list(env.loader.system_dirs), "lib": env.loader.lib,
+                       "platform": env.loader.platform, "hwcaps": list(env.loader.hwcaps_active),
+                       "facts_from": env.loader.source},
+            "ld_so_cache": {"path": env.cache.path, "format": env.cache.format, "entries": len(env.cache.entries)}
+            if env.cache else None,
+            "python_env": {"prefix": python_env.prefix, "python": python_env.python,
+                           "site_packages": list(python_env.site_packages)} if python_env else None,
+            "frameworks": [{"name": f.name, "version": f.version, "dist_info": f.location, "objects": len(f.files)}
+                           for f in discovery.frameworks],
+        },
+        "targets": [
+            {"path": t.target.path, "group": t.target.group, "mode": t.result.mode, "caller": t.target.caller,
+             "verdict": "ok" if t.healthy else "problems", "error": t.result.root_error,
+             "closure": _closure_json(t, env.cwd), "problems": [_problem_json(p) for p in t.problems]}
+            for t in report.targets
+        ],
+        "problems": [_problem_json(p) for p in report.problems],
+        "notes": list(discovery.notes) + ([discovery.fallback] if discovery.fallback else []),
+        "summary": {"targets": len(report.targets), "healthy": sum(t.healthy for t in report.targets),
+                    "problems": len(report.problems)},
+    }
+
+
+# -- human -------------------------------------------------------------------------------
+
+class Style:
+    def __init__(self, stream: TextIO) -> None:
+        self.color = stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        encoding = (getattr(stream, "encoding", None) or "ascii").lower()
+        self.unicode = "utf" in encoding
+        self.ok = "[✓]" if self.unicode else "[ok]"
+        self.bad = "[✗]" if self.unicode else "[x]"
+        self.warn = "[!]"
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def good(self, text: str) -> str:
+        return self.paint(text, "32")
+
+    def error(self, text: str) -> str:
+        return self.paint(text, "31")
+
+    def dim(self, text: str) -> str:
+        return self.paint(text, "2")
+
+
+_SOURCE_TITLES = {RPATH: "rpath", LD_LIBRARY_PATH: "LD_LIBRARY_PATH", RUNPATH: "runpath", CACHE: "ld.so.cache",
+                  SYSTEM: "system folders"}
+
+
+def explain(resolution: Resolution, style: Style, indent: str = "      ") -> list[str]:
+    """libtree's "paths considered in this order", with glibc's real order and sources."""
+    lines = [f"{indent}paths considered in this order:"]
+    for number, source in enumerate(resolution.sources, 1):
+        title = _SOURCE_TITLES.get(source.tag, source.tag)
+        if source.owner and source.tag in (RPATH, RUNPATH):
+            title += f" of {source.owner}"
+        note = f" {source.note}" if source.note else ""
+        lines.append(f"{indent}  {number}. {title}:{note}")
+        for folder in source.folders:
+            detail = f": {folder.detail}" if folder.detail and folder.outcome not in ("absent",) else ""
+            shown = folder.folder or "(empty element: the current folder)"
+            lines.append(f"{indent}       {shown}  " + style.dim(f"({folder.outcome}{detail})"))
+    return lines
+
+
+def _problem_lines(problem: Problem, style: Style) -> list[str]:
+    lines = [f"    {style.error(problem.message)}"]
+    if problem.chain:
+        lines.append("      needed by: " + " <- ".join(reversed(problem.chain)))
+    if problem.resolution is not None and problem.resolution.sources:
+        lines.extend(explain(problem.resolution, style))
+    if problem.candidates:
+        lines.append("      elsewhere on this machine: " + "; ".join(c.describe() for c in problem.candidates[:4]))
+    elif problem.kind == "missing":
+        lines.append("      elsewhere on this machine: no other version found")
+    return lines
+
+
+def _tree_lines(result: LoadResult, style: Style) -> list[str]:
+    children: dict[Optional[str], list] = {}
+    for obj in result.closure():
+        children.setdefault(obj.needed_by, []).append(obj)
+    lines: list[str] = []
+
+    def walk(parent: Optional[str], depth: int) -> None:
+        for obj in children.get(parent, []):
+            lines.append(f"    {'  ' * depth}{obj.requested_as} => {obj.path} " + style.dim(f"[{obj.via}]"))
+            walk(obj.path, depth + 1)
+
+    root = result.objects[result.new_from].path if result.objects else result.root
+    walk(root, 0)
+    if result.mode != "dlopen":
+        for obj in children.get(None, []):
+            if obj.via != "root":
+                lines.append(f"    {obj.path} " + style.dim(f"[{obj.via}]"))
+    return lines
+
+
+def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool = False) -> None:
+    style = Style(stream)
+    out = []
+    discovery = report.discovery
+    if discovery.environment is not None:
+        env = discovery.environment
+        names = ", ".join(f"{f.name} {f.version}" for f in discovery.frameworks) or "no GPU framework"
+        out.append(f"environment {env.prefix} (python: {env.python or 'not found'}): {names}")
+    if discovery.fallback:
+        out.append(discovery.fallback)
+    for target in report.targets:
+        count = len(target.result.closure())
+        if target.healthy:
+            out.append(f"{style.good(style.ok)} {target.target.path}: {count} dependencies resolve")
+        else:
+            kinds = ", ".join(p.soname or p.kind for p in target.problems)
+            out.append(f"{style.error(style.bad)} {target.target.path}: {len(target.problems)} "
+                       f"problem{'s' if len(target.problems) != 1 else ''} ({kinds})")
+            for problem in target.problems:
+                out.extend(_problem_lines(problem, style))
+        if verbose and target.result.objects:
+            out.extend(_tree_lines(target.result, style))
+    for note in discovery.notes:
+        out.append(f"{style.warn} {note}")
+    if report.cache_note:
+        out.append(f"{style.warn} {report.cache_note}")
+    healthy = sum(t.healthy for t in report.targets)
+    summary = f"{len(report.targets)} objects scanned, {healthy} healthy, {len(report.problems)} problems"
+    out.append(style.good(summary) if report.healthy else style.error(summary))
+    stream.write("\n".join(out) + "\n")

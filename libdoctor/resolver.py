@@ -1,0 +1,591 @@
+"""glibc's dynamic loader, as a pure function of an :class:`Environment` and the files.
+
+The algorithm follows glibc 2.36 ``elf/dl-load.c`` (``_dl_map_object``, ``open_path``,
+``open_verify``), ``elf/dl-deps.c`` (breadth-first loading) and ``elf/dl-version.c``
+(version needs); ``shared/knowledge/loader-facts.md`` section 1 has the details and sources.
+Every lookup keeps the ordered list of places it tried, each tagged with its source, so the
+answer and its explanation are the same data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno as errno_mod
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from .elffacts import ET_EXEC, ElfFacts, LoaderVerdict, loader_verdict
+from .environment import Environment
+from .factstore import FactsStore
+from .fsview import FileView, Probe
+from .searchpath import expand_dst, join, origin_of, origin_of_executable, search_folders
+
+# Source tags, in the order glibc consults them.
+RPATH = "rpath"
+LD_LIBRARY_PATH = "LD_LIBRARY_PATH"
+RUNPATH = "runpath"
+CACHE = "ld.so.cache"
+SYSTEM = "system"
+LOADED = "loaded"
+DIRECT = "direct"
+ROOT = "root"
+INTERPRETER = "interpreter"
+PRELOAD = "preload"
+
+MODE_LIST = "list"  # ld.so --list FILE (what ldd does)
+MODE_EXEC = "exec"  # the kernel starts FILE
+MODE_DLOPEN = "dlopen"  # a running program calls dlopen(FILE)
+
+NOT_FOUND = "cannot open shared object file: No such file or directory"
+
+
+@dataclass(frozen=True)
+class FolderAttempt:
+    """One search folder (with its hwcaps subfolders) tried for one name."""
+
+    folder: str
+    outcome: str  # found | absent | no such folder | skipped | unreadable | stopped | fatal
+    detail: str = ""
+    candidate: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SourceAttempt:
+    """One search source (an RPATH, LD_LIBRARY_PATH, the cache, ...) and what it gave."""
+
+    tag: str
+    owner: Optional[str] = None  # the object whose RPATH/RUNPATH this is
+    folders: tuple[FolderAttempt, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """One request for a name: a DT_NEEDED entry, a preload, or a dlopen."""
+
+    name: str
+    requester: Optional[str]  # the requesting object's path, None for LD_PRELOAD
+    path: Optional[str]  # the object the loader uses (its path as the loader records it)
+    via: str  # the tag of the source that gave it, "loaded" when reused
+    sources: tuple[SourceAttempt, ...] = ()
+    error: Optional[str] = None
+    fatal: bool = False
+
+    @property
+    def found(self) -> bool:
+        return self.path is not None
+
+
+@dataclass(frozen=True)
+class LoadedObject:
+    path: str  # the loader's l_name: the path it opened, textually
+    realpath: str
+    facts: ElfFacts
+    requested_as: str  # the first name it was loaded under
+    needed_by: Optional[str]
+    via: str
+    depth: int
+    loader_index: Optional[int]  # position of the object that loaded it (RPATH chain)
+
+
+@dataclass(frozen=True)
+class VersionProblem:
+    consumer: str
+    provider: str
+    file: str  # the name in the consumer's version needs
+    version: str
+    weak: bool
+    missing_verdef: bool  # the provider defines no versions at all
+
+    @property
+    def message(self) -> str:
+        if self.missing_verdef:
+            return f"{self.provider}: no version information available (required by {self.consumer})"
+        weak = "weak " if self.weak else ""
+        return f"{self.provider}: {weak}version `{self.version}' not found (required by {self.consumer})"
+
+    @property
+    def fatal(self) -> bool:
+        return not (self.weak or self.missing_verdef)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    root: str
+    mode: str
+    objects: tuple[LoadedObject, ...]  # load order; in dlopen mode the caller's objects come first
+    resolutions: tuple[Resolution, ...]  # every request, in the order the loader made them
+    version_problems: tuple[VersionProblem, ...] = ()
+    root_error: Optional[str] = None  # the root itself could not be loaded
+    new_from: int = 0  # index of the first object this load added (dlopen mode)
+
+    @property
+    def missing(self) -> tuple[Resolution, ...]:
+        return tuple(r for r in self.resolutions if not r.found)
+
+    @property
+    def ok(self) -> bool:
+        return self.root_error is None and not self.missing and not any(v.fatal for v in self.version_problems)
+
+    def closure(self) -> tuple[LoadedObject, ...]:
+        """The objects this root needs, each once, in load order (the root itself excluded)."""
+        if self.mode != MODE_DLOPEN:
+            return tuple(o for o in self.objects[1:])
+        wanted = {r.path for r in self._root_requests()} - {None}
+        return tuple(o for o in self.objects if o.path in wanted and o.path != self.objects[self.new_from].path)
+
+    def _root_requests(self) -> list[Resolution]:
+        """In dlopen mode: the requests made on behalf of the dlopened root, transitively."""
+        new_paths = {o.path for o in self.objects[self.new_from:]}
+        return [r for r in self.resolutions if r.requester in new_paths]
+
+    def relevant_resolutions(self) -> tuple[Resolution, ...]:
+        if self.mode != MODE_DLOPEN:
+            return self.resolutions
+        return tuple(self._root_requests())
+
+
+class _Obj:
+    """A link map while loading: mutable, turned into :class:`LoadedObject` at the end."""
+
+    __slots__ = ("path", "realpath", "facts", "names", "identity", "loader", "origin", "requested_as",
+                 "needed_by", "via", "depth", "index", "faked")
+
+    def __init__(self, path: str, realpath: str, facts: ElfFacts, identity: Optional[tuple[int, int]],
+                 loader: Optional["_Obj"], origin: str, requested_as: str, needed_by: Optional[str], via: str,
+                 depth: int) -> None:
+        self.path, self.realpath, self.facts, self.identity = path, realpath, facts, identity
+        self.loader, self.origin, self.requested_as = loader, origin, requested_as
+        self.needed_by, self.via, self.depth = needed_by, via, depth
+        self.names = {requested_as, path}
+        self.index = -1
+
+    def frozen(self) -> LoadedObject:
+        return LoadedObject(self.path, self.realpath, self.facts, self.requested_as, self.needed_by, self.via,
+                            self.depth, self.loader.index if self.loader else None)
+
+
+@dataclass
+class _Search:
+    """The outcome of searching one list of folders."""
+
+    folders: list[FolderAttempt] = field(default_factory=list)
+    found: Optional[tuple[str, Probe]] = None
+    fatal: Optional[str] = None
+    other_class: bool = False
+
+
+class Resolver:
+    """Loads roots the way ld.so does; one instance per environment and scan."""
+
+    def __init__(self, env: Environment, store: Optional[FactsStore] = None) -> None:
+        self.env = env
+        self.view = FileView(store or FactsStore(), env.overlay)
+        self.info = env.loader
+
+    # -- public entry points -------------------------------------------------------------
+
+    def load(self, root: str, mode: str = MODE_LIST) -> LoadResult:
+        """Load ``root`` as the main program: ``ld.so --list`` (``MODE_LIST``) or a real start."""
+        state = _LoadState(self)
+        main, error = state.map_root(root, mode)
+        if main is None:
+            return LoadResult(root, mode, (), (), root_error=error)
+        state.preload(main)
+        state.load_dependencies(0)
+        return state.result(root, mode, 0)
+
+    def dlopen(self, caller: str, target: str) -> LoadResult:
+        """``caller`` runs (its own closure loaded), then calls ``dlopen(target)``."""
+        state = _LoadState(self)
+        main, error = state.map_root(caller, MODE_EXEC if self._is_program(caller) else MODE_LIST)
+        if main is None:
+            return LoadResult(target, MODE_DLOPEN, (), (), root_error=f"caller {caller}: {error}")
+        state.preload(main)
+        state.load_dependencies(0)
+        first_new = len(state.objects)
+        resolution, obj = state.map_object(main, target, depth=1)
+        if obj is None or obj.index < first_new:
+            error = resolution.error if obj is None else None
+            if obj is None:
+                return state.result(target, MODE_DLOPEN, first_new, root_error=error)
+            return state.result(target, MODE_DLOPEN, obj.index)
+        state.load_dependencies(first_new)
+        return state.result(target, MODE_DLOPEN, first_new)
+
+    def _is_program(self, path: str) -> bool:
+        probe = self.view.probe(self.env.absolute(path))
+        return probe.facts is not None and probe.facts.is_executable
+
+
+class _LoadState:
+    """One process image being built: the loaded objects and the loader's search state."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.r = resolver
+        self.env = resolver.env
+        self.info = resolver.info
+        self.view = resolver.view
+        self.objects: list[_Obj] = []
+        self.by_name: dict[str, _Obj] = {}
+        self.by_soname: dict[str, _Obj] = {}
+        self.by_identity: dict[tuple[int, int], _Obj] = {}
+        self.resolutions: list[Resolution] = []
+        self.rtld: Optional[_Obj] = None
+        self.rtld_requested_at: Optional[int] = None
+        self.folder_exists: dict[str, bool] = {}
+        self.errno = errno_mod.ENOENT  # open_path reads the errno of the last failed attempt
+        self.main: Optional[_Obj] = None
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def add(self, obj: _Obj) -> _Obj:
+        obj.index = len(self.objects)
+        self.objects.append(obj)
+        for name in obj.names:
+            self.by_name.setdefault(name, obj)
+        if obj.facts.soname:
+            self.by_soname.setdefault(obj.facts.soname, obj)
+        if obj.identity:
+            self.by_identity.setdefault(obj.identity, obj)
+        return obj
+
+    def match_loaded(self, name: str) -> Optional[_Obj]:
+        """``_dl_map_object``'s first loop: a loaded object answers to its names and SONAME."""
+        hits = [o for o in (self.by_name.get(name), self.by_soname.get(name), self._rtld_match(name)) if o]
+        if not hits:
+            return None
+        obj = min(hits, key=lambda o: o.index)
+        obj.names.add(name)
+        self.by_name.setdefault(name, obj)
+        return obj
+
+    def _rtld_match(self, name: str) -> Optional[_Obj]:
+        rtld = self.rtld
+        if rtld is not None and name in (rtld.facts.soname, rtld.path):
+            return rtld
+        return None
+
+    def origin(self, path: str, executed: bool) -> str:
+        return origin_of_executable(path, self.env.cwd) if executed else origin_of(path, self.env.cwd)
+
+    # -- the root ------------------------------------------------------------------------
+
+    def map_root(self, root: str, mode: str) -> tuple[Optional[_Obj], Optional[str]]:
+        probe = self.view.probe(self.env.absolute(root))
+        if not probe.opened:
+            return None, f"{root}: {os.strerror(probe.errno)}"
+        if probe.is_dir:
+            return None, f"{root}: is a folder"
+        if probe.error is not None:
+            return None, f"{root}: {probe.error.message}"
+        facts = probe.facts
+        assert facts is not None
+        verdict = loader_verdict(facts, None, self.info.host)
+        if verdict.action != "use":
+            return None, f"{root}: {verdict.reason}"
+        if not facts.dynamic:
+            return None, f"{root}: not a dynamic object (statically linked)"
+        executed = mode == MODE_EXEC
+        main = _Obj(root, self.view.realpath(self.env.absolute(root)), facts,
+                    None if executed else probe.identity, None, self.origin(root, executed), root, None, ROOT, 0)
+        self.main = self.add(main)
+        self._map_rtld(facts)
+        return main, None
+
+    def _map_rtld(self, main_facts: ElfFacts) -> None:
+        """The loader itself is loaded before anything else, under PT_INTERP's name."""
+        path = main_facts.interp or self.info.interpreter
+        probe = self.view.probe(self.env.absolute(path))
+        if probe.facts is None:
+            return
+        rtld = _Obj(path, self.view.realpath(path), probe.facts, probe.identity, None, origin_of(path, self.env.cwd),
+                    path, None, INTERPRETER, 1)
+        rtld.index = -2  # placed in the load order later, where it is first needed
+        self.rtld = rtld
+        if probe.identity:
+            self.by_identity.setdefault(probe.identity, rtld)
+
+    def preload(self, main: _Obj) -> None:
+        for name, where in self.env.preloads:
+            resolution, _obj = self.map_object(main, name, depth=1, preload=where)
+            if not resolution.found:
+                self.resolutions[-1] = _replace(resolution, error=(
+                    f"object '{name}' from {where} cannot be preloaded ({resolution.error}): ignored"))
+
+    # -- breadth-first dependencies (elf/dl-deps.c) --------------------------------------
+
+    def load_dependencies(self, start: int) -> None:
+        queue_pos = start
+        while queue_pos < len(self.objects):
+            obj = self.objects[queue_pos]
+            queue_pos += 1
+            if obj is self.rtld:
+                continue
+            for name in obj.facts.needed:
+                self.map_object(obj, name, depth=obj.depth + 1)
+
+    def map_object(self, loader: _Obj, name: str, depth: int, preload: Optional[str] = None
+                   ) -> tuple[Resolution, Optional[_Obj]]:
+        requester = None if preload else loader.path
+        known = self.match_loaded(name)
+        if known is not None:
+            self._note_rtld_use(known)
+            return self._record(Resolution(name, requester, known.path, LOADED)), known
+        if "/" in name:
+            return self._map_direct(loader, name, requester, depth)
+        sources, search = self._search(loader, name)
+        if search.found is None:
+            error = search.fatal or ("wrong ELF class: ELFCLASS32" if search.other_class and self.info.host.elf_class == 64
+                                     else NOT_FOUND)
+            return self._record(Resolution(name, requester, None, "not found", tuple(sources), error,
+                                           bool(search.fatal))), None
+        path, probe = search.found
+        via = sources[-1].tag
+        return self._admit(loader, name, requester, path, probe, via, tuple(sources), depth)
+
+    def _map_direct(self, loader: _Obj, name: str, requester: Optional[str], depth: int
+                    ) -> tuple[Resolution, Optional[_Obj]]:
+        path = expand_dst(name, loader.origin, self.info.lib, self.info.platform)
+        if path is None:
+            return self._record(Resolution(name, requester, None, "not found", (SourceAttempt(DIRECT, note=(
+                "a token in the name has no value here")),), NOT_FOUND)), None
+        probe = self.view.probe(self.env.absolute(path))
+        attempt = self._judge(path, probe)
+        sources = (SourceAttempt(DIRECT, folders=(attempt,)),)
+        if attempt.outcome != "found":
+            error = attempt.detail if attempt.outcome == "fatal" else (
+                "wrong ELF class: ELFCLASS32" if attempt.outcome == "skipped" else
+                f"cannot open shared object file: {os.strerror(probe.errno or errno_mod.ENOENT)}")
+            return self._record(Resolution(name, requester, None, "not found", sources, error,
+                                           attempt.outcome == "fatal")), None
+        return self._admit(loader, name, requester, path, probe, DIRECT, sources, depth)
+
+    def _admit(self, loader: _Obj, name: str, requester: Optional[str], path: str, probe: Probe, via: str,
+               sources: tuple[SourceAttempt, ...], depth: int) -> tuple[Resolution, Optional[_Obj]]:
+        same_file = self.by_identity.get(probe.identity) if probe.identity else None
+        if same_file is not None:  # _dl_map_object_from_fd: the same file under another name
+            same_file.names.add(name)
+            self.by_name.setdefault(name, same_file)
+            self._note_rtld_use(same_file)
+            return self._record(Resolution(name, requester, same_file.path, via, sources)), same_file
+        facts = probe.facts
+        assert facts is not None
+        if facts.e_type == ET_EXEC:
+            return self._record(Resolution(name, requester, None, "not found", sources,
+                                           f"{path}: cannot dynamically load executable", True)), None
+        obj = self.add(_Obj(path, self.view.realpath(self.env.absolute(path)), facts, probe.identity, loader,
+                            self.origin(path, False), name, requester, via, depth))
+        return self._record(Resolution(name, requester, path, via, sources)), obj
+
+    def _record(self, resolution: Resolution) -> Resolution:
+        self.resolutions.append(resolution)
+        return resolution
+
+    def _note_rtld_use(self, obj: _Obj) -> None:
+        if obj is self.rtld and self.rtld_requested_at is None:
+            self.rtld_requested_at = len(self.objects)
+
+    # -- the search (elf/dl-load.c _dl_map_object) ---------------------------------------
+
+    def _search(self, loader: _Obj, name: str) -> tuple[list[SourceAttempt], _Search]:
+        sources: list[SourceAttempt] = []
+        info = self.info
+        main = self.main
+        assert main is not None
+        if loader.facts.runpath is None:
+            chain_has_main = False
+            obj: Optional[_Obj] = loader
+            while obj is not None:
+                if obj.facts.rpath:
+                    chain_has_main |= obj is main
+                    hit = self._try_source(sources, RPATH, obj, obj.facts.rpath, ":", name)
+                    if hit:
+                        return sources, hit
+                obj = obj.loader
+            if not chain_has_main and main.facts.rpath:
+                hit = self._try_source(sources, RPATH, main, main.facts.rpath, ":", name)
+                if hit:
+                    return sources, hit
+        else:
+            sources.append(SourceAttempt(RPATH, loader.path, note=f"skipped: {loader.path} has DT_RUNPATH"))
+        if self.env.library_path:
+            hit = self._try_source(sources, LD_LIBRARY_PATH, main, self.env.ld_library_path, ":;", name)
+            if hit:
+                return sources, hit
+        else:
+            sources.append(SourceAttempt(LD_LIBRARY_PATH, note="not set"))
+        if loader.facts.runpath:
+            hit = self._try_source(sources, RUNPATH, loader, loader.facts.runpath, ":", name)
+            if hit:
+                return sources, hit
+        nodeflib = loader.facts.nodeflib
+        hit = self._try_cache(sources, name, nodeflib)
+        if hit:
+            return sources, hit
+        if nodeflib:
+            sources.append(SourceAttempt(SYSTEM, loader.path, note=f"skipped: {loader.path} has DF_1_NODEFLIB"))
+            return sources, _Search(other_class=any(_other_class(s) for s in sources))
+        search = self._open_path(name, info.system_dirs)
+        sources.append(SourceAttempt(SYSTEM, folders=tuple(search.folders)))
+        search.other_class |= any(_other_class(s) for s in sources)
+        return sources, search
+
+    def _try_source(self, sources: list[SourceAttempt], tag: str, owner: _Obj, value: Optional[str],
+                    separators: str, name: str) -> Optional[_Search]:
+        folders = search_folders(value, separators, owner.origin, self.info.lib, self.info.platform)
+        search = self._open_path(name, folders)
+        sources.append(SourceAttempt(tag, None if tag == LD_LIBRARY_PATH else owner.path, tuple(search.folders)))
+        return search if (search.found or search.fatal) else None
+
+    def _try_cache(self, sources: list[SourceAttempt], name: str, nodeflib: bool) -> Optional[_Search]:
+        if self.env.cache is None:
+            sources.append(SourceAttempt(CACHE, note=self.env.cache_problem or "no ld.so.cache"))
+            return None
+        path = self.env.cache_lookup.lookup(name)
+        if path is None:
+            sources.append(SourceAttempt(CACHE, note="no entry"))
+            return None
+        if nodeflib and any(path.startswith(d.rstrip("/") + "/") for d in self.info.system_dirs):
+            sources.append(SourceAttempt(CACHE, note=f"entry {path} ignored: DF_1_NODEFLIB"))
+            return None
+        probe = self.view.probe(path)
+        attempt = self._judge(path, probe)
+        if attempt.outcome != "found" and attempt.outcome != "fatal":
+            attempt = FolderAttempt(os.path.dirname(path), attempt.outcome, attempt.detail, path)
+        sources.append(SourceAttempt(CACHE, folders=(attempt,)))
+        if attempt.outcome == "found":
+            return _Search(found=(path, probe))
+        if attempt.outcome == "fatal":
+            return _Search(fatal=attempt.detail)
+        return None
+
+    def _judge(self, path: str, probe: Probe) -> FolderAttempt:
+        folder = os.path.dirname(path)
+        if probe.is_dir:
+            return FolderAttempt(folder, "fatal", f"{path}: cannot read file data: Is a directory", path)
+        if not probe.opened:
+            outcome = "unreadable" if probe.errno == errno_mod.EACCES else "absent"
+            return FolderAttempt(folder, outcome, os.strerror(probe.errno), path)
+        verdict: LoaderVerdict = loader_verdict(probe.facts, probe.error, self.info.host)
+        if verdict.action == "use":
+            return FolderAttempt(folder, "found", "", path)
+        if verdict.action == "skip":
+            return FolderAttempt(folder, "skipped", verdict.reason, path)
+        return FolderAttempt(folder, "fatal", f"{path}: {verdict.reason}", path)
+
+    def _open_path(self, name: str, folders: Iterable[str]) -> _Search:
+        """``open_path``: each folder with its hwcaps subfolders, first hit wins."""
+        search = _Search()
+        for folder in folders:
+            attempt = self._try_folder(name, folder, search)
+            search.folders.append(attempt)
+            if attempt.outcome in ("found", "fatal"):
+                if attempt.outcome == "fatal":
+                    search.fatal = attempt.detail
+                return search
+            if self.errno not in (errno_mod.ENOENT, errno_mod.EACCES):
+                # glibc gives up on the rest of this list (open_path returns -1).
+                search.folders[-1] = _replace_attempt(attempt, "stopped", os.strerror(self.errno))
+                return search
+        return search
+
+    def _try_folder(self, name: str, folder: str, search: _Search) -> FolderAttempt:
+        seen_folder = False
+        skipped: Optional[FolderAttempt] = None
+        for sub in self.info.subdirs:
+            where = f"{folder}/{sub}" if sub and folder else (sub or folder)
+            key = self.env.absolute(where) if where else self.env.cwd
+            exists = self.folder_exists.get(key)
+            if exists is False:
+                continue  # glibc remembers folders that do not exist and skips them
+            path = join(where, name)
+            probe = self.view.probe(self.env.absolute(path))
+            attempt = self._judge(path, probe)
+            if attempt.outcome in ("found", "fatal"):
+                self.folder_exists[key] = True
+                return FolderAttempt(folder, attempt.outcome, attempt.detail, path)
+            if attempt.outcome == "skipped":
+                search.other_class = search.other_class or "class" in attempt.detail
+                skipped = skipped or FolderAttempt(folder, "skipped", attempt.detail, path)
+                self.errno = errno_mod.ENOENT
+            else:
+                self.errno = probe.errno
+            if exists is None:
+                is_folder, stat_errno = self._stat_folder(key)
+                self.folder_exists[key] = is_folder
+                if stat_errno:
+                    self.errno = stat_errno
+                exists = is_folder
+            seen_folder |= bool(exists)
+        if skipped:
+            return skipped
+        if not seen_folder:
+            return FolderAttempt(folder, "no such folder")
+        if self.errno == errno_mod.EACCES:
+            return FolderAttempt(folder, "unreadable", "permission denied", join(folder, name))
+        return FolderAttempt(folder, "absent")
+
+    def _stat_folder(self, folder: str) -> tuple[bool, int]:
+        status = self.view.folder_status(folder)
+        if status == 0:
+            return True, 0
+        try:
+            os.stat(folder)
+        except OSError as exc:
+            return False, exc.errno or errno_mod.ENOENT
+        return False, 0
+
+    # -- versions (elf/dl-version.c) -----------------------------------------------------
+
+    def check_versions(self, start: int) -> list[VersionProblem]:
+        problems = []
+        for obj in self.objects[start:]:
+            needs: dict[str, list] = {}
+            for need in obj.facts.version_needs:
+                needs.setdefault(need.file, []).append(need)
+            for file_name, wanted in needs.items():
+                provider = self.match_loaded_quietly(file_name)
+                if provider is None:
+                    continue  # missing altogether: reported as not found
+                if not provider.facts.has_verdef:
+                    problems.append(VersionProblem(obj.path, provider.path, file_name, "", False, True))
+                    continue
+                defined = provider.facts.defined_versions()
+                for need in wanted:
+                    if (need.name, need.hash) not in defined:
+                        problems.append(VersionProblem(obj.path, provider.path, file_name, need.name, need.weak,
+                                                       False))
+        return problems
+
+    def match_loaded_quietly(self, name: str) -> Optional[_Obj]:
+        hits = [o for o in (self.by_name.get(name), self.by_soname.get(name), self._rtld_match(name)) if o]
+        return min(hits, key=lambda o: o.index) if hits else None
+
+    # -- the result ----------------------------------------------------------------------
+
+    def result(self, root: str, mode: str, new_from: int, root_error: Optional[str] = None) -> LoadResult:
+        version_problems = self.check_versions(new_from) if root_error is None else []
+        ordered = list(self.objects)
+        if self.rtld is not None:
+            # rtld.c moves the loader's own map to where the breadth-first list first names it.
+            at = self.rtld_requested_at if self.rtld_requested_at is not None else len(ordered)
+            ordered.insert(at, self.rtld)
+            if at <= new_from and self.rtld_requested_at is not None:
+                new_from += 1
+        for index, obj in enumerate(ordered):
+            obj.index = index
+        frozen = tuple(obj.frozen() for obj in ordered)
+        return LoadResult(root, mode, frozen, tuple(self.resolutions), tuple(version_problems), root_error, new_from)
+
+
+def _other_class(source: SourceAttempt) -> bool:
+    return any(f.outcome == "skipped" and "class" in f.detail for f in source.folders)
+
+
+def _replace(resolution: Resolution, **changes: object) -> Resolution:
+    return dataclasses.replace(resolution, **changes)
+
+
+def _replace_attempt(attempt: FolderAttempt, outcome: str, detail: str) -> FolderAttempt:
+    return FolderAttempt(attempt.folder, outcome, detail, attempt.candidate)

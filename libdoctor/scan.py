@@ -1,0 +1,112 @@
+"""The scan pipeline: discover targets, resolve each in one Environment, collect problems.
+
+``scan``, and later ``fix``, ``watch`` and ``preflight``, are front ends over :func:`run_scan`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .candidates import Candidate, find_candidates
+from .environment import Environment
+from .factstore import FactsStore
+from .resolver import MODE_DLOPEN, MODE_EXEC, MODE_LIST, LoadResult, Resolution, Resolver
+from .targets import Discovery, Target, discover
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # missing | version | fatal | bad-target
+    target: str
+    message: str
+    soname: Optional[str] = None
+    needed_by: Optional[str] = None
+    chain: tuple[str, ...] = ()
+    resolution: Optional[Resolution] = None
+    candidates: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    target: Target
+    result: LoadResult
+    problems: tuple[Problem, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class ScanReport:
+    env: Environment
+    discovery: Discovery
+    targets: list[TargetReport] = field(default_factory=list)
+    cache_note: Optional[str] = None
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [p for t in self.targets for p in t.problems]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+def _chain(result: LoadResult, requester: Optional[str]) -> tuple[str, ...]:
+    """From the root down to ``requester``, along the objects' first requesters."""
+    by_path = {o.path: o for o in result.objects}
+    chain: list[str] = []
+    current = requester
+    while current is not None and current not in chain and len(chain) < 64:
+        chain.append(current)
+        obj = by_path.get(current)
+        current = obj.needed_by if obj is not None else None
+    return tuple(reversed(chain))
+
+
+def problems_of(target: Target, result: LoadResult, env: Environment, site_packages: tuple[str, ...]
+                ) -> tuple[Problem, ...]:
+    if result.root_error is not None:
+        if "statically linked" in result.root_error:
+            return ()
+        return (Problem("bad-target", target.path, result.root_error),)
+    problems = []
+    seen: set[str] = set()
+    for resolution in result.relevant_resolutions():
+        if resolution.found or resolution.name in seen:
+            continue
+        seen.add(resolution.name)
+        kind = "fatal" if resolution.fatal else "missing"
+        message = (f"{resolution.name}: {resolution.error}" if resolution.fatal
+                   else f"{resolution.name} not found")
+        problems.append(Problem(kind, target.path, message, resolution.name, resolution.requester,
+                                _chain(result, resolution.requester), resolution,
+                                () if resolution.fatal else tuple(find_candidates(resolution.name, env, site_packages))))
+    for version in result.version_problems:
+        if version.fatal:
+            problems.append(Problem("version", target.path, version.message, version.file, version.consumer,
+                                    _chain(result, version.consumer)))
+    return tuple(problems)
+
+
+def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
+    if target.mode == MODE_DLOPEN and target.caller:
+        return resolver.dlopen(target.caller, target.path)
+    mode = MODE_EXEC if resolver._is_program(target.path) else MODE_LIST
+    return resolver.load(target.path, mode)
+
+
+def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
+             caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None) -> ScanReport:
+    env = env or Environment.from_process()
+    store = store or FactsStore()
+    cache_paths = [e.path for e in env.cache.entries] if env.cache else []
+    discovery = discover(paths, caller, prefix, python, cache_paths)
+    report = ScanReport(env, discovery, cache_note=store.load_problem)
+    resolver = Resolver(env, store)
+    sites = discovery.environment.site_packages if discovery.environment else ()
+    for target in discovery.targets:
+        result = resolve_target(resolver, target)
+        report.targets.append(TargetReport(target, result, problems_of(target, result, env, sites)))
+    return report

@@ -1,0 +1,225 @@
+"""What to scan: files, folders, the GPU frameworks of a Python environment, or the CUDA install.
+
+Nothing is imported or executed: environments are read from their ``dist-info``/``egg-info``
+metadata, so libdoctor on its own Python can diagnose, say, a Python 3.6 conda env.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from .elffacts import ELFMAG
+
+FRAMEWORKS = ("torch", "tensorflow", "tensorflow-gpu", "tensorflow-cpu", "tf-nightly", "jax", "jaxlib",
+              "paddlepaddle-gpu", "paddlepaddle", "mxnet", "onnxruntime-gpu")
+FRAMEWORK_PREFIXES = ("cupy-", "mxnet-", "jax-cuda", "jax_cuda")
+CUDA_NAME = re.compile(r"^lib(cuda|cudart|cublas|cublasLt|cufft|curand|cusolver|cusparse|cudnn|nccl|nvrtc|"
+                       r"nvJitLink|cupti|nvToolsExt|nvvm|nvinfer|nvidia-ml)[._-]")
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str  # the path loaded (as given, or as found)
+    group: str  # what it belongs to: the argument, or "torch 2.14.1"
+    mode: str = "list"  # list | exec | dlopen
+    caller: Optional[str] = None  # the program that dlopens it
+
+
+@dataclass(frozen=True)
+class Framework:
+    name: str
+    version: str
+    location: str  # its dist-info folder
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PythonEnv:
+    prefix: str
+    python: Optional[str]
+    site_packages: tuple[str, ...]
+
+
+@dataclass
+class Discovery:
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line each: skipped input and why
+    frameworks: list[Framework] = field(default_factory=list)
+    environment: Optional[PythonEnv] = None
+    fallback: Optional[str] = None  # set when the CUDA installation was checked instead
+
+
+def is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == ELFMAG
+    except OSError:
+        return False
+
+
+def walk_folder(folder: str, notes: list[str]) -> list[str]:
+    """Every regular ELF file below ``folder``, sorted; bad entries become notes, never errors."""
+    found: list[str] = []
+    stack = [folder]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError as exc:
+            notes.append(f"{current}: cannot read folder: {exc.strerror}")
+            continue
+        for entry in sorted(entries, key=lambda e: e.name, reverse=True):
+            try:
+                if entry.is_symlink():
+                    _check_link(entry.path, notes)
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    if (st.st_dev, st.st_ino) not in seen:
+                        seen.add((st.st_dev, st.st_ino))
+                        stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and is_elf(entry.path):
+                    found.append(entry.path)
+            except OSError as exc:
+                notes.append(f"{entry.path}: {exc.strerror}")
+    return sorted(found)
+
+
+def _check_link(path: str, notes: list[str]) -> None:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        reason = "symlink loop" if exc.errno == 40 else "dangling symlink"
+        notes.append(f"{path}: {reason} (-> {os.readlink(path)})")
+
+
+def targets_from_paths(paths: Iterable[str], caller: Optional[str], discovery: Discovery) -> None:
+    for given in paths:
+        try:
+            st = os.stat(given)
+        except OSError as exc:
+            if os.path.islink(given):
+                _check_link(given, discovery.notes)
+            else:
+                discovery.notes.append(f"{given}: {exc.strerror}")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            files = walk_folder(given, discovery.notes)
+            if not files:
+                discovery.notes.append(f"{given}: no ELF files in this folder")
+            discovery.targets.extend(_target(f, given, caller) for f in files)
+        else:
+            discovery.targets.append(_target(given, given, caller))
+
+
+def _target(path: str, group: str, caller: Optional[str]) -> Target:
+    return Target(path, group, "dlopen", caller) if caller else Target(path, group)
+
+
+# -- Python environments -----------------------------------------------------------------
+
+def python_env(prefix: Optional[str] = None, python: Optional[str] = None) -> PythonEnv:
+    """An environment from ``--env``, ``--python``, or the active one (venv, conda, PATH)."""
+    if python:
+        prefix = os.path.dirname(os.path.dirname(os.path.abspath(python)))
+    elif prefix is None:
+        prefix = os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX")
+        if prefix is None:
+            found = shutil.which("python3") or shutil.which("python")
+            prefix = os.path.dirname(os.path.dirname(found)) if found else os.sys.prefix
+        prefix = os.path.abspath(prefix)
+    if python is None:
+        python = next((p for p in (os.path.join(prefix, "bin", n) for n in ("python3", "python")) if os.path.exists(p)),
+                      None)
+    sites = sorted(set(glob.glob(os.path.join(prefix, "lib*", "python*", "site-packages"))))
+    return PythonEnv(os.path.abspath(prefix), python, tuple(sites))
+
+
+def _dist_name(folder: str) -> tuple[str, str]:
+    base = os.path.basename(folder).rsplit(".", 1)[0]
+    name, _, version = base.partition("-")
+    return re.sub(r"[-_.]+", "-", name).lower(), version
+
+
+def _is_framework(name: str) -> bool:
+    return name in FRAMEWORKS or name.startswith(FRAMEWORK_PREFIXES)
+
+
+def _record_files(dist: str, site: str) -> list[str]:
+    files: list[str] = []
+    record = os.path.join(dist, "RECORD")
+    installed = os.path.join(dist, "installed-files.txt")
+    if os.path.exists(record):
+        with open(record, encoding="utf-8", errors="replace") as handle:
+            rows = [line.split(",", 1)[0] for line in handle]
+        base = site
+    elif os.path.exists(installed):
+        with open(installed, encoding="utf-8", errors="replace") as handle:
+            rows = [line.strip() for line in handle]
+        base = dist
+    else:
+        top = os.path.join(dist, "top_level.txt")
+        names = open(top, encoding="utf-8").read().split() if os.path.exists(top) else []
+        notes: list[str] = []
+        return [f for n in names for f in walk_folder(os.path.join(site, n), notes)] if names else []
+    for row in rows:
+        if ".so" in os.path.basename(row):
+            path = os.path.normpath(os.path.join(base, row))
+            if os.path.isfile(path) and not os.path.islink(path) and is_elf(path):
+                files.append(path)
+    return sorted(set(files))
+
+
+def find_frameworks(env: PythonEnv) -> list[Framework]:
+    found = []
+    for site in env.site_packages:
+        for dist in sorted(glob.glob(os.path.join(site, "*.dist-info")) + glob.glob(os.path.join(site, "*.egg-info"))):
+            name, version = _dist_name(dist)
+            if _is_framework(name):
+                found.append(Framework(name, version, dist, tuple(_record_files(dist, site))))
+    return found
+
+
+def cuda_install_files(cache_paths: Iterable[str]) -> list[str]:
+    """The machine's CUDA libraries: from the loader cache and ``/usr/local/cuda*``."""
+    paths: dict[str, None] = {}
+    for path in cache_paths:
+        if CUDA_NAME.match(os.path.basename(path)):
+            paths.setdefault(os.path.realpath(path), None)
+    for folder in sorted(glob.glob("/usr/local/cuda*/lib*") + glob.glob("/usr/local/cuda*/targets/*/lib")):
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                path = os.path.join(folder, name)
+                if ".so" in name and os.path.isfile(path) and is_elf(path):
+                    paths.setdefault(os.path.realpath(path), None)
+    return list(paths)
+
+
+def discover(paths: tuple[str, ...], caller: Optional[str], prefix: Optional[str], python: Optional[str],
+             cache_paths: Iterable[str]) -> Discovery:
+    discovery = Discovery()
+    if paths:
+        targets_from_paths(paths, caller, discovery)
+        return discovery
+    env = python_env(prefix, python)
+    discovery.environment = env
+    discovery.frameworks = find_frameworks(env)
+    program = caller or env.python
+    for framework in discovery.frameworks:
+        group = f"{framework.name} {framework.version}"
+        for path in framework.files:
+            discovery.targets.append(Target(path, group, "dlopen" if program else "list", program))
+    if not discovery.frameworks:
+        discovery.fallback = (f"no GPU framework installed in {env.prefix}; checked the machine's CUDA "
+                              "installation instead")
+        for path in cuda_install_files(cache_paths):
+            discovery.targets.append(Target(path, "CUDA installation"))
+        if not discovery.targets:
+            discovery.notes.append("no CUDA libraries found in ld.so.cache or /usr/local/cuda*")
+    return discovery
