@@ -394,6 +394,7 @@ class _LoadState:
         main = self.main
         assert main is not None
         if loader.facts.runpath is None:
+            before = len(sources)
             chain_has_main = False
             obj: Optional[_Obj] = loader
             while obj is not None:
@@ -407,6 +408,8 @@ class _LoadState:
                 hit = self._try_source(sources, RPATH, main, main.facts.rpath, ":", name)
                 if hit:
                     return sources, hit
+            if len(sources) == before:
+                sources.append(SourceAttempt(RPATH, note="none in the chain of requesting objects"))
         else:
             sources.append(SourceAttempt(RPATH, loader.path, note=f"skipped: {loader.path} has DT_RUNPATH"))
         if self.env.library_path:
@@ -478,11 +481,14 @@ class _LoadState:
         """``open_path``: each folder with its hwcaps subfolders, first hit wins."""
         search = _Search()
         for folder in folders:
-            attempt = self._try_folder(name, folder, search)
+            attempt, probe = self._try_folder(name, folder, search)
             search.folders.append(attempt)
-            if attempt.outcome in ("found", "fatal"):
-                if attempt.outcome == "fatal":
-                    search.fatal = attempt.detail
+            if attempt.outcome == "found":
+                assert attempt.candidate is not None and probe is not None
+                search.found = (attempt.candidate, probe)
+                return search
+            if attempt.outcome == "fatal":
+                search.fatal = attempt.detail
                 return search
             if self.errno not in (errno_mod.ENOENT, errno_mod.EACCES):
                 # glibc gives up on the rest of this list (open_path returns -1).
@@ -490,7 +496,7 @@ class _LoadState:
                 return search
         return search
 
-    def _try_folder(self, name: str, folder: str, search: _Search) -> FolderAttempt:
+    def _try_folder(self, name: str, folder: str, search: _Search) -> tuple[FolderAttempt, Optional[Probe]]:
         seen_folder = False
         skipped: Optional[FolderAttempt] = None
         for sub in self.info.subdirs:
@@ -504,7 +510,7 @@ class _LoadState:
             attempt = self._judge(path, probe)
             if attempt.outcome in ("found", "fatal"):
                 self.folder_exists[key] = True
-                return FolderAttempt(folder, attempt.outcome, attempt.detail, path)
+                return FolderAttempt(folder, attempt.outcome, attempt.detail, path), probe
             if attempt.outcome == "skipped":
                 search.other_class = search.other_class or "class" in attempt.detail
                 skipped = skipped or FolderAttempt(folder, "skipped", attempt.detail, path)
@@ -519,12 +525,12 @@ class _LoadState:
                 exists = is_folder
             seen_folder |= bool(exists)
         if skipped:
-            return skipped
+            return skipped, None
         if not seen_folder:
-            return FolderAttempt(folder, "no such folder")
+            return FolderAttempt(folder, "no such folder"), None
         if self.errno == errno_mod.EACCES:
-            return FolderAttempt(folder, "unreadable", "permission denied", join(folder, name))
-        return FolderAttempt(folder, "absent")
+            return FolderAttempt(folder, "unreadable", "permission denied", join(folder, name)), None
+        return FolderAttempt(folder, "absent"), None
 
     def _stat_folder(self, folder: str) -> tuple[bool, int]:
         status = self.view.folder_status(folder)
@@ -567,11 +573,12 @@ class _LoadState:
     def result(self, root: str, mode: str, new_from: int, root_error: Optional[str] = None) -> LoadResult:
         version_problems = self.check_versions(new_from) if root_error is None else []
         ordered = list(self.objects)
-        if self.rtld is not None:
-            # rtld.c moves the loader's own map to where the breadth-first list first names it.
-            at = self.rtld_requested_at if self.rtld_requested_at is not None else len(ordered)
+        if self.rtld is not None and self.rtld_requested_at is not None:
+            # rtld.c moves the loader's own map to where the breadth-first list first names it,
+            # and drops it from the list when nothing names it.
+            at = self.rtld_requested_at
             ordered.insert(at, self.rtld)
-            if at <= new_from and self.rtld_requested_at is not None:
+            if at <= new_from:
                 new_from += 1
         for index, obj in enumerate(ordered):
             obj.index = index

@@ -1,0 +1,313 @@
+"""Every loader rule: libdoctor's resolution equals what glibc's ld.so does in the same environment."""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from libdoctor.factstore import FactsStore
+from libdoctor.resolver import CACHE, DIRECT, LD_LIBRARY_PATH, LOADED, MODE_EXEC, RPATH, RUNPATH, SYSTEM, Resolver
+
+from .conftest import ElfFactory, Judge, loader_env
+
+
+def via_of(result, name):
+    return next(r.via for r in result.resolutions if r.name == name)
+
+
+def test_rpath_and_runpath_basic(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    dep = elf.lib("r/libdep.so.1", defines=["dep"])
+    elf.lib("n/libdep2.so.1", defines=["dep2"])
+    user = elf.lib("app/libuser.so", calls=["dep"], link=[dep], rpath=str(tmp_path / "r"))
+    result, _ = judge.compare(user, tmp_path)
+    assert via_of(result, "libdep.so.1") == RPATH
+    user2 = elf.lib("app/libuser2.so", calls=["dep2"], link=[tmp_path / "n/libdep2.so.1"], runpath="$ORIGIN/../n")
+    result, _ = judge.compare(user2, tmp_path)
+    assert via_of(result, "libdep2.so.1") == RUNPATH
+
+
+def _add_rpath_beside_runpath(path: Path, skip: int) -> None:
+    """Turn the first DT_NULL into a DT_RPATH pointing ``skip`` bytes into the RUNPATH string.
+
+    GNU ld writes only one of the two tags, so the both-tags case is made by editing a real library.
+    """
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as handle:
+        dynamic = ELFFile(handle).get_section_by_name(".dynamic")
+        offset, size = dynamic["sh_offset"], dynamic["sh_size"]
+    data = bytearray(path.read_bytes())
+    entries = [struct.unpack_from("<qQ", data, offset + i) for i in range(0, size, 16)]
+    runpath = next(v for t, v in entries if t == 29)
+    first_null = next(i for i, (t, _v) in enumerate(entries) if t == 0)
+    assert first_null + 1 < len(entries) and entries[first_null + 1][0] == 0, "no spare DT_NULL"
+    struct.pack_into("<qQ", data, offset + 16 * first_null, 15, runpath + skip)
+    path.write_bytes(bytes(data))
+
+
+def test_runpath_discards_rpath_of_same_object(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    stub = elf.stub("libx.so.1", defines=["x"])
+    elf.lib("r/libx.so.1", defines=["x"])
+    both = elf.lib("app/libboth.so", calls=["x"], link=[stub], runpath=f"/nonexistent{tmp_path / 'r'}")
+    _add_rpath_beside_runpath(both, len("/nonexistent"))
+    facts = judge.predict(str(both), str(tmp_path)).objects[0].facts
+    assert facts.rpath is None and facts.rpath_ignored == str(tmp_path / "r")
+    result, trace = judge.compare(both, tmp_path)
+    assert trace.mapping()["libx.so.1"] is None
+
+
+def test_rpath_inherited_through_loader_chain(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    leaf = elf.lib("deep/libleaf.so.1", defines=["leaf"])
+    mid = elf.lib("mid/libmid.so.1", calls=["leaf"], link=[leaf], defines=["mid"])
+    exe = elf.exe("bin/prog", calls=["mid"], link=[mid],
+                  rpath=f"{tmp_path / 'mid'}:{tmp_path / 'deep'}")
+    result, _ = judge.compare(exe, tmp_path)
+    assert via_of(result, "libleaf.so.1") == RPATH
+    leaf_res = next(r for r in result.resolutions if r.name == "libleaf.so.1")
+    assert leaf_res.sources[-1].owner == str(exe)  # found through the executable's RPATH
+
+
+def test_intermediate_rpath_used_for_grandchildren(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    leaf = elf.lib("deep/libleaf.so.1", defines=["leaf"])
+    mid = elf.lib("mid/libmid.so.1", calls=["leaf"], link=[leaf], defines=["mid"], rpath=str(tmp_path / "deep"))
+    inner = elf.lib("mid/libinner.so.1", calls=["mid"], link=[mid], defines=["inner"])
+    top = elf.lib("top/libtop.so", calls=["inner"], link=[inner], rpath=str(tmp_path / "mid"))
+    result, _ = judge.compare(top, tmp_path)
+    assert {r.name: r.via for r in result.resolutions}["libleaf.so.1"] == RPATH
+
+
+def test_runpath_not_inherited(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    leaf = elf.lib("deep/libleaf.so.1", defines=["leaf"])
+    mid = elf.lib("deep/libmid.so.1", calls=["leaf"], link=[leaf], defines=["mid"])
+    exe = elf.exe("bin/prog", calls=["mid"], link=[mid], runpath=str(tmp_path / "deep"))
+    result, trace = judge.compare(exe, tmp_path)
+    assert trace.mapping()["libleaf.so.1"] is None
+    missing = next(r for r in result.resolutions if r.name == "libleaf.so.1")
+    assert [s.tag for s in missing.sources][:2] == [RPATH, LD_LIBRARY_PATH]
+
+
+def test_ld_library_path_order_and_separators(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    stub = elf.stub("libp.so.1", defines=["p"])
+    for folder in ("a", "b", "c"):
+        elf.lib(f"{folder}/libp.so.1", defines=["p"])
+    rp = elf.lib("app/librp.so", calls=["p"], link=[stub], rpath=str(tmp_path / "a"))
+    run = elf.lib("app/librun.so", calls=["p"], link=[stub], runpath=str(tmp_path / "c"))
+    llp = {"LD_LIBRARY_PATH": f"/nonexistent;{tmp_path / 'b'}"}
+    result, trace = judge.compare(rp, tmp_path, llp)  # RPATH beats LD_LIBRARY_PATH
+    assert trace.mapping()["libp.so.1"] == str(tmp_path / "a/libp.so.1")
+    result, trace = judge.compare(run, tmp_path, llp)  # LD_LIBRARY_PATH beats RUNPATH
+    assert trace.mapping()["libp.so.1"] == str(tmp_path / "b/libp.so.1")
+    assert via_of(result, "libp.so.1") == LD_LIBRARY_PATH
+
+
+def test_empty_elements_mean_current_folder(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    stub = elf.stub("libcwd.so.1", defines=["c"])
+    elf.lib("here/libcwd.so.1", defines=["c"])
+    user = elf.lib("app/libuser.so", calls=["c"], link=[stub])
+    judge.compare(user, tmp_path / "here", {"LD_LIBRARY_PATH": ":/nonexistent"})
+    result, trace = judge.compare(user, tmp_path / "here", {"LD_LIBRARY_PATH": "/nonexistent"})
+    assert trace.mapping()["libcwd.so.1"] is None
+    user2 = elf.lib("app/libuser2.so", calls=["c"], link=[stub], rpath="/nonexistent::/x")
+    result, trace = judge.compare(user2, tmp_path / "here")
+    assert trace.mapping()["libcwd.so.1"] == "libcwd.so.1"
+
+
+def test_origin_of_dso_is_textual_not_realpath(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    """loader-facts 7.6: libf is next to the real libg, not next to the link; glibc does not find it."""
+    libf = elf.lib("a/libf.so", defines=["f1"])
+    libg = elf.lib("a/libg.so", calls=["f1"], link=[libf], runpath="$ORIGIN", defines=["g"])
+    (tmp_path / "b").mkdir()
+    os.symlink("../a/libg.so", tmp_path / "b/libg.so")
+    exe = elf.exe("prog", calls=["g"], link=[libg], runpath="$ORIGIN/b")
+    result, trace = judge.compare(exe, tmp_path)
+    assert trace.mapping()["libf.so"] is None
+    run = subprocess.run([str(exe)], env=loader_env(), capture_output=True)
+    assert run.returncode == 127
+
+
+def test_origin_of_executed_program_is_its_real_path(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    """loader-facts 7.5: started through a symlink, $ORIGIN is the real folder (ldd gets this wrong)."""
+    app = elf.lib("app/lib/libapp.so.1", defines=["app"])
+    prog = elf.exe("app/prog", calls=["app"], link=[app], runpath="$ORIGIN/lib")
+    (tmp_path / "bin").mkdir()
+    os.symlink("../app/prog", tmp_path / "bin/prog")
+    link = str(tmp_path / "bin/prog")
+    run = subprocess.run([link], env=loader_env(), capture_output=True)
+    assert run.returncode == 0
+    executed = judge.predict(link, str(tmp_path), mode=MODE_EXEC)
+    assert executed.ok and executed.closure()[0].path == str(tmp_path / "app/lib/libapp.so.1")
+    listed, trace = judge.compare(link, tmp_path)  # as ld.so --list sees it: not found
+    assert trace.mapping()["libapp.so.1"] is None and not listed.ok
+
+
+def test_lib_and_platform_tokens(elf: ElfFactory, judge: Judge, tmp_path: Path, loader_info) -> None:
+    stub = elf.stub("libtok.so.1", defines=["t"])
+    elf.lib(f"tok/{loader_info.lib}/{loader_info.platform}/libtok.so.1", defines=["t"])
+    user = elf.lib("app/libuser.so", calls=["t"], link=[stub], rpath=f"{tmp_path}/tok/$LIB/${{PLATFORM}}")
+    result, trace = judge.compare(user, tmp_path)
+    assert trace.mapping()["libtok.so.1"] is not None
+
+
+def test_needed_with_slash_is_opened_directly(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    direct = elf.lib("d/libdirect.so.1", soname=str(tmp_path / "d/libdirect.so.1"), defines=["d1"])
+    rel = elf.lib("sub/librel.so.1", soname="sub/librel.so.1", defines=["r1"])
+    user = elf.lib("app/libuser.so", calls=["d1", "r1"], link=[direct, rel])
+    result, _ = judge.compare(user, tmp_path)
+    assert via_of(result, str(tmp_path / "d/libdirect.so.1")) == DIRECT
+    result, trace = judge.compare(user, tmp_path / "app")  # relative to the current folder, not $ORIGIN
+    assert trace.mapping()["sub/librel.so.1"] is None
+
+
+def test_soname_reuse_depends_on_load_order(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    """The second requester cannot find libshared itself, but it is already loaded by SONAME."""
+    shared = elf.lib("hidden/libshared.so.1", defines=["s"])
+    first = elf.lib("l/libfirst.so.1", calls=["s"], link=[shared], rpath=str(tmp_path / "hidden"), defines=["a1"])
+    second = elf.lib("l/libsecond.so.1", calls=["s"], link=[shared], runpath=str(tmp_path / "l"), defines=["a2"])
+    top = elf.lib("top/libtop.so", calls=["a1", "a2"], link=[first, second], runpath=str(tmp_path / "l"))
+    result, _ = judge.compare(top, tmp_path)
+    vias = [r.via for r in result.resolutions if r.name == "libshared.so.1"]
+    assert vias == [RPATH, LOADED]
+
+
+def test_wrong_machine_and_class_are_skipped(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    stub = elf.stub("libarch.so.1", defines=["a"])
+    other = elf.lib("first/libarch.so.1", defines=["a"])
+    data = bytearray(other.read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")  # e_machine: AArch64
+    other.write_bytes(bytes(data))
+    klass = elf.lib("zero/libarch.so.1", defines=["a"])
+    data = bytearray(klass.read_bytes())
+    data[4] = 1  # EI_CLASS: ELFCLASS32
+    klass.write_bytes(bytes(data))
+    elf.lib("second/libarch.so.1", defines=["a"])
+    user = elf.lib("app/libuser.so", calls=["a"], link=[stub],
+                   rpath=f"{tmp_path / 'zero'}:{tmp_path / 'first'}:{tmp_path / 'second'}")
+    result, trace = judge.compare(user, tmp_path)
+    assert trace.mapping()["libarch.so.1"] == str(tmp_path / "second/libarch.so.1")
+    folders = next(r for r in result.resolutions if r.name == "libarch.so.1").sources[0].folders
+    assert [f.outcome for f in folders] == ["skipped", "skipped", "found"]
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 12345\n" * 2, "invalid ELF header"),
+    (b"\x7fELF\x02\x01", "file too short"),
+    (b"/* GNU ld script */\nGROUP ( /lib/x86_64-linux-gnu/libc.so.6 )\n", "file too short"),
+])
+def test_non_elf_candidate_is_fatal(elf: ElfFactory, judge: Judge, tmp_path: Path, content: bytes,
+                                    message: str) -> None:
+    stub = elf.stub("libbad.so.1", defines=["b"])
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early/libbad.so.1").write_bytes(content)
+    elf.lib("late/libbad.so.1", defines=["b"])
+    user = elf.lib("app/libuser.so", calls=["b"], link=[stub], rpath=f"{tmp_path / 'early'}:{tmp_path / 'late'}")
+    trace_env = loader_env()
+    result = judge.predict(str(user), str(tmp_path))
+    done = subprocess.run([judge.info.interpreter, "--list", str(user)], env=trace_env, capture_output=True, text=True)
+    assert done.returncode != 0 and message in done.stderr
+    bad = next(r for r in result.resolutions if r.name == "libbad.so.1")
+    assert bad.fatal and message in bad.error and not result.ok
+
+
+def test_folder_named_like_library_is_fatal(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    stub = elf.stub("libdir.so.1", defines=["d"])
+    (tmp_path / "early/libdir.so.1").mkdir(parents=True)
+    user = elf.lib("app/libuser.so", calls=["d"], link=[stub], rpath=str(tmp_path / "early"))
+    done = subprocess.run([judge.info.interpreter, "--list", str(user)], env=loader_env(), capture_output=True,
+                          text=True)
+    result = judge.predict(str(user), str(tmp_path))
+    assert done.returncode != 0 and "cannot read file data" in done.stderr
+    assert next(r for r in result.resolutions if r.name == "libdir.so.1").fatal
+
+
+def test_symlink_loop_stops_that_search_list(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    stub = elf.stub("libloop.so.1", defines=["l"])
+    (tmp_path / "loopy").mkdir()
+    os.symlink("libloop.so.1", tmp_path / "loopy/libloop.so.1")
+    elf.lib("good/libloop.so.1", defines=["l"])
+    user = elf.lib("app/libuser.so", calls=["l"], link=[stub])
+    result, trace = judge.compare(user, tmp_path,
+                                  {"LD_LIBRARY_PATH": f"{tmp_path / 'loopy'}:{tmp_path / 'good'}"})
+    assert trace.mapping()["libloop.so.1"] is None
+    llp = next(s for s in result.resolutions[0].sources if s.tag == LD_LIBRARY_PATH)
+    assert llp.folders[0].outcome == "stopped"
+
+
+def test_version_needs_checked_against_provider(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    """loader-facts 7.2: a link across a soname-named version node loads and then fails."""
+    stub = elf.stub("libfoo.so.8", defines=["foo_get"], version_script={"libfoo.so.8": ["foo_get"]})
+    elf.lib("lib/libfoo.so.9", defines=["foo_get"], version_script={"libfoo.so.9": ["foo_get"]})
+    os.symlink("libfoo.so.9", tmp_path / "lib/libfoo.so.8")
+    user = elf.lib("lib/libconsumer.so", calls=["foo_get"], link=[stub], runpath="$ORIGIN")
+    result, trace = judge.compare(user, tmp_path)
+    assert "version `libfoo.so.8' not found" in trace.stderr
+    assert [v.message for v in result.version_problems] == [
+        f"{tmp_path}/lib/libfoo.so.8: version `libfoo.so.8' not found (required by {user})"]
+    assert not result.ok
+    ctypes_run = subprocess.run(["python3", "-c", f"import ctypes; ctypes.CDLL({str(user)!r})"],
+                                env=loader_env(), capture_output=True, text=True)
+    assert "version `libfoo.so.8' not found" in ctypes_run.stderr
+
+
+def test_nodeflib_skips_cache_and_system_folders(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    user = elf.lib("app/libuser.so", extra=["-Wl,-z,nodefaultlib", "-Wl,--no-as-needed", "-lz"], body="int z_user(void){return 0;}")
+    result, trace = judge.compare(user, tmp_path)
+    assert trace.mapping()["libz.so.1"] is None
+    missing = next(r for r in result.resolutions if r.name == "libz.so.1")
+    assert "DF_1_NODEFLIB" in " ".join(s.note for s in missing.sources)
+
+
+def test_hwcaps_subfolder_preferred(elf: ElfFactory, judge: Judge, tmp_path: Path, loader_info) -> None:
+    if not loader_info.hwcaps_active:
+        pytest.skip("this loader has no active glibc-hwcaps subfolders")
+    stub = elf.stub("libhw.so.1", defines=["h"])
+    elf.lib("hw/libhw.so.1", defines=["h"])
+    elf.lib(f"hw/glibc-hwcaps/{loader_info.hwcaps_active[-1]}/libhw.so.1", defines=["h"])
+    user = elf.lib("app/libuser.so", calls=["h"], link=[stub], rpath=str(tmp_path / "hw"))
+    result, trace = judge.compare(user, tmp_path)
+    assert "glibc-hwcaps" in trace.mapping()["libhw.so.1"]
+
+
+def test_ld_preload_loaded_first_and_reused(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    stub = elf.stub("libpre.so.1", defines=["p"])
+    pre = elf.lib("pre/libpre.so.1", defines=["p"])
+    user = elf.lib("app/libuser.so", calls=["p"], link=[stub])
+    result, trace = judge.compare(user, tmp_path, {"LD_PRELOAD": str(pre)})
+    assert trace.entries[0] == (str(pre), str(pre))
+    assert via_of(result, "libpre.so.1") == LOADED
+
+
+def test_cache_and_system_folders(judge: Judge, tmp_path: Path) -> None:
+    target = shutil.which("ls") or "/bin/ls"
+    result, _ = judge.compare(os.path.realpath(target), tmp_path)
+    assert via_of(result, "libc.so.6") in (CACHE, SYSTEM)
+
+
+def test_dlopen_uses_caller_runpath_and_loaded_objects(elf: ElfFactory, judge: Judge, tmp_path: Path,
+                                                       dlprobe: Path) -> None:
+    dep = elf.lib("deps/libdep.so.1", defines=["dep"])
+    plugin = elf.lib("plugins/libplugin.so", calls=["dep"], link=[dep])
+    caller = tmp_path / "bin/caller"
+    caller.parent.mkdir()
+    shutil.copy(dlprobe, caller)
+    subprocess.run(["patchelf", "--version"], capture_output=True) if shutil.which("patchelf") else None
+    # The caller gets an RPATH by relinking the probe source with one.
+    from .conftest import DLPROBE_SOURCE, GCC
+    src = tmp_path / "caller.c"
+    src.write_text(DLPROBE_SOURCE)
+    subprocess.run([GCC, "-o", str(caller), str(src), "-ldl", "-Wl,--disable-new-dtags",
+                    f"-Wl,-rpath,{tmp_path / 'deps'}"], check=True)
+    env = judge.environment(str(tmp_path))
+    result = Resolver(env, FactsStore()).dlopen(str(caller), str(plugin))
+    run = subprocess.run([str(caller), str(plugin)], env=loader_env(), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    loaded = {line for line in run.stdout.splitlines() if line and line != "linux-vdso.so.1"}
+    predicted = {o.path for o in result.objects} - {str(caller)}
+    assert predicted == loaded
+    assert via_of(result, "libdep.so.1") == RPATH  # the executable's RPATH applies to the dlopened plugin
+    # by bare name: dlopen searches the caller's RPATH too
+    by_name = Resolver(env, FactsStore()).dlopen(str(caller), "libdep.so.1")
+    assert by_name.ok and by_name.objects[by_name.new_from].path == str(tmp_path / "deps/libdep.so.1")
