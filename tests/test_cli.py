@@ -1,0 +1,147 @@
+"""The command line: exit statuses, JSON schema, human output, bad input, the facts cache."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from libdoctor.factstore import FactsStore
+
+from .conftest import ElfFactory, loader_env
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = loader_env()
+    environ.update({"LIBDOCTOR_CACHE_DIR": str(cwd / ".cache"), "NO_COLOR": "1",
+                    "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "libdoctor.cli", *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def field_tree(elf: ElfFactory, tmp_path: Path) -> Path:
+    """A TF-1.14-like consumer needing cuDNN 7 while cuDNN 8 is installed elsewhere."""
+    cudnn7 = elf.stub("libcudnn.so.7", defines=["cudnnCreate"])
+    cudart = elf.lib("cuda/lib64/libcudart.so.10.0", defines=["cudaMalloc"])
+    elf.lib("cuda/lib64/libcudnn.so.8", defines=["cudnnCreate"])
+    elf.lib("site/tensorflow/libtensorflow_framework.so.1", calls=["cudnnCreate", "cudaMalloc"],
+            link=[cudnn7, cudart], runpath=str(tmp_path / "cuda/lib64"))
+    elf.lib("site/tensorflow/libok.so", calls=["cudaMalloc"], link=[cudart], runpath=str(tmp_path / "cuda/lib64"))
+    (tmp_path / "site/tensorflow/README.txt").write_text("not a library")
+    os.symlink("missing-target.so", tmp_path / "site/tensorflow/libdangling.so")
+    return tmp_path
+
+
+def test_scan_json_schema_and_exit_status(field_tree: Path) -> None:
+    done = run_cli("scan", "--json", str(field_tree / "site"), cwd=field_tree)
+    assert done.returncode == 1, done.stderr
+    data = json.loads(done.stdout)
+    assert data["schema_version"] == 1
+    by_path = {t["path"]: t for t in data["targets"]}
+    bad = by_path[str(field_tree / "site/tensorflow/libtensorflow_framework.so.1")]
+    assert bad["verdict"] == "problems"
+    closure = {c["soname"]: c for c in bad["closure"]}
+    assert closure["libcudnn.so.7"]["path"] is None
+    assert closure["libcudart.so.10.0"]["path"] == str(field_tree / "cuda/lib64/libcudart.so.10.0")
+    assert closure["libcudart.so.10.0"]["via"] == "runpath"
+    assert len(bad["closure"]) == len({c["soname"] for c in bad["closure"]})
+    problem = data["problems"][0]
+    assert problem["kind"] == "missing" and problem["soname"] == "libcudnn.so.7"
+    assert [s["source"] for s in problem["search"]] == ["rpath", "LD_LIBRARY_PATH", "runpath", "ld.so.cache", "system"]
+    assert by_path[str(field_tree / "site/tensorflow/libok.so")]["verdict"] == "ok"
+    assert any("dangling symlink" in n for n in data["notes"])
+
+
+def test_scan_human_output_explains(field_tree: Path) -> None:
+    done = run_cli("scan", str(field_tree / "site/tensorflow/libtensorflow_framework.so.1"), cwd=field_tree,
+                   env={"LD_LIBRARY_PATH": str(field_tree / "cuda")})
+    assert done.returncode == 1
+    out = done.stdout
+    assert "libcudnn.so.7 not found" in out
+    assert "paths considered in this order" in out
+    assert f"runpath of {field_tree}/site/tensorflow/libtensorflow_framework.so.1" in out
+    assert "\033[" not in out  # NO_COLOR, and not a terminal
+
+
+def test_scan_healthy_exits_zero(field_tree: Path) -> None:
+    done = run_cli("scan", str(field_tree / "site/tensorflow/libok.so"), cwd=field_tree)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 healthy" in done.stdout
+
+
+def test_bad_inputs_are_one_line_and_the_run_goes_on(field_tree: Path, tmp_path: Path) -> None:
+    (tmp_path / "libscript.so").write_text("/* GNU ld script */\nGROUP ( libc.so.6 )\n")
+    (tmp_path / "libtext.so").write_text("hello")
+    done = run_cli("scan", str(tmp_path / "libscript.so"), str(tmp_path / "libtext.so"), str(tmp_path / "nope.so"),
+                   str(field_tree / "site/tensorflow/libok.so"), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "GNU ld script" in done.stdout and "libc.so.6" in done.stdout
+    assert "nope.so: No such file or directory" in done.stdout
+    assert "libok.so: " in done.stdout  # the good target was still scanned
+
+
+def test_usage_error_exits_two(tmp_path: Path) -> None:
+    done = run_cli("scan", "--env", "/x", "--python", "/y", cwd=tmp_path)
+    assert done.returncode == 2
+    done = run_cli("scan", "--no-such-flag", cwd=tmp_path)
+    assert done.returncode == 2
+
+
+def test_default_scan_without_frameworks_checks_cuda(tmp_path: Path) -> None:
+    (tmp_path / "venv/lib/python3.9/site-packages").mkdir(parents=True)
+    done = run_cli("scan", "--env", str(tmp_path / "venv"), "--json", cwd=tmp_path)
+    assert done.returncode in (0, 1), done.stderr
+    data = json.loads(done.stdout)
+    assert any("no GPU framework installed" in n for n in data["notes"])
+
+
+def test_framework_targets_resolve_as_dlopen_from_python(elf: ElfFactory, tmp_path: Path) -> None:
+    site = tmp_path / "env/lib/python3.6/site-packages"
+    dep = elf.lib("env/lib/python3.6/site-packages/nvidia/cudnn/lib/libcudnn.so.9", defines=["c9"])
+    elf.lib("env/lib/python3.6/site-packages/torch/lib/libtorch_cuda.so", calls=["c9"], link=[dep],
+            rpath="$ORIGIN/../../nvidia/cudnn/lib")
+    dist = site / "torch-2.14.1.dist-info"
+    dist.mkdir()
+    (dist / "RECORD").write_text("torch/lib/libtorch_cuda.so,sha256=x,1\ntorch/__init__.py,,\n")
+    (tmp_path / "env/bin").mkdir()
+    os.symlink(os.path.realpath(sys.executable), tmp_path / "env/bin/python3")
+    done = run_cli("scan", "--env", str(tmp_path / "env"), "--json", cwd=tmp_path)
+    data = json.loads(done.stdout)
+    assert done.returncode == 0, done.stdout
+    assert data["environment"]["frameworks"][0]["name"] == "torch"
+    target = data["targets"][0]
+    assert target["mode"] == "dlopen" and target["caller"] == str(tmp_path / "env/bin/python3")
+    assert {c["soname"]: c["via"] for c in target["closure"]}["libcudnn.so.9"] == "rpath"
+
+
+def test_facts_cache_makes_a_warm_scan_parse_nothing(field_tree: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cachedir"
+    env = {"LIBDOCTOR_CACHE_DIR": str(cache_dir)}
+    run_cli("scan", str(field_tree / "site"), cwd=tmp_path, env=env)
+    cache_file = next(cache_dir.iterdir())
+    store = FactsStore(str(cache_file))
+    assert store.load_problem is None
+    lib = field_tree / "site/tensorflow/libok.so"
+    store.get_path(str(lib))
+    assert store.parsed == 0  # served from the saved cache
+    cache_file.write_text("{not json")
+    done = run_cli("scan", str(lib), cwd=tmp_path, env=env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    assert FactsStore(str(cache_file)).load_problem is None  # rebuilt
+
+
+def test_facts_cache_notices_a_changed_file(elf: ElfFactory, tmp_path: Path) -> None:
+    store = FactsStore(str(tmp_path / "facts.json"))
+    lib = elf.lib("libchange.so.1", defines=["a"])
+    assert store.get_path(str(lib)).soname == "libchange.so.1"
+    store.save()
+    elf.lib("libchange.so.1", soname="libchanged.so.2", defines=["a", "b"])
+    again = FactsStore(str(tmp_path / "facts.json"))
+    assert again.get_path(str(lib)).soname == "libchanged.so.2"
+    assert again.parsed == 1

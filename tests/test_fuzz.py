@@ -1,0 +1,103 @@
+"""Hypothesis fuzzes the parsers: only libdoctor's own errors, bounded time, bounded reads."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from libdoctor.elffacts import read_elf_facts
+from libdoctor.environment import split_search_path
+from libdoctor.errors import ElfError
+from libdoctor.ldcache import CacheError, parse_ld_cache
+from libdoctor.searchpath import expand_dst
+
+SETTINGS = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _reference_elf() -> bytes:
+    for path in ("/usr/local/cuda-13.0/lib/libcudart.so.13", "/lib/x86_64-linux-gnu/libz.so.1", "/bin/true"):
+        real = os.path.realpath(path)
+        if os.path.exists(real) and os.path.getsize(real) < 8 << 20:
+            with open(real, "rb") as handle:
+                return handle.read()
+    pytest.skip("no reference ELF file")
+
+
+REFERENCE = None
+
+
+def reference() -> bytes:
+    global REFERENCE
+    if REFERENCE is None:
+        REFERENCE = _reference_elf()
+    return REFERENCE
+
+
+def check_bytes(data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(suffix=".so") as handle:
+        handle.write(data)
+        handle.flush()
+        try:
+            facts = read_elf_facts(handle.name)
+        except ElfError as exc:
+            assert "\n" not in str(exc) and str(exc)
+            return
+        assert len(facts.needed) < 1_000_000
+
+
+@SETTINGS
+@given(st.binary(max_size=4096))
+def test_random_bytes(data: bytes) -> None:
+    check_bytes(data)
+
+
+@SETTINGS
+@given(st.binary(max_size=4096))
+def test_random_bytes_behind_elf_magic(data: bytes) -> None:
+    check_bytes(b"\x7fELF\x02\x01\x01" + data)
+
+
+@SETTINGS
+@given(st.data())
+def test_mutated_real_elf(data: st.DataObject) -> None:
+    blob = bytearray(reference())
+    kind = data.draw(st.sampled_from(["truncate", "flip", "field", "huge"]))
+    if kind == "truncate":
+        blob = blob[:data.draw(st.integers(0, len(blob)))]
+    elif kind == "flip":
+        for _ in range(data.draw(st.integers(1, 32))):
+            pos = data.draw(st.integers(0, min(len(blob), 1 << 16) - 1))
+            blob[pos] = data.draw(st.integers(0, 255))
+    else:
+        # header and program-header fields: offsets past the end, huge counts
+        offsets = [0x04, 0x05, 0x06, 0x10, 0x12, 0x20, 0x28, 0x36, 0x38, 0x3C]
+        phoff = int.from_bytes(blob[0x20:0x28], "little")
+        offsets += [phoff + 56 * i + k for i in range(4) for k in (0, 8, 16, 32, 40)]
+        pos = data.draw(st.sampled_from(offsets))
+        width = 8 if kind == "huge" else data.draw(st.sampled_from([1, 2, 4]))
+        value = data.draw(st.integers(0, (1 << (8 * width)) - 1))
+        if pos + width <= len(blob):
+            blob[pos:pos + width] = value.to_bytes(width, "little")
+    check_bytes(bytes(blob))
+
+
+@SETTINGS
+@given(st.binary(max_size=2048))
+def test_cache_parser_random(data: bytes) -> None:
+    for blob in (data, b"glibc-ld.so.cache1.1" + data, b"ld.so-1.7.0\0" + data):
+        try:
+            parse_ld_cache(blob)
+        except CacheError as exc:
+            assert str(exc)
+
+
+@SETTINGS
+@given(st.text(max_size=200), st.sampled_from([None, "/a/b"]))
+def test_search_path_strings(text: str, origin) -> None:
+    for element in split_search_path(text, ":;"):
+        expanded = expand_dst(element, origin, "lib", "haswell")
+        assert expanded is None or "$ORIGIN" not in element or origin is not None
