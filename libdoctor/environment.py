@@ -14,7 +14,7 @@ from typing import Mapping, Optional
 
 from .ldcache import CacheError, CacheLookup, LdCache, load_ld_cache
 from .ldconf import LdConf, parse_ld_conf
-from .loaderinfo import LoaderInfo, probe_loader
+from .loaderinfo import LoaderInfo, cached_probe_loader, probe_loader
 
 PRELOAD_FILE = "/etc/ld.so.preload"
 
@@ -60,6 +60,7 @@ class Environment:
     @classmethod
     def from_process(cls, environ: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
                      loader: Optional[LoaderInfo] = None, cache_path: str = "/etc/ld.so.cache",
+                     probe_cache_dir: Optional[str] = None,
                      conf_path: str = "/etc/ld.so.conf") -> "Environment":
         environ = os.environ if environ is None else environ
         problem = None
@@ -68,7 +69,7 @@ class Environment:
         except CacheError as exc:
             cache, problem = None, exc.message
         return cls(
-            loader=loader or probe_loader(),
+            loader=loader or (cached_probe_loader(probe_cache_dir) if probe_cache_dir else probe_loader()),
             cache=cache,
             cwd=cwd or os.getcwd(),
             ld_library_path=environ.get("LD_LIBRARY_PATH"),

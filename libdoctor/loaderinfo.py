@@ -9,11 +9,15 @@ Without such a loader, documented per-distribution defaults stand in.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import platform
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -128,6 +132,53 @@ def probe_loader(interpreter: Optional[str] = None, probe_program: Optional[str]
     return LoaderInfo(interpreter=interpreter, glibc_version=diag.get("version.version"), system_dirs=system_dirs,
                       lib=lib, platform=plat, hwcaps_active=hwcaps, subdirs=subdirs, host=host_abi(),
                       source=source)
+
+
+def _probe_key(interpreter: str) -> Optional[str]:
+    """What the probe's answer depends on: the loader file, the CPU, the tunables."""
+    try:
+        st = os.stat(interpreter)
+    except OSError:
+        return None
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            flags = next((line for line in handle if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    digest = hashlib.sha256(flags.encode()).hexdigest()[:16]
+    return (f"{interpreter}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{digest}:"
+            f"{os.environ.get('GLIBC_TUNABLES', '')}")
+
+
+def cached_probe_loader(cache_dir: Optional[str]) -> LoaderInfo:
+    """:func:`probe_loader`, remembered in ``cache_dir`` while the loader and the CPU stay the same."""
+    interpreter = find_interpreter() or DEFAULT_INTERPRETERS[0]
+    key = _probe_key(interpreter)
+    path = os.path.join(cache_dir, "loader-v1.json") if cache_dir else None
+    if key and path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if data.get("key") == key:
+                fields = data["info"]
+                fields["host"] = HostAbi(**fields["host"])
+                for name in ("system_dirs", "hwcaps_active", "subdirs"):
+                    fields[name] = tuple(fields[name])
+                return LoaderInfo(**fields)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    info = probe_loader(interpreter)
+    if key and path:
+        try:
+            os.makedirs(cache_dir, mode=0o700, exist_ok=True)  # type: ignore[arg-type]
+            fd, tmp = tempfile.mkstemp(prefix=".loader-", dir=cache_dir)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"key": key, "info": dataclasses.asdict(info)}, handle)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return info
 
 
 def _index(key: str) -> int:

@@ -9,9 +9,21 @@ from typing import Any
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+_configured_level = ["warning"]
+_configured = [False]
+
+
 def configure_logging(level: str = "warning") -> None:
+    """Remember the level; structlog is imported only when something is logged (start-up time)."""
+    _configured_level[0] = level
+    _configured[0] = False
+
+
+def _configure() -> None:
     import structlog
 
+    level = _configured_level[0]
+    _configured[0] = True
     on_terminal = sys.stderr.isatty() and "INVOCATION_ID" not in os.environ and "JOURNAL_STREAM" not in os.environ
     renderer: Any = (structlog.dev.ConsoleRenderer(colors="NO_COLOR" not in os.environ)
                      if on_terminal else structlog.processors.JSONRenderer())
@@ -24,6 +36,21 @@ def configure_logging(level: str = "warning") -> None:
 
 
 def get_logger() -> Any:
-    import structlog
+    """A logger whose first call configures structlog."""
+    return _LazyLogger()
 
-    return structlog.get_logger("libdoctor")
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+class _LazyLogger:
+    def __getattr__(self, method: str) -> Any:
+        if _LEVELS.get(method, logging.CRITICAL) < _LEVELS.get(_configured_level[0], logging.WARNING):
+            return _ignore  # below the level: structlog is not even imported
+        import structlog
+
+        if not _configured[0]:
+            _configure()
+        logger = structlog.get_logger("libdoctor")
+        return getattr(logger, method)

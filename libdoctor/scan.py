@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -99,8 +100,8 @@ def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
 
 def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
              caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None) -> ScanReport:
-    env = env or Environment.from_process()
     store = store or FactsStore()
+    env = env or Environment.from_process(probe_cache_dir=os.path.dirname(store.path) if store.path else None)
     cache_paths = [e.path for e in env.cache.entries] if env.cache else []
     discovery = discover(paths, caller, prefix, python, cache_paths)
     report = ScanReport(env, discovery, cache_note=store.load_problem)
