@@ -182,6 +182,7 @@ class Resolver:
         self.env = env
         self.view = FileView(store or FactsStore(), env.overlay)
         self.info = env.loader
+        self._layouts: dict[str, tuple[tuple[str, str, object], ...]] = {}
 
     # -- public entry points -------------------------------------------------------------
 
@@ -212,6 +213,18 @@ class Resolver:
             return state.result(target, MODE_DLOPEN, obj.index)
         state.load_dependencies(first_new)
         return state.result(target, MODE_DLOPEN, first_new)
+
+    def folder_layout(self, folder: str) -> tuple[tuple[str, str, object], ...]:
+        """(textual path, absolute path, listing or errno) of each subfolder glibc tries, in order."""
+        layout = self._layouts.get(folder)
+        if layout is None:
+            rows = []
+            for sub in self.info.subdirs:
+                where = f"{folder}/{sub}" if sub and folder else (sub or folder)
+                key = self.env.absolute(where) if where else self.env.cwd
+                rows.append((where, key, self.view.listing(key)))
+            layout = self._layouts[folder] = tuple(rows)
+        return layout
 
     def _is_program(self, path: str) -> bool:
         probe = self.view.probe(self.env.absolute(path))
@@ -499,12 +512,23 @@ class _LoadState:
     def _try_folder(self, name: str, folder: str, search: _Search) -> tuple[FolderAttempt, Optional[Probe]]:
         seen_folder = False
         skipped: Optional[FolderAttempt] = None
-        for sub in self.info.subdirs:
-            where = f"{folder}/{sub}" if sub and folder else (sub or folder)
-            key = self.env.absolute(where) if where else self.env.cwd
+        for where, key, names in self.r.folder_layout(folder):
             exists = self.folder_exists.get(key)
             if exists is False:
                 continue  # glibc remembers folders that do not exist and skips them
+            if isinstance(names, frozenset):
+                self.folder_exists[key] = seen_folder = True
+                if name not in names:
+                    self.errno = errno_mod.ENOENT
+                    continue
+            elif names != errno_mod.EACCES:  # not a folder: open fails, then glibc's stat check
+                self.errno = names
+                is_folder, stat_errno = self._stat_folder(key)
+                self.folder_exists[key] = is_folder
+                if stat_errno:
+                    self.errno = stat_errno
+                seen_folder |= is_folder
+                continue
             path = join(where, name)
             probe = self.view.probe(self.env.absolute(path))
             attempt = self._judge(path, probe)
@@ -522,8 +546,7 @@ class _LoadState:
                 self.folder_exists[key] = is_folder
                 if stat_errno:
                     self.errno = stat_errno
-                exists = is_folder
-            seen_folder |= bool(exists)
+            seen_folder = True
         if skipped:
             return skipped, None
         if not seen_folder:

@@ -137,8 +137,10 @@ def python_env(prefix: Optional[str] = None, python: Optional[str] = None) -> Py
     if python is None:
         python = next((p for p in (os.path.join(prefix, "bin", n) for n in ("python3", "python")) if os.path.exists(p)),
                       None)
-    sites = sorted(set(glob.glob(os.path.join(prefix, "lib*", "python*", "site-packages"))))
-    return PythonEnv(os.path.abspath(prefix), python, tuple(sites))
+    sites: dict[str, str] = {}  # a venv's lib64 is often a link to lib: one entry per real folder
+    for site in sorted(glob.glob(os.path.join(prefix, "lib*", "python*", "site-packages"))):
+        sites.setdefault(os.path.realpath(site), site)
+    return PythonEnv(os.path.abspath(prefix), python, tuple(sites.values()))
 
 
 def _dist_name(folder: str) -> tuple[str, str]:
