@@ -44,8 +44,25 @@ def _places(env: Environment, extra: Iterable[str]) -> list[str]:
     return [p for p in places if os.path.isdir(p)]
 
 
-def find_candidates(soname: str, env: Environment, site_packages: Iterable[str] = (),
-                    limit: int = 8) -> list[Candidate]:
+class CandidateFinder:
+    """Looks through the usual places once, then answers for any number of missing names."""
+
+    def __init__(self, env: Environment, site_packages: Iterable[str] = ()) -> None:
+        self.env = env
+        nvidia = [f for site in site_packages for f in sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib")))]
+        self._listings: list[tuple[str, list[str]]] = []
+        for folder in _places(env, nvidia):
+            try:
+                self._listings.append((folder, sorted(os.listdir(folder))))
+            except OSError:
+                continue
+
+    def find(self, soname: str, limit: int = 8) -> list[Candidate]:
+        return find_candidates(soname, self.env, limit=limit, listings=self._listings)
+
+
+def find_candidates(soname: str, env: Environment, site_packages: Iterable[str] = (), limit: int = 8,
+                    listings: Optional[list[tuple[str, list[str]]]] = None) -> list[Candidate]:
     """Files named like ``soname`` or another version of it, exact matches first."""
     stem = stem_of(soname)
     found: dict[str, Candidate] = {}
@@ -53,13 +70,10 @@ def find_candidates(soname: str, env: Environment, site_packages: Iterable[str] 
         for entry in env.cache.entries:
             if entry.key == soname or entry.key.startswith(stem + "."):
                 found.setdefault(entry.path, Candidate(entry.path, entry.key, entry.key == soname))
-    nvidia = [f for site in site_packages for f in sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib")))]
-    for folder in _places(env, nvidia):
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in sorted(names):
+    if listings is None:
+        listings = CandidateFinder(env, site_packages)._listings
+    for folder, names in listings:
+        for name in names:
             if name == soname or name.startswith(stem + ".") or name == stem:
                 path = os.path.join(folder, name)
                 if os.path.exists(path):

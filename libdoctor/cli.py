@@ -72,7 +72,7 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
         log.warning("facts cache not saved", problem=problem)
     log.info("scan finished", targets=len(report.targets), problems=len(report.problems), parsed=store.parsed)
     if as_json:
-        click.echo(json.dumps(to_json(report), indent=2))
+        click.echo(json.dumps(to_json(report), separators=(",", ":")))
     else:
         render_human(report, sys.stdout, verbose)
     sys.exit(EXIT_OK if report.healthy else EXIT_PROBLEMS)

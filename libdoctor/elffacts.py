@@ -12,7 +12,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Optional
 
 from .errors import CorruptError, ElfError, LdScriptError, NotElfError, TruncatedError, UnsupportedError
@@ -100,7 +100,9 @@ class ElfFacts:
         """An object the kernel would start: ET_EXEC, or ET_DYN with an interpreter."""
         return self.e_type == ET_EXEC or (self.e_type == ET_DYN and self.interp is not None)
 
+    @cached_property
     def defined_versions(self) -> frozenset[tuple[str, int]]:
+        """(name, hash) of every version node defined here, as ``match_symbol`` compares them."""
         return frozenset((d.name, d.hash) for d in self.version_defs)
 
 

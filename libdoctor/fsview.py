@@ -45,6 +45,8 @@ class FileView:
             self._overlay_names.setdefault(folder, set()).add(name)
         self._listings: dict[str, Union[frozenset, int]] = {}
         self._probes: dict[str, Probe] = {}
+        self._realpaths: dict[str, str] = {}
+        self._stat_errnos: dict[str, int] = {}
 
     def listing(self, folder: str) -> Union[frozenset, int]:
         """The names in ``folder``, or the errno that listing it gave."""
@@ -61,12 +63,20 @@ class FileView:
         self._listings[folder] = names
         return names
 
-    def folder_status(self, folder: str) -> int:
-        """0 when ``folder`` is a folder, else the errno a ``stat`` check of it gives."""
+    def stat_errno(self, folder: str) -> int:
+        """The errno of ``stat(folder)`` (0 when it exists, as a folder or not)."""
         names = self.listing(folder)
-        if isinstance(names, frozenset) or names == errno.EACCES:
-            return 0
-        return names
+        if isinstance(names, frozenset) or names in (errno.EACCES, errno.ENOENT):
+            return 0 if names != errno.ENOENT else errno.ENOENT
+        cached = self._stat_errnos.get(folder)
+        if cached is None:
+            try:
+                os.stat(folder)
+                cached = 0
+            except OSError as exc:
+                cached = exc.errno or errno.EIO
+            self._stat_errnos[folder] = cached
+        return cached
 
     def probe(self, path: str) -> Probe:
         cached = self._probes.get(path)
@@ -103,6 +113,12 @@ class FileView:
 
     def realpath(self, path: str) -> str:
         """The real path behind ``path``, through overlay links too."""
+        cached = self._realpaths.get(path)
+        if cached is None:
+            cached = self._realpaths[path] = self._realpath(path)
+        return cached
+
+    def _realpath(self, path: str) -> str:
         for _ in range(MAX_LINK_DEPTH):
             target = self.overlay.get(path)
             if target is None:

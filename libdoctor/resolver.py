@@ -183,6 +183,7 @@ class Resolver:
         self.view = FileView(store or FactsStore(), env.overlay)
         self.info = env.loader
         self._layouts: dict[str, tuple[tuple[str, str, object], ...]] = {}
+        self.searches: dict[tuple[str, tuple[str, ...]], _Search] = {}
 
     # -- public entry points -------------------------------------------------------------
 
@@ -225,6 +226,14 @@ class Resolver:
                 rows.append((where, key, self.view.listing(key)))
             layout = self._layouts[folder] = tuple(rows)
         return layout
+
+    def is_plain(self, folders: tuple[str, ...]) -> bool:
+        """Every subfolder is a readable folder or plainly absent: no errno left over to matter."""
+        for folder in folders:
+            for _where, _key, names in self.folder_layout(folder):
+                if not isinstance(names, frozenset) and names != errno_mod.ENOENT:
+                    return False
+        return True
 
     def _is_program(self, path: str) -> bool:
         probe = self.view.probe(self.env.absolute(path))
@@ -490,7 +499,19 @@ class _LoadState:
             return FolderAttempt(folder, "skipped", verdict.reason, path)
         return FolderAttempt(folder, "fatal", f"{path}: {verdict.reason}", path)
 
-    def _open_path(self, name: str, folders: Iterable[str]) -> _Search:
+    def _open_path(self, name: str, folders: tuple[str, ...]) -> _Search:
+        """``open_path``, remembered across loads where its answer cannot depend on earlier lookups."""
+        key = (name, folders)
+        known = self.r.searches.get(key)
+        if known is not None:
+            self.errno = errno_mod.ENOENT
+            return _Search(list(known.folders), known.found, known.fatal, known.other_class)
+        search = self._open_path_uncached(name, folders)
+        if self.r.is_plain(folders) and self.errno == errno_mod.ENOENT:
+            self.r.searches[key] = search
+        return search
+
+    def _open_path_uncached(self, name: str, folders: tuple[str, ...]) -> _Search:
         """``open_path``: each folder with its hwcaps subfolders, first hit wins."""
         search = _Search()
         for folder in folders:
@@ -522,12 +543,11 @@ class _LoadState:
                     self.errno = errno_mod.ENOENT
                     continue
             elif names != errno_mod.EACCES:  # not a folder: open fails, then glibc's stat check
-                self.errno = names
-                is_folder, stat_errno = self._stat_folder(key)
-                self.folder_exists[key] = is_folder
+                self.errno = names  # type: ignore[assignment]
+                stat_errno = self.view.stat_errno(key)
+                self.folder_exists[key] = False
                 if stat_errno:
                     self.errno = stat_errno
-                seen_folder |= is_folder
                 continue
             path = join(where, name)
             probe = self.view.probe(self.env.absolute(path))
@@ -541,12 +561,7 @@ class _LoadState:
                 self.errno = errno_mod.ENOENT
             else:
                 self.errno = probe.errno
-            if exists is None:
-                is_folder, stat_errno = self._stat_folder(key)
-                self.folder_exists[key] = is_folder
-                if stat_errno:
-                    self.errno = stat_errno
-            seen_folder = True
+            self.folder_exists[key] = seen_folder = True
         if skipped:
             return skipped, None
         if not seen_folder:
@@ -554,16 +569,6 @@ class _LoadState:
         if self.errno == errno_mod.EACCES:
             return FolderAttempt(folder, "unreadable", "permission denied", join(folder, name)), None
         return FolderAttempt(folder, "absent"), None
-
-    def _stat_folder(self, folder: str) -> tuple[bool, int]:
-        status = self.view.folder_status(folder)
-        if status == 0:
-            return True, 0
-        try:
-            os.stat(folder)
-        except OSError as exc:
-            return False, exc.errno or errno_mod.ENOENT
-        return False, 0
 
     # -- versions (elf/dl-version.c) -----------------------------------------------------
 
@@ -580,7 +585,7 @@ class _LoadState:
                 if not provider.facts.has_verdef:
                     problems.append(VersionProblem(obj.path, provider.path, file_name, "", False, True))
                     continue
-                defined = provider.facts.defined_versions()
+                defined = provider.facts.defined_versions
                 for need in wanted:
                     if (need.name, need.hash) not in defined:
                         problems.append(VersionProblem(obj.path, provider.path, file_name, need.name, need.weak,

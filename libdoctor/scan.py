@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .candidates import Candidate, find_candidates
+from .candidates import Candidate, CandidateFinder
 from .environment import Environment
 from .factstore import FactsStore
 from .resolver import MODE_DLOPEN, MODE_EXEC, MODE_LIST, LoadResult, Resolution, Resolver
@@ -66,8 +66,8 @@ def _chain(result: LoadResult, requester: Optional[str]) -> tuple[str, ...]:
     return tuple(reversed(chain))
 
 
-def problems_of(target: Target, result: LoadResult, env: Environment, site_packages: tuple[str, ...]
-                ) -> tuple[Problem, ...]:
+def problems_of(target: Target, result: LoadResult, finder: CandidateFinder,
+                candidates: Optional[dict[str, tuple[Candidate, ...]]] = None) -> tuple[Problem, ...]:
     if result.root_error is not None:
         if "statically linked" in result.root_error:
             return ()
@@ -81,9 +81,14 @@ def problems_of(target: Target, result: LoadResult, env: Environment, site_packa
         kind = "fatal" if resolution.fatal else "missing"
         message = (f"{resolution.name}: {resolution.error}" if resolution.fatal
                    else f"{resolution.name} not found")
+        found: tuple[Candidate, ...] = ()
+        if not resolution.fatal:
+            known = candidates if candidates is not None else {}
+            if resolution.name not in known:
+                known[resolution.name] = tuple(finder.find(resolution.name))
+            found = known[resolution.name]
         problems.append(Problem(kind, target.path, message, resolution.name, resolution.requester,
-                                _chain(result, resolution.requester), resolution,
-                                () if resolution.fatal else tuple(find_candidates(resolution.name, env, site_packages))))
+                                _chain(result, resolution.requester), resolution, found))
     for version in result.version_problems:
         if version.fatal:
             problems.append(Problem("version", target.path, version.message, version.file, version.consumer,
@@ -107,7 +112,12 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     report = ScanReport(env, discovery, cache_note=store.load_problem)
     resolver = Resolver(env, store)
     sites = discovery.environment.site_packages if discovery.environment else ()
+    finder: Optional[CandidateFinder] = None
+    candidates: dict[str, tuple[Candidate, ...]] = {}  # one search of the machine per missing name
     for target in discovery.targets:
         result = resolve_target(resolver, target)
-        report.targets.append(TargetReport(target, result, problems_of(target, result, env, sites)))
+        if not result.ok and finder is None:
+            finder = CandidateFinder(env, sites)
+        report.targets.append(TargetReport(target, result, problems_of(target, result, finder, candidates)
+                                           if finder else ()))
     return report

@@ -6,6 +6,7 @@ From glibc ``elf/dl-load.c``: ``is_dst``, ``_dl_dst_substitute``, ``fillin_rpath
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Optional
 
 from .environment import split_search_path
@@ -61,6 +62,7 @@ def normalize_element(element: str) -> str:
     return stripped or "/"
 
 
+@lru_cache(maxsize=4096)
 def search_folders(value: Optional[str], separators: str, origin: Optional[str], lib: str,
                    platform: Optional[str]) -> tuple[str, ...]:
     """The folders a DT_RPATH/DT_RUNPATH/LD_LIBRARY_PATH string contributes, in order, each once."""

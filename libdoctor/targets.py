@@ -54,6 +54,19 @@ class Discovery:
     fallback: Optional[str] = None  # set when the CUDA installation was checked instead
 
 
+# Files with these endings are text or data, never ELF objects: not opened when walking a tree
+# (a torch install holds some 15,000 headers and Python files beside 60 libraries).
+TEXT_SUFFIXES = frozenset((".h", ".hh", ".hpp", ".hxx", ".cuh", ".inl", ".inc", ".c", ".cc", ".cpp", ".cu",
+                           ".py", ".pyc", ".pyi", ".pxd", ".pyx", ".txt", ".md", ".rst", ".json", ".yaml", ".yml",
+                           ".toml", ".cfg", ".ini", ".cmake", ".proto", ".html", ".js", ".css", ".csv", ".pth",
+                           ".typed", ".a", ".o", ".pc", ".la", ".def", ".bc", ".ptx", ".fatbin", ".cubin"))
+
+
+def _suffix(name: str) -> str:
+    dot = name.rfind(".")
+    return name[dot:] if dot > 0 else ""
+
+
 def is_elf(path: str) -> bool:
     try:
         with open(path, "rb") as handle:
@@ -74,7 +87,7 @@ def walk_folder(folder: str, notes: list[str]) -> list[str]:
         except OSError as exc:
             notes.append(f"{current}: cannot read folder: {exc.strerror}")
             continue
-        for entry in sorted(entries, key=lambda e: e.name, reverse=True):
+        for entry in entries:
             try:
                 if entry.is_symlink():
                     _check_link(entry.path, notes)
@@ -84,7 +97,8 @@ def walk_folder(folder: str, notes: list[str]) -> list[str]:
                     if (st.st_dev, st.st_ino) not in seen:
                         seen.add((st.st_dev, st.st_ino))
                         stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False) and is_elf(entry.path):
+                elif (entry.is_file(follow_symlinks=False) and _suffix(entry.name) not in TEXT_SUFFIXES
+                      and is_elf(entry.path)):
                     found.append(entry.path)
             except OSError as exc:
                 notes.append(f"{entry.path}: {exc.strerror}")
