@@ -57,8 +57,19 @@ class CandidateFinder:
             except OSError:
                 continue
 
-    def find(self, soname: str, limit: int = 8) -> list[Candidate]:
-        return find_candidates(soname, self.env, limit=limit, listings=self._listings)
+    def find(self, soname: str, searched: Iterable[str] = (), limit: int = 8) -> list[Candidate]:
+        """Candidates for ``soname``; ``searched`` adds the folders the loader tried for it."""
+        listed = {os.path.realpath(folder) for folder, _names in self._listings}
+        extra = []
+        for folder in searched:
+            folder = os.path.realpath(folder) if folder else folder
+            if folder and folder not in listed and os.path.isdir(folder):
+                listed.add(folder)
+                try:
+                    extra.append((folder, sorted(os.listdir(folder))))
+                except OSError:
+                    continue
+        return find_candidates(soname, self.env, limit=limit, listings=extra + self._listings)
 
 
 def find_candidates(soname: str, env: Environment, site_packages: Iterable[str] = (), limit: int = 8,

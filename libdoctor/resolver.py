@@ -433,7 +433,7 @@ class _LoadState:
             if len(sources) == before:
                 sources.append(SourceAttempt(RPATH, note="none in the chain of requesting objects"))
         else:
-            sources.append(SourceAttempt(RPATH, loader.path, note=f"skipped: {loader.path} has DT_RUNPATH"))
+            sources.append(SourceAttempt(RPATH, loader.path, note="skipped: the requesting object has DT_RUNPATH"))
         if self.env.library_path:
             hit = self._try_source(sources, LD_LIBRARY_PATH, main, self.env.ld_library_path, ":;", name)
             if hit:
@@ -449,7 +449,7 @@ class _LoadState:
         if hit:
             return sources, hit
         if nodeflib:
-            sources.append(SourceAttempt(SYSTEM, loader.path, note=f"skipped: {loader.path} has DF_1_NODEFLIB"))
+            sources.append(SourceAttempt(SYSTEM, loader.path, note="skipped: the requesting object has DF_1_NODEFLIB"))
             return sources, _Search(other_class=any(_other_class(s) for s in sources))
         search = self._open_path(name, info.system_dirs)
         sources.append(SourceAttempt(SYSTEM, folders=tuple(search.folders)))

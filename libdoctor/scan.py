@@ -67,7 +67,7 @@ def _chain(result: LoadResult, requester: Optional[str]) -> tuple[str, ...]:
 
 
 def problems_of(target: Target, result: LoadResult, finder: CandidateFinder,
-                candidates: Optional[dict[str, tuple[Candidate, ...]]] = None) -> tuple[Problem, ...]:
+                candidates: Optional[dict[tuple, tuple[Candidate, ...]]] = None) -> tuple[Problem, ...]:
     if result.root_error is not None:
         if "statically linked" in result.root_error:
             return ()
@@ -83,10 +83,12 @@ def problems_of(target: Target, result: LoadResult, finder: CandidateFinder,
                    else f"{resolution.name} not found")
         found: tuple[Candidate, ...] = ()
         if not resolution.fatal:
+            searched = tuple(f.folder for s in resolution.sources for f in s.folders)
             known = candidates if candidates is not None else {}
-            if resolution.name not in known:
-                known[resolution.name] = tuple(finder.find(resolution.name))
-            found = known[resolution.name]
+            key = (resolution.name, searched)
+            if key not in known:
+                known[key] = tuple(finder.find(resolution.name, searched))
+            found = known[key]
         problems.append(Problem(kind, target.path, message, resolution.name, resolution.requester,
                                 _chain(result, resolution.requester), resolution, found))
     for version in result.version_problems:
@@ -113,7 +115,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     resolver = Resolver(env, store)
     sites = discovery.environment.site_packages if discovery.environment else ()
     finder: Optional[CandidateFinder] = None
-    candidates: dict[str, tuple[Candidate, ...]] = {}  # one search of the machine per missing name
+    candidates: dict[tuple, tuple[Candidate, ...]] = {}  # one search of the machine per missing name
     for target in discovery.targets:
         result = resolve_target(resolver, target)
         if not result.ok and finder is None:

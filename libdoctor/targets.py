@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -138,23 +139,40 @@ def _target(path: str, group: str, caller: Optional[str]) -> Target:
 
 # -- Python environments -----------------------------------------------------------------
 
+def _site_packages(prefix: str) -> tuple[str, ...]:
+    sites: dict[str, str] = {}  # a venv's lib64 is often a link to lib: one entry per real folder
+    for site in sorted(glob.glob(os.path.join(prefix, "lib*", "python*", "site-packages"))):
+        sites.setdefault(os.path.realpath(site), site)
+    return tuple(sites.values())
+
+
+def _prefix_of(python: str) -> Optional[str]:
+    """The environment a ``python`` belongs to, without running it.
+
+    A venv's ``bin/python`` links to its base interpreter, so the textual parent comes first;
+    a link farm or shim (conda's ``bin`` links, pyenv's shims) falls back to the real file's.
+    """
+    textual = os.path.dirname(os.path.dirname(os.path.abspath(python)))
+    if os.path.exists(os.path.join(textual, "pyvenv.cfg")) or _site_packages(textual):
+        return textual
+    real = os.path.dirname(os.path.dirname(os.path.realpath(python)))
+    return real if _site_packages(real) else None
+
+
 def python_env(prefix: Optional[str] = None, python: Optional[str] = None) -> PythonEnv:
     """An environment from ``--env``, ``--python``, or the active one (venv, conda, PATH)."""
     if python:
-        prefix = os.path.dirname(os.path.dirname(os.path.abspath(python)))
+        prefix = _prefix_of(python) or os.path.dirname(os.path.dirname(os.path.abspath(python)))
     elif prefix is None:
         prefix = os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX")
         if prefix is None:
             found = shutil.which("python3") or shutil.which("python")
-            prefix = os.path.dirname(os.path.dirname(found)) if found else os.sys.prefix
-        prefix = os.path.abspath(prefix)
+            prefix = (_prefix_of(found) if found and is_elf(os.path.realpath(found)) else None) or sys.prefix
+    prefix = os.path.abspath(prefix)
     if python is None:
         python = next((p for p in (os.path.join(prefix, "bin", n) for n in ("python3", "python")) if os.path.exists(p)),
                       None)
-    sites: dict[str, str] = {}  # a venv's lib64 is often a link to lib: one entry per real folder
-    for site in sorted(glob.glob(os.path.join(prefix, "lib*", "python*", "site-packages"))):
-        sites.setdefault(os.path.realpath(site), site)
-    return PythonEnv(os.path.abspath(prefix), python, tuple(sites.values()))
+    return PythonEnv(prefix, python, _site_packages(prefix))
 
 
 def _dist_name(folder: str) -> tuple[str, str]:
