@@ -47,9 +47,10 @@ def _places(env: Environment, extra: Iterable[str]) -> list[str]:
 class CandidateFinder:
     """Looks through the usual places once, then answers for any number of missing names."""
 
-    def __init__(self, env: Environment, site_packages: Iterable[str] = ()) -> None:
+    def __init__(self, env: Environment, site_packages: Iterable[str] = (), look_in: Iterable[str] = ()) -> None:
         self.env = env
-        nvidia = [f for site in site_packages for f in sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib")))]
+        nvidia = list(look_in) + [f for site in site_packages
+                                  for f in sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib")))]
         self._listings: list[tuple[str, list[str]]] = []
         for folder in _places(env, nvidia):
             try:

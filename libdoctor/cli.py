@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Optional
 
@@ -40,17 +41,29 @@ def main(log_level: str) -> None:
     configure_logging(log_level)
 
 
+def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbing
+    options = [
+        click.argument("targets", nargs=-1, type=click.Path()),
+        click.option("--env", "prefix", type=click.Path(), help="The Python environment (prefix) to work on."),
+        click.option("--python", "python", type=click.Path(), help="The environment of this Python interpreter."),
+        click.option("--dlopen-from", "caller", type=click.Path(), help="Resolve targets as a dlopen() by CALLER."),
+        click.option("--dlopen-strings", is_flag=True,
+                     help="Also check lib*.so* names found as strings in each target (probable dlopen calls)."),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in README.rst)."),
+        click.option("--look-in", multiple=True, type=click.Path(),
+                     help="Another folder to look in for other versions of missing libraries (repeatable)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @main.command()
-@click.argument("targets", nargs=-1, type=click.Path())
-@click.option("--env", "prefix", type=click.Path(), help="Scan the frameworks of this Python environment (prefix).")
-@click.option("--python", "python", type=click.Path(), help="Scan the environment of this Python interpreter.")
-@click.option("--dlopen-from", "caller", type=click.Path(),
-              help="Resolve each target as a dlopen() by this program (default for frameworks: the env's python).")
-@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON (schema in README.rst).")
+@_target_options
 @click.option("-v", "--verbose", is_flag=True, help="Show the whole dependency tree of every target.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the ELF facts cache.")
 def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
-         as_json: bool, verbose: bool, no_cache: bool) -> None:
+         dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], verbose: bool, no_cache: bool) -> None:
     """Resolve every dependency of TARGETS (files or folders) exactly as glibc's loader would.
 
     Without TARGETS: the GPU frameworks of the active Python environment, or the machine's
@@ -66,7 +79,8 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     store = FactsStore() if no_cache else FactsStore.default()
     if store.load_problem:
         log.warning("facts cache ignored", problem=store.load_problem)
-    report = run_scan(targets, store=store, caller=caller, prefix=prefix, python=python)
+    report = run_scan(targets, store=store, caller=caller, prefix=prefix, python=python,
+                      dlopen_strings=dlopen_strings, look_in=look_in)
     problem = store.save()
     if problem:
         log.warning("facts cache not saved", problem=problem)
@@ -76,6 +90,104 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     else:
         render_human(report, sys.stdout, verbose)
     sys.exit(EXIT_OK if report.healthy else EXIT_PROBLEMS)
+
+
+@main.command()
+@_target_options
+@click.option("--apply", "do_apply", is_flag=True, help="Make the planned changes (journalled, undoable).")
+@click.option("--in-place", is_flag=True, help="Create links beside the libraries instead of in a shim folder.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
+@click.option("--force", is_flag=True, help="Also apply repairs graded broken.")
+@click.option("--rule", "only", multiple=True, help="Run only this rule (repeatable).")
+@click.option("--skip-rule", "skip", multiple=True, help="Do not run this rule (repeatable).")
+def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
+        dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], do_apply: bool, in_place: bool, yes: bool, force: bool,
+        only: tuple[str, ...], skip: tuple[str, ...]) -> None:
+    """Plan repairs for TARGETS (as scan picks them); with --apply, make them.
+
+    Exit status: 0 nothing to fix (or, after --apply, healthy), 1 something to fix.
+    """
+    from .factstore import FactsStore
+    from .fix import apply_plan, make_plan, plan_json
+    from .report import render_plan
+
+    if prefix and python:
+        raise click.UsageError("--env and --python name the same thing: give one")
+    store = FactsStore.default()
+    kwargs = dict(prefix=prefix, python=python, caller=caller, dlopen_strings=dlopen_strings, in_place=in_place,
+                  only=only, skip=skip, force=force, store=store, look_in=look_in)
+    plan = make_plan(targets, **kwargs)
+    outcome = after = None
+    if do_apply and plan.chosen:
+        if sys.stdin.isatty() and not yes and not as_json:
+            render_plan(plan, sys.stdout)
+            if not click.confirm("apply the changes marked *?", default=False):
+                sys.exit(EXIT_PROBLEMS)
+        outcome = apply_plan(plan, in_place)
+        after = make_plan(targets, **kwargs)
+    store.save()
+    if as_json:
+        click.echo(json.dumps(plan_json(plan, outcome, after), indent=1))
+    else:
+        render_plan(plan, sys.stdout, outcome, after)
+    final = after or plan
+    sys.exit(EXIT_PROBLEMS if final.needs_fixing else EXIT_OK)
+
+
+@main.command("rules")
+@click.option("--json", "as_json", is_flag=True)
+def list_rules(as_json: bool) -> None:
+    """List the rules (built-in and from the entry-point group libdoctor.rules)."""
+    from .rules import available_rules
+
+    rules = available_rules()
+    if as_json:
+        click.echo(json.dumps({"schema_version": 1, "rules": [{"id": r.id, "description": r.description}
+                                                              for r in rules]}))
+        return
+    width = max(len(r.id) for r in rules)
+    for rule in rules:
+        click.echo(f"{rule.id.ljust(width)}  {rule.description}")
+
+
+@main.command("env")
+@click.option("--shell", type=click.Choice(["sh", "fish", "json"]), default="sh", show_default=True)
+@click.option("--env", "prefix", type=click.Path(), help="The environment whose repairs to activate.")
+def env_command(shell: str, prefix: Optional[str]) -> None:
+    """Print the settings that activate the applied repairs: eval "$(libdoctor env)"."""
+    from .fixer import search_additions, shell_settings
+    from .targets import python_env
+
+    where = os.path.abspath(prefix) if prefix else python_env().prefix
+    click.echo(shell_settings(search_additions(where), shell), nl=False)
+
+
+@main.command("undo")
+@click.argument("run_id", required=False)
+@click.option("--all", "undo_all", is_flag=True, help="Undo every recorded run, newest first.")
+@click.option("--list", "list_runs", is_flag=True, help="List the runs that can be undone.")
+@click.option("--json", "as_json", is_flag=True)
+def undo_command(run_id: Optional[str], undo_all: bool, list_runs: bool, as_json: bool) -> None:
+    """Remove exactly what a run created, while it is still what was created."""
+    from .fixer import load_journals, undo
+    from .statedir import state_dir, state_lock
+
+    root = state_dir()
+    if list_runs:
+        runs = [{"run_id": j["run_id"], "env": j.get("env"), "started": j.get("started"),
+                 "changes": sum(a.get("state") == "done" for a in j["actions"])} for j in load_journals(root)]
+        click.echo(json.dumps({"schema_version": 1, "runs": runs}) if as_json else
+                   "\n".join(f"{r['run_id']}  {r['changes']} change(s)  {r['env'] or ''}" for r in runs) or "no runs")
+        return
+    if not run_id and not undo_all:
+        raise click.UsageError("name a RUN-ID or give --all (see --list)")
+    with state_lock(root):
+        lines = undo(root, None if undo_all else run_id)
+    if as_json:
+        click.echo(json.dumps({"schema_version": 1, "report": lines}))
+    else:
+        click.echo("\n".join(lines) or "nothing to undo")
+    sys.exit(EXIT_PROBLEMS if any(line.startswith("left ") for line in lines) else EXIT_OK)
 
 
 if __name__ == "__main__":  # pragma: no cover

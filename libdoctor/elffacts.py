@@ -22,6 +22,7 @@ ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
 ET_REL, ET_EXEC, ET_DYN, ET_CORE = 1, 2, 3, 4
 PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
+PF_X, PF_W = 1, 2
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 5, 6, 10, 11
 DT_HASH, DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS_1 = 4, 14, 15, 29, 0x6FFFFFFB
 DT_AUXILIARY, DT_FILTER = 0x7FFFFFFD, 0x7FFFFFFF
@@ -259,6 +260,7 @@ class _Layout:
     loads: list[tuple[int, int, int]] = field(default_factory=list)  # (vaddr, offset, filesz)
     dynamic: Optional[tuple[int, int]] = None  # (offset, filesz)
     interp: Optional[tuple[int, int]] = None
+    readonly: list[tuple[int, int]] = field(default_factory=list)  # (offset, filesz) of r-- PT_LOAD segments
 
     def offset_of(self, vaddr: int, what: str) -> int:
         for start, offset, size in self.loads:
@@ -309,6 +311,8 @@ def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
         p_type = _PT_NAMES.get(ph["p_type"], ph["p_type"])
         if p_type == PT_LOAD:
             layout.loads.append((ph["p_vaddr"], ph["p_offset"], ph["p_filesz"]))
+            if not int(ph["p_flags"]) & (PF_X | PF_W):
+                layout.readonly.append((ph["p_offset"], ph["p_filesz"]))
         elif p_type == PT_DYNAMIC and layout.dynamic is None:
             layout.dynamic = (ph["p_offset"], ph["p_filesz"])
         elif p_type == PT_INTERP and layout.interp is None:

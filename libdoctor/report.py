@@ -199,3 +199,46 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
     summary = f"{len(report.targets)} objects scanned, {healthy} healthy, {len(report.problems)} problems"
     out.append(style.good(summary) if report.healthy else style.error(summary))
     stream.write("\n".join(out) + "\n")
+
+
+# -- fix plans ---------------------------------------------------------------------------
+
+_SEVERITY_MARKS = {"error": "[✗]", "warning": "[!]", "info": "[i]"}
+_GRADE_COLORS = {"safe": "32", "risky": "33", "broken": "31"}
+
+
+def render_plan(plan, stream: TextIO = sys.stdout, outcome=None, after=None) -> None:  # noqa: ANN001
+    style = Style(stream)
+    out: list[str] = []
+    if not plan.findings and not plan.proposals:
+        out.append(style.good("nothing to fix: every dependency resolves"))
+    for finding in plan.findings:
+        mark = "[☠]" if finding.status == "crashed" else _SEVERITY_MARKS.get(finding.severity, "[?]")
+        if not style.unicode:
+            mark = {"[✗]": "[x]", "[☠]": "[crash]"}.get(mark, mark)
+        out.append(f"{mark} {finding.id}: {finding.title}")
+        out.extend(f"      {line}" for line in finding.evidence)
+    if plan.proposals:
+        out.append("")
+        out.append("proposed repairs (safest first; * = what --apply does):")
+    chosen = {p.id for p in plan.chosen}
+    for proposal in plan.proposals:
+        grade = proposal.grade or "hint"
+        star = "*" if proposal.id in chosen else " "
+        label = style.paint(f"[{grade}]", _GRADE_COLORS.get(grade, "0"))
+        out.append(f" {star} {label} {proposal.kind}: {proposal.title}")
+        if proposal.kind == "symlink":
+            out.append(f"        {proposal.link} -> {proposal.target}")
+        out.extend(f"        {line}" for line in proposal.evidence[:6])
+    if outcome is not None:
+        out.append("")
+        out.append(f"applied (run {outcome.run_id or '-'}; `libdoctor undo {outcome.run_id}` reverts it):"
+                   if outcome.run_id else "applied: nothing new")
+        out.extend(f"  created {c}" for c in outcome.created)
+        out.extend(f"  already present {c}" for c in outcome.kept)
+        out.extend(f"  {style.error('refused')} {r}" for r in outcome.refused)
+    if after is not None:
+        before_n, after_n = len(plan.report.problems), len(after.report.problems)
+        line = f"before: {before_n} problems; after: {after_n} problems"
+        out.append(style.good(line) if after_n == 0 else style.error(line))
+    stream.write("\n".join(out) + "\n")

@@ -17,7 +17,7 @@ from .targets import Discovery, Target, discover
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # missing | version | fatal | bad-target
+    kind: str  # missing | missing-dlopen | version | fatal | bad-target
     target: str
     message: str
     soname: Optional[str] = None
@@ -28,10 +28,19 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class DlopenCheck:
+    """A probable ``dlopen(name)`` by the target (a ``lib*.so*`` string in its read-only data)."""
+
+    name: str
+    result: LoadResult
+
+
+@dataclass(frozen=True)
 class TargetReport:
     target: Target
     result: LoadResult
     problems: tuple[Problem, ...]
+    dlopens: tuple[DlopenCheck, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -98,6 +107,41 @@ def problems_of(target: Target, result: LoadResult, finder: CandidateFinder,
     return tuple(problems)
 
 
+def dlopen_checks(resolver: Resolver, target: Target, result: LoadResult) -> tuple[DlopenCheck, ...]:
+    """Resolve each probable dlopen name as a dlopen by the target itself."""
+    from .symbols import probable_dlopen_names
+
+    if result.root_error is not None or not result.objects:
+        return ()
+    root = result.objects[result.new_from] if result.mode == MODE_DLOPEN else result.objects[0]
+    known = set(root.facts.needed) | {o.requested_as for o in result.objects} | {
+        o.facts.soname for o in result.objects if o.facts.soname}
+    checks = []
+    for name in sorted(probable_dlopen_names(target.path) - known):
+        checks.append(DlopenCheck(name, resolver.dlopen(target.path, name)))
+    return tuple(checks)
+
+
+def dlopen_problems(target: Target, checks: tuple[DlopenCheck, ...], finder: "CandidateFinder",
+                    candidates: dict) -> tuple[Problem, ...]:
+    problems = []
+    for check in checks:
+        if check.result.ok:
+            continue
+        wanted = next((r for r in check.result.resolutions if r.name == check.name), None)
+        if wanted is not None and not wanted.found:
+            key = (check.name, tuple(f.folder for s in wanted.sources for f in s.folders))
+            if key not in candidates:
+                candidates[key] = tuple(finder.find(check.name, key[1]))
+            problems.append(Problem("missing-dlopen", target.path,
+                                    f"{check.name} not found (probable dlopen by {target.path})", check.name,
+                                    target.path, (target.path,), wanted, candidates[key]))
+        else:
+            for sub in problems_of(target, check.result, finder, candidates):
+                problems.append(sub)
+    return tuple(problems)
+
+
 def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
     if target.mode == MODE_DLOPEN and target.caller:
         return resolver.dlopen(target.caller, target.path)
@@ -106,7 +150,8 @@ def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
 
 
 def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
-             caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None) -> ScanReport:
+             caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None,
+             dlopen_strings: bool = False, look_in: tuple[str, ...] = ()) -> ScanReport:
     store = store or FactsStore()
     env = env or Environment.from_process(probe_cache_dir=os.path.dirname(store.path) if store.path else None)
     cache_paths = [e.path for e in env.cache.entries] if env.cache else []
@@ -118,8 +163,11 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     candidates: dict[tuple, tuple[Candidate, ...]] = {}  # one search of the machine per missing name
     for target in discovery.targets:
         result = resolve_target(resolver, target)
-        if not result.ok and finder is None:
-            finder = CandidateFinder(env, sites)
-        report.targets.append(TargetReport(target, result, problems_of(target, result, finder, candidates)
-                                           if finder else ()))
+        checks = dlopen_checks(resolver, target, result) if dlopen_strings else ()
+        if finder is None and (not result.ok or not all(c.result.ok for c in checks)):
+            finder = CandidateFinder(env, sites, look_in)
+        problems = problems_of(target, result, finder, candidates) if finder else ()
+        if checks and finder:
+            problems += dlopen_problems(target, checks, finder, candidates)
+        report.targets.append(TargetReport(target, result, problems, checks))
     return report

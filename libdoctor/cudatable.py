@@ -1,0 +1,145 @@
+"""CUDA library families and their soname history, read from ``data/cuda_sonames.csv``.
+
+The table is ``shared/knowledge/cuda_sonames.csv`` shipped as package data (its rows cite
+NVIDIA's and TensorFlow's sources).  Soname majors do not follow the CUDA major (cuFFT 11 is
+CUDA 12, cuSPARSE 12 is CUDA 12 and 13), so every question is asked per family.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional
+
+from .candidates import stem_of
+
+DRIVER_SONAMES = frozenset({"libcuda.so.1", "libnvidia-ml.so.1"})
+
+
+@dataclass(frozen=True)
+class SonameRow:
+    family: str
+    cuda_versions: str  # as written in the table: "10.1-10.2", "11.x", "all"
+    soname: str
+    notes: str
+
+    @property
+    def cuda_majors(self) -> Optional[frozenset[int]]:
+        """The CUDA majors this soname belongs to; None for "all"."""
+        numbers = [int(n) for n in re.findall(r"(?<![\d.])(\d+)(?=\.(?:\d|x))", self.cuda_versions)]
+        if not numbers:
+            return None
+        return frozenset(range(min(numbers), max(numbers) + 1))
+
+
+def _read_table() -> list[SonameRow]:
+    from importlib import resources
+
+    text = resources.files("libdoctor").joinpath("data/cuda_sonames.csv").read_text(encoding="utf-8")
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        for soname in re.findall(r"lib[\w.+-]+?\.so(?:\.[0-9]+)*", row["soname"]):
+            rows.append(SonameRow(row["family"], row["cuda_version"], soname, row["symlink_and_compat_notes"]))
+    return rows
+
+
+@lru_cache(maxsize=1)
+def table() -> tuple[SonameRow, ...]:
+    return tuple(_read_table())
+
+
+def rows_for(soname: str) -> list[SonameRow]:
+    return [r for r in table() if r.soname == soname]
+
+
+def family_of(soname: str) -> Optional[str]:
+    rows = rows_for(soname)
+    if rows:
+        return rows[0].family
+    stem = stem_of(soname)
+    return next((r.family for r in table() if stem_of(r.soname) == stem), None)
+
+
+def soname_major(soname: str) -> Optional[int]:
+    match = re.search(r"\.so\.(\d+)", soname)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class PairingVerdict:
+    broken: bool
+    reason: str
+
+
+def pairing_verdict(wanted: str, provider: str) -> Optional[PairingVerdict]:
+    """What the table says of serving ``wanted`` with the file whose soname is ``provider``.
+
+    None when the table knows neither (libdoctor's own checks then decide alone).
+    """
+    if wanted in DRIVER_SONAMES or provider in DRIVER_SONAMES:
+        return PairingVerdict(True, "libcuda.so.1 must be the user-space half of the loaded kernel driver: "
+                                    "never link or copy it (cuda_sonames.csv)")
+    family = family_of(wanted)
+    if family is None or family != family_of(provider):
+        return None
+    if family == "cudnn" and soname_major(wanted) != soname_major(provider):
+        return PairingVerdict(True, f"cuDNN {soname_major(wanted)} -> {soname_major(provider)}: known broken "
+                                    "(frameworks check the cuDNN major; calls were removed) (cuda_sonames.csv)")
+    wanted_rows, provider_rows = rows_for(wanted), rows_for(provider)
+    wanted_majors = _majors(wanted_rows)
+    provider_majors = _majors(provider_rows)
+    if wanted_majors and provider_majors and not wanted_majors & provider_majors:
+        return PairingVerdict(True, f"{wanted} (CUDA {_span(wanted_rows)}) -> {provider} (CUDA "
+                                    f"{_span(provider_rows)}): across a CUDA major, known broken (cuda_sonames.csv)")
+    notes = "; ".join(dict.fromkeys(r.notes for r in wanted_rows + provider_rows if r.notes))
+    return PairingVerdict(False, notes or f"same {family} family within one CUDA major")
+
+
+def _majors(rows: list[SonameRow]) -> frozenset[int]:
+    majors: set[int] = set()
+    for row in rows:
+        if row.cuda_majors:
+            majors |= row.cuda_majors
+    return frozenset(majors)
+
+
+def _span(rows: list[SonameRow]) -> str:
+    return ", ".join(r.cuda_versions for r in rows) or "?"
+
+
+def describe(soname: str) -> Optional[str]:
+    """``libcusparse.so.10``: "cusparse of CUDA 10.1-10.2"."""
+    rows = rows_for(soname)
+    if not rows:
+        return None
+    if rows[0].family == "cudnn":
+        return f"cuDNN {_span(rows)}"
+    return f"{rows[0].family} of CUDA {_span(rows)}"
+
+
+def install_hint(soname: str) -> Optional[str]:
+    """A package that provides exactly this soname (pip wheels for CUDA 11+, conda for older)."""
+    family = family_of(soname)
+    major = soname_major(soname)
+    if family is None or soname in DRIVER_SONAMES:
+        return "install the NVIDIA driver that matches the kernel module" if soname in DRIVER_SONAMES else None
+    if family == "cudnn" and major:
+        if major == 7:
+            return "conda install cudnn=7.6.5"
+        return f"pip install 'nvidia-cudnn-cu12=={major}.*'" if major >= 9 else \
+            f"pip install 'nvidia-cudnn-cu11=={major}.*'"
+    rows = rows_for(soname)
+    majors = sorted(_majors(rows))
+    if not majors:
+        return None
+    cuda = majors[-1]
+    wheel = {"cudart": "nvidia-cuda-runtime", "cublas": "nvidia-cublas", "cublasLt": "nvidia-cublas",
+             "cufft": "nvidia-cufft", "curand": "nvidia-curand", "cusolver": "nvidia-cusolver",
+             "cusparse": "nvidia-cusparse", "nvrtc": "nvidia-cuda-nvrtc", "nvJitLink": "nvidia-nvjitlink",
+             "cupti": "nvidia-cuda-cupti", "nccl": "nvidia-nccl"}.get(family)
+    if cuda >= 11 and wheel:
+        return f"pip install {wheel}-cu{cuda}"
+    span = rows[0].cuda_versions.split("-")[0].split(" ")[0]
+    return f"conda install cudatoolkit={span}" if re.match(r"^\d+\.\d+$", span) else None

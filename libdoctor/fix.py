@@ -1,0 +1,111 @@
+"""The fix pipeline: scan, rules, verification, a plan; and applying the plan."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .environment import Environment
+from .factstore import FactsStore
+from .fixer import Applier, Outcome, search_additions, shim_dir
+from .rules import available_rules, run_rules, select_rules
+from .rules.base import GRADES, Finding, Placement, Proposal, RuleContext
+from .scan import ScanReport, run_scan
+from .statedir import state_dir, state_lock
+from .targets import python_env
+from .verify import verify
+
+
+@dataclass
+class FixPlan:
+    report: ScanReport
+    findings: list[Finding]
+    proposals: list[Proposal]  # every proposal, graded
+    chosen: list[Proposal] = field(default_factory=list)  # what --apply would do
+    env_prefix: Optional[str] = None  # whose repairs these are (None: not tied to a Python env)
+
+    @property
+    def needs_fixing(self) -> bool:
+        return bool(self.report.problems) or any(f.severity == "error" for f in self.findings)
+
+
+def repair_prefix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str]) -> Optional[str]:
+    """The environment whose shim folder and activation hold the repairs."""
+    if prefix:
+        return os.path.abspath(prefix)
+    if python or not targets:
+        return python_env(None, python).prefix
+    return None
+
+
+def activated_environment(prefix: Optional[str], root: Optional[str] = None) -> Environment:
+    """The current environment plus the search-path additions already applied for ``prefix``."""
+    env = Environment.from_process()
+    additions = [f for f in search_additions(prefix, root) if f not in (env.library_path or ())]
+    if additions:
+        value = ":".join(([env.ld_library_path] if env.ld_library_path else []) + additions)
+        env = env.replace(ld_library_path=value)
+    return env
+
+
+def choose(proposals: list[Proposal], force: bool, heal_only_safe: bool = False) -> list[Proposal]:
+    """Per missing soname, the safest change that verification did not grade broken."""
+    allowed = ("safe",) if heal_only_safe else ("safe", "risky", "broken") if force else ("safe", "risky")
+    chosen: dict[str, Proposal] = {}
+    for proposal in sorted(proposals, key=lambda p: (GRADES.index(p.grade) if p.grade in GRADES else 9, p.rank)):
+        if proposal.kind in ("symlink", "search-path") and proposal.grade in allowed and proposal.soname:
+            chosen.setdefault(proposal.soname, proposal)
+    return list(chosen.values())
+
+
+def make_plan(targets: tuple[str, ...], *, prefix: Optional[str] = None, python: Optional[str] = None,
+              caller: Optional[str] = None, dlopen_strings: bool = False, in_place: bool = False,
+              only: tuple[str, ...] = (), skip: tuple[str, ...] = (), force: bool = False,
+              store: Optional[FactsStore] = None, root: Optional[str] = None,
+              look_in: tuple[str, ...] = ()) -> FixPlan:
+    store = store or FactsStore()
+    where = repair_prefix(targets, prefix, python)
+    env = activated_environment(where, root)
+    report = run_scan(targets, env=env, store=store, caller=caller, prefix=prefix, python=python,
+                      dlopen_strings=dlopen_strings, look_in=look_in)
+    placement = Placement(in_place=in_place, shim_dir=shim_dir(where, root))
+    ctx = RuleContext(report, report.env, store, placement)
+    findings, proposals = run_rules(ctx, select_rules(available_rules(), only, skip))
+    graded = [verify(ctx, p) for p in proposals]
+    return FixPlan(report, findings, graded, choose(graded, force), where)
+
+
+def apply_plan(plan: FixPlan, in_place: bool, root: Optional[str] = None) -> Outcome:
+    root = root or state_dir()
+    with state_lock(root):
+        return Applier(root, plan.env_prefix, in_place).apply(plan.chosen)
+
+
+def proposal_json(proposal: Proposal) -> dict[str, Any]:
+    return {"id": proposal.id, "rule": proposal.rule, "kind": proposal.kind, "title": proposal.title,
+            "soname": proposal.soname, "link": proposal.link, "target": proposal.target, "folder": proposal.folder,
+            "command": proposal.command, "grade": proposal.grade, "evidence": list(proposal.evidence),
+            "consumers": list(proposal.consumers)}
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    return {"id": finding.id, "severity": finding.severity, "title": finding.title, "status": finding.status,
+            "evidence": list(finding.evidence), "objects": list(finding.objects)}
+
+
+def plan_json(plan: FixPlan, outcome: Optional[Outcome] = None, after: Optional[FixPlan] = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "schema_version": 1,
+        "findings": [finding_json(f) for f in plan.findings],
+        "proposals": [proposal_json(p) for p in plan.proposals],
+        "plan": [p.id for p in plan.chosen],
+        "summary": {"problems": len(plan.report.problems), "findings": len(plan.findings),
+                    "proposals": len(plan.proposals)},
+    }
+    if outcome is not None:
+        data["applied"] = {"run_id": outcome.run_id, "created": outcome.created, "kept": outcome.kept,
+                           "refused": outcome.refused}
+    if after is not None:
+        data["after"] = {"problems": len(after.report.problems),
+                         "findings": [finding_json(f) for f in after.findings]}
+    return data

@@ -1,0 +1,436 @@
+"""Plans and applies verified repairs: atomic, never replacing anything, journalled, undoable.
+
+Every change is recorded in a journal before it is made and confirmed after, under a lock.
+Symlinks are created with ``symlinkat`` in a folder opened without following links (creation is
+atomic and fails rather than replace); files are written under a temporary name and linked
+into place (``linkat`` also refuses to replace).  ``undo`` removes only what a run created and
+only while it is still exactly what was created.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import secrets
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import LibdoctorError
+from .rules.base import Proposal
+from .statedir import ensure_private_dir, open_folder_nofollow, state_dir
+
+JOURNAL_VERSION = 1
+MARKER = "# written by libdoctor: `libdoctor undo` removes it"
+
+
+@dataclass
+class Outcome:
+    created: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # already there from an earlier run
+    refused: list[str] = field(default_factory=list)  # left alone, with the reason
+    run_id: Optional[str] = None
+
+
+# -- environments and their shim folders -------------------------------------------------
+
+def env_slug(prefix: Optional[str]) -> str:
+    if not prefix:
+        return "default"
+    real = os.path.realpath(prefix)
+    digest = hashlib.sha256(real.encode()).hexdigest()[:10]
+    return f"{os.path.basename(real.rstrip('/')) or 'root'}-{digest}"
+
+
+def shim_dir(prefix: Optional[str], root: Optional[str] = None) -> str:
+    return os.path.join(root or state_dir(), "shims", env_slug(prefix))
+
+
+def env_state_path(prefix: Optional[str], root: Optional[str] = None) -> str:
+    return os.path.join(root or state_dir(), "envs", env_slug(prefix) + ".json")
+
+
+def read_env_state(prefix: Optional[str], root: Optional[str] = None) -> dict:
+    try:
+        with open(env_state_path(prefix, root), encoding="utf-8") as handle:
+            data = json.load(handle)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def search_additions(prefix: Optional[str], root: Optional[str] = None) -> list[str]:
+    """The folders the applied repairs of this environment put on LD_LIBRARY_PATH, in order."""
+    state = read_env_state(prefix, root)
+    folders = list(state.get("folders", []))
+    shim = shim_dir(prefix, root)
+    if os.path.isdir(shim) and any(os.path.islink(os.path.join(shim, n)) for n in os.listdir(shim)):
+        folders.insert(0, shim)
+    return folders
+
+
+def _write_json_atomic(path: str, data: dict) -> None:
+    folder = os.path.dirname(path)
+    ensure_private_dir(folder)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)  # our own file: replacing it is the atomic update
+
+
+# -- activation scripts ------------------------------------------------------------------
+
+def activation_sh(folders: list[str]) -> str:
+    joined = ":".join(folders)
+    return f"""{MARKER}
+if [ "${{LD_LIBRARY_PATH+set}}" = set ]; then _LIBDOCTOR_SAVED_LD_LIBRARY_PATH="$LD_LIBRARY_PATH"; \
+else unset _LIBDOCTOR_SAVED_LD_LIBRARY_PATH; fi
+_LIBDOCTOR_ACTIVE=1
+export LD_LIBRARY_PATH="${{LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}}{joined}"
+"""
+
+
+def deactivation_sh() -> str:
+    return f"""{MARKER}
+if [ -n "${{_LIBDOCTOR_ACTIVE+x}}" ]; then
+    if [ "${{_LIBDOCTOR_SAVED_LD_LIBRARY_PATH+set}}" = set ]; then export LD_LIBRARY_PATH="$_LIBDOCTOR_SAVED_LD_LIBRARY_PATH"
+    else unset LD_LIBRARY_PATH; fi
+    unset _LIBDOCTOR_SAVED_LD_LIBRARY_PATH _LIBDOCTOR_ACTIVE
+fi
+"""
+
+
+def shell_settings(folders: list[str], shell: str) -> str:
+    if shell == "json":
+        return json.dumps({"LD_LIBRARY_PATH_append": folders})
+    if not folders:
+        return ""
+    if shell == "fish":
+        return f"set -gx LD_LIBRARY_PATH $LD_LIBRARY_PATH {' '.join(folders)}\n"
+    return f'export LD_LIBRARY_PATH="${{LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}}{":".join(folders)}"\n'
+
+
+# -- the journal -------------------------------------------------------------------------
+
+class Journal:
+    def __init__(self, root: str, run_id: str, env_prefix: Optional[str]) -> None:
+        self.path = os.path.join(root, "journal", f"{run_id}.json")
+        self.data = {"version": JOURNAL_VERSION, "run_id": run_id, "env": env_prefix,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "complete": False, "actions": []}
+
+    def intend(self, action: dict) -> dict:
+        action["state"] = "intended"
+        self.data["actions"].append(action)
+        self.save()
+        return action
+
+    def done(self, action: dict, **facts: object) -> None:
+        action.update(facts)
+        action["state"] = "done"
+        self.save()
+        pause = os.environ.get("LIBDOCTOR_TEST_PAUSE_AFTER_CHANGE")  # lets tests kill a run midway
+        if pause:
+            time.sleep(float(pause))
+
+    def drop(self, action: dict) -> None:
+        self.data["actions"].remove(action)
+        self.save()
+
+    def finish(self) -> None:
+        self.data["complete"] = True
+        self.save()
+
+    def save(self) -> None:
+        _write_json_atomic(self.path, self.data)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- applying ----------------------------------------------------------------------------
+
+class Applier:
+    """Applies proposals for one environment; the caller holds the state lock."""
+
+    def __init__(self, root: str, env_prefix: Optional[str], in_place: bool) -> None:
+        self.root = root
+        self.env_prefix = env_prefix
+        self.in_place = in_place
+        self.outcome = Outcome(run_id=new_run_id())
+        self.journal = Journal(root, self.outcome.run_id, env_prefix)
+
+    def apply(self, proposals: list[Proposal]) -> Outcome:
+        os.makedirs(self.root, mode=0o755, exist_ok=True)  # shims below it must stay reachable by the loader
+        ensure_private_dir(os.path.join(self.root, "journal"))
+        self.journal.save()
+        for proposal in proposals:
+            if proposal.kind == "symlink":
+                self._symlink(proposal)
+            elif proposal.kind == "search-path":
+                self._search_folder(proposal)
+        if not self.in_place:
+            self._conda_hooks()
+        self.journal.finish()
+        if not any(a["state"] == "done" for a in self.journal.data["actions"]):
+            os.unlink(self.journal.path)  # nothing changed: no run to undo
+            self.outcome.run_id = None
+        return self.outcome
+
+    def _symlink(self, proposal: Proposal) -> None:
+        assert proposal.link and proposal.target
+        folder, name = os.path.split(proposal.link)
+        if not self.in_place and not os.path.isdir(folder):
+            self._mkdir(folder)
+        real_folder = os.path.realpath(folder)
+        try:
+            mode = os.stat(real_folder).st_mode
+        except OSError as exc:
+            self.outcome.refused.append(f"{proposal.link}: {exc.strerror}")
+            return
+        if mode & stat.S_IWOTH:
+            self.outcome.refused.append(f"{proposal.link}: refused: {real_folder} is world-writable")
+            return
+        fd = open_folder_nofollow(real_folder)
+        try:
+            try:
+                existing = os.readlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                existing = None
+            except OSError:
+                self.outcome.refused.append(f"{proposal.link}: exists and is not a link: left alone")
+                return
+            if existing is not None:
+                if existing == proposal.target:
+                    self.outcome.kept.append(proposal.link)
+                else:
+                    self.outcome.refused.append(f"{proposal.link}: exists (-> {existing}): left alone")
+                return
+            action = self.journal.intend({"kind": "symlink", "path": os.path.join(real_folder, name),
+                                          "target": proposal.target, "proposal": proposal.id,
+                                          "grade": proposal.grade})
+            try:
+                os.symlink(proposal.target, name, dir_fd=fd)
+            except FileExistsError:
+                self.journal.drop(action)
+                self.outcome.refused.append(f"{proposal.link}: appeared meanwhile: left alone")
+                return
+            st = os.lstat(name, dir_fd=fd)
+            self.journal.done(action, dev=st.st_dev, ino=st.st_ino)
+            self.outcome.created.append(proposal.link)
+        finally:
+            os.close(fd)
+
+    def _mkdir(self, folder: str) -> None:
+        parent = os.path.dirname(folder)
+        if not os.path.isdir(parent):
+            self._mkdir(parent)
+        action = self.journal.intend({"kind": "mkdir", "path": folder})
+        try:
+            os.mkdir(folder, 0o755)
+        except FileExistsError:
+            self.journal.drop(action)
+            return
+        self.journal.done(action)
+
+    def _search_folder(self, proposal: Proposal) -> None:
+        assert proposal.folder
+        state = read_env_state(self.env_prefix, self.root)
+        folders = list(state.get("folders", []))
+        if proposal.folder in folders:
+            self.outcome.kept.append(f"search path {proposal.folder}")
+            return
+        action = self.journal.intend({"kind": "search-path", "folder": proposal.folder,
+                                      "env_state": env_state_path(self.env_prefix, self.root)})
+        folders.append(proposal.folder)
+        state["folders"] = folders
+        _write_json_atomic(env_state_path(self.env_prefix, self.root), state)
+        self.journal.done(action)
+        self.outcome.created.append(f"search path {proposal.folder}")
+
+    def _conda_hooks(self) -> None:
+        """For a conda env: activate.d/deactivate.d scripts that put the repairs on LD_LIBRARY_PATH."""
+        prefix = self.env_prefix
+        if not prefix or not os.path.isdir(os.path.join(prefix, "conda-meta")):
+            return
+        folders = search_additions(prefix, self.root)
+        if not folders:
+            return
+        for sub, text in (("activate.d", activation_sh(folders)), ("deactivate.d", deactivation_sh())):
+            self.write_file(os.path.join(prefix, "etc", "conda", sub, "libdoctor.sh"), text)
+
+    def write_file(self, path: str, text: str) -> None:
+        data = text.encode()
+        folder, name = os.path.split(path)
+        if not os.path.isdir(folder):
+            self._mkdir(folder)  # journalled, so undo leaves the tree as it found it
+        fd = open_folder_nofollow(os.path.realpath(folder))
+        try:
+            try:
+                with open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd), "rb") as handle:
+                    current = handle.read()
+            except FileNotFoundError:
+                current = None
+            except OSError:
+                current = b""
+            if current is not None:
+                if current == data:
+                    self.outcome.kept.append(path)
+                elif current.startswith(MARKER.encode()) and self._ours(path, current):
+                    self._replace_ours(fd, name, path, data, current)
+                else:
+                    self.outcome.refused.append(f"{path}: exists and was not written by libdoctor: left alone")
+                return
+            action = self.journal.intend({"kind": "file", "path": path, "sha256": _sha256(data)})
+            tmp = f".{name}.{secrets.token_hex(4)}"
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+            with open(out, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # refuses to replace
+            except FileExistsError:
+                self.journal.drop(action)
+                self.outcome.refused.append(f"{path}: appeared meanwhile: left alone")
+                return
+            finally:
+                os.unlink(tmp, dir_fd=fd)
+            self.journal.done(action)
+            self.outcome.created.append(path)
+        finally:
+            os.close(fd)
+
+    def _ours(self, path: str, current: bytes) -> bool:
+        """Was this exact content written by a recorded run?"""
+        digest = _sha256(current)
+        return any(a.get("kind") == "file" and a.get("path") == path and a.get("sha256") == digest
+                   for j in load_journals(self.root) for a in j["actions"])
+
+    def _replace_ours(self, fd: int, name: str, path: str, data: bytes, current: bytes) -> None:
+        action = self.journal.intend({"kind": "file-update", "path": path, "sha256": _sha256(data),
+                                      "previous": current.decode("utf-8", "replace")})
+        tmp = f".{name}.{secrets.token_hex(4)}"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+        with open(out, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces only a file a run of ours wrote
+        self.journal.done(action)
+        self.outcome.created.append(path)
+
+
+# -- undo --------------------------------------------------------------------------------
+
+def load_journals(root: str) -> list[dict]:
+    folder = os.path.join(root, "journal")
+    journals = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("version") == JOURNAL_VERSION and not data.get("undone"):
+            journals.append(data)
+    return journals
+
+
+def _undo_action(action: dict, root: str, report: list[str]) -> None:
+    kind, path = action.get("kind"), action.get("path")
+    if kind == "symlink":
+        folder, name = os.path.split(path)
+        try:
+            fd = open_folder_nofollow(os.path.realpath(folder))
+        except LibdoctorError as exc:
+            report.append(f"left {path}: {exc}")
+            return
+        try:
+            st = os.lstat(name, dir_fd=fd)
+            target = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
+            same = target == action.get("target") and (
+                action.get("ino") is None or (st.st_dev, st.st_ino) == (action.get("dev"), action.get("ino")))
+            if not same:
+                report.append(f"left {path}: changed since libdoctor created it")
+                return
+            os.unlink(name, dir_fd=fd)
+            report.append(f"removed {path}")
+        except FileNotFoundError:
+            report.append(f"{path}: already gone")
+        finally:
+            os.close(fd)
+    elif kind == "file":
+        try:
+            with open(path, "rb") as handle:
+                current = handle.read()
+        except FileNotFoundError:
+            report.append(f"{path}: already gone")
+            return
+        if _sha256(current) != action.get("sha256"):
+            report.append(f"left {path}: changed since libdoctor wrote it")
+            return
+        os.unlink(path)
+        report.append(f"removed {path}")
+    elif kind == "file-update":
+        try:
+            with open(path, "rb") as handle:
+                current = handle.read()
+        except FileNotFoundError:
+            report.append(f"{path}: already gone")
+            return
+        if _sha256(current) != action.get("sha256"):
+            report.append(f"left {path}: changed since libdoctor wrote it")
+            return
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(action.get("previous", ""))
+        report.append(f"restored {path}")
+    elif kind == "mkdir":
+        try:
+            os.rmdir(path)
+            report.append(f"removed {path}")
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                report.append(f"left {path}: not empty")
+    elif kind == "search-path":
+        state_path = action.get("env_state")
+        try:
+            with open(state_path, encoding="utf-8") as handle:
+                state = json.load(handle)
+        except (OSError, ValueError, TypeError):
+            return
+        folders = [f for f in state.get("folders", []) if f != action.get("folder")]
+        state["folders"] = folders
+        _write_json_atomic(state_path, state)
+        report.append(f"removed search path {action.get('folder')}")
+
+
+def undo(root: str, run_id: Optional[str]) -> list[str]:
+    """Undo one run (or all, newest first); returns one line per thing removed or left alone."""
+    journals = load_journals(root)
+    chosen = [j for j in journals if run_id is None or j["run_id"] == run_id]
+    if run_id is not None and not chosen:
+        raise LibdoctorError(f"no run {run_id} to undo (see `libdoctor undo --list`)")
+    report: list[str] = []
+    for journal in sorted(chosen, key=lambda j: j["run_id"], reverse=True):
+        for action in reversed(journal["actions"]):
+            _undo_action(action, root, report)
+        journal["undone"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        _write_json_atomic(os.path.join(root, "journal", f"{journal['run_id']}.json"), journal)
+    return report

@@ -1,0 +1,262 @@
+"""Rules, verification and fix --apply on the field scenario, judged by the real loader."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from libdoctor.fix import apply_plan, make_plan
+from libdoctor.fixer import search_additions, undo
+from libdoctor.rules import available_rules, run_rules
+from libdoctor.rules.base import Placement, RuleContext
+
+from .conftest import ElfFactory, ldso_trace, loader_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+DLOPEN_BODY = r"""
+#include <dlfcn.h>
+int load_all(void) {
+    void *dnn = dlopen("libcudnn.so.7", RTLD_NOW);
+    void *rt = dlopen("libcudart.so.10.0", RTLD_NOW);
+    if (!dnn || !rt) return 1;
+    if (!dlsym(dnn, "cudnnCreate") || !dlsym(dnn, "cudnnGetConvolutionForwardAlgorithm")) return 2;
+    return 0;
+}
+"""
+
+
+def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every path below ``root`` with its type, link target or content hash, and mode."""
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            if os.path.islink(path):
+                state[path] = "link:" + os.readlink(path)
+            elif os.path.isdir(path):
+                state[path] = f"dir:{oct(st.st_mode)}"
+            else:
+                state[path] = f"file:{oct(st.st_mode)}:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return state
+
+
+@pytest.fixture
+def field(elf: ElfFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """TF-1.14-like consumers (DT_NEEDED and dlopen styles) on a machine with CUDA 11 and cuDNN 8,
+    where CUDA 10.0's files and cuDNN 7.6.5 also lie, off every search path."""
+    tree = tmp_path / "tree"
+    state = tmp_path / "state"
+    monkeypatch.setenv("LIBDOCTOR_STATE_DIR", str(state))
+    monkeypatch.setenv("LIBDOCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    stubs = [
+        elf.stub("libcudart.so.10.0", ["cudaMalloc"], {"libcudart.so.10.0": ["cudaMalloc"]}),
+        elf.stub("libcublas.so.10.0", ["cublasCreate_v2"]),
+        elf.stub("libcusparse.so.10.0", ["cusparseCreate"]),
+        elf.stub("libcudnn.so.7", ["cudnnCreate", "cudnnGetConvolutionForwardAlgorithm"]),
+    ]
+    elf.lib("tree/opt/cuda-10.0/lib64/libcudart.so.10.0.130", soname="libcudart.so.10.0", defines=["cudaMalloc"],
+            version_script={"libcudart.so.10.0": ["cudaMalloc"]})
+    elf.lib("tree/opt/cuda-10.0/lib64/libcublas.so.10.0", defines=["cublasCreate_v2"])
+    elf.lib("tree/opt/cuda-10.0/lib64/libcusparse.so.10.0", defines=["cusparseCreate"])
+    elf.lib("tree/opt/cudnn-7.6/lib64/libcudnn.so.7.6.5", soname="libcudnn.so.7",
+            defines=["cudnnCreate", "cudnnGetConvolutionForwardAlgorithm"])
+    cuda11 = tree / "usr/local/cuda-11.0/lib64"
+    elf.lib(cuda11 / "libcudart.so.11.0", defines=["cudaMalloc"], version_script={"libcudart.so.11.0": ["cudaMalloc"]})
+    elf.lib(cuda11 / "libcusparse.so.11", defines=["cusparseCreate"])
+    elf.lib("tree/usr/local/cudnn-8/lib64/libcudnn.so.8", defines=["cudnnCreate"])
+    env = tree / "envs/bert"
+    (env / "conda-meta").mkdir(parents=True)
+    site = env / "lib/python3.6/site-packages/tensorflow"
+    needed = elf.lib(site / "libtensorflow_framework.so.1",
+                     calls=["cudaMalloc", "cublasCreate_v2", "cusparseCreate", "cudnnCreate"], link=stubs,
+                     runpath=str(cuda11))
+    dlopened = elf.lib(site / "libtf_dlopen.so", body=DLOPEN_BODY, extra=["-ldl"], runpath=str(cuda11))
+    look_in = (str(tree / "opt/cuda-10.0/lib64"), str(tree / "opt/cudnn-7.6/lib64"), str(cuda11),
+               str(tree / "usr/local/cudnn-8/lib64"))
+    return {"tree": tree, "state": state, "env": env, "needed": needed, "dlopened": dlopened, "look_in": look_in,
+            "cuda11": cuda11}
+
+
+def plan_for(field: dict, **kwargs):
+    return make_plan((str(field["needed"]), str(field["dlopened"])), prefix=str(field["env"]), dlopen_strings=True,
+                     look_in=field["look_in"], **kwargs)
+
+
+def by_link(plan, link_name: str, target_part: str):
+    return next(p for p in plan.proposals if p.kind == "symlink" and p.link.endswith("/" + link_name)
+                and target_part in p.target)
+
+
+def test_plan_grades_against_the_elf_facts(field: dict) -> None:
+    plan = plan_for(field)
+    problems = {(p.kind, p.soname) for p in plan.report.problems}
+    assert ("missing", "libcudnn.so.7") in problems and ("missing-dlopen", "libcudnn.so.7") in problems
+    assert by_link(plan, "libcudnn.so.7", "cudnn-7.6").grade == "safe"
+    assert by_link(plan, "libcudart.so.10.0", "cuda-10.0").grade == "safe"
+    cross_major = by_link(plan, "libcudart.so.10.0", "cuda-11.0")
+    assert cross_major.grade == "broken"
+    assert any("version `libcudart.so.10.0' not found" in e for e in cross_major.evidence)
+    cudnn8 = by_link(plan, "libcudnn.so.7", "cudnn-8")
+    assert cudnn8.grade == "broken"
+    assert any("cudnnGetConvolutionForwardAlgorithm" in e for e in cudnn8.evidence)  # the dlsym names
+    search = [p for p in plan.proposals if p.kind == "search-path"]
+    assert {p.soname for p in search} == {"libcublas.so.10.0", "libcusparse.so.10.0"}
+    assert all(p.grade == "safe" for p in search)
+    assert {p.soname for p in plan.chosen} == {"libcudart.so.10.0", "libcublas.so.10.0", "libcusparse.so.10.0",
+                                               "libcudnn.so.7"}
+    assert all(p.grade != "broken" for p in plan.chosen)
+
+
+def test_the_broken_link_really_fails_in_the_loader(field: dict, tmp_path: Path, loader_info) -> None:
+    links = tmp_path / "manual"
+    links.mkdir()
+    os.symlink(field["cuda11"] / "libcudart.so.11.0", links / "libcudart.so.10.0")
+    extra = {"LD_LIBRARY_PATH": f"{links}:{field['tree'] / 'opt/cuda-10.0/lib64'}:"
+                                f"{field['tree'] / 'opt/cudnn-7.6/lib64'}"}
+    trace = ldso_trace(loader_info, str(field["needed"]), str(tmp_path), extra)
+    assert "version `libcudart.so.10.0' not found" in trace.stderr
+
+
+def test_apply_then_loader_resolves_then_undo_restores(field: dict, loader_info) -> None:
+    before = snapshot(field["tree"].parent, skip=(str(field["state"]), str(field["tree"].parent / "cache")))
+    plan = plan_for(field)
+    outcome = apply_plan(plan, in_place=False)
+    assert outcome.run_id and len(outcome.created) >= 4 and not outcome.refused
+    folders = search_additions(str(field["env"]))
+    env = {"LD_LIBRARY_PATH": ":".join(folders)}
+    trace = ldso_trace(loader_info, str(field["needed"]), str(field["tree"]), env)
+    assert all(path for _name, path in trace.entries) and "not found" not in trace.stderr, trace
+    probe = (f"import ctypes; lib = ctypes.CDLL({str(field['needed'])!r}); "
+             f"d = ctypes.CDLL({str(field['dlopened'])!r}); assert d.load_all() == 0, d.load_all()")
+    run = subprocess.run([sys.executable, "-c", probe], env=loader_env(env), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    after = plan_for(field)
+    assert not after.report.problems
+    again = apply_plan(after, in_place=False)
+    assert again.run_id is None and not again.created  # applying twice creates nothing new
+    activate = field["env"] / "etc/conda/activate.d/libdoctor.sh"
+    assert activate.exists()
+    undo(str(field["state"]), outcome.run_id)
+    assert snapshot(field["tree"].parent, skip=(str(field["state"]), str(field["tree"].parent / "cache"))) == before
+
+
+def test_in_place_links_sit_beside_the_libraries(field: dict, loader_info) -> None:
+    before = snapshot(field["tree"])
+    plan = plan_for(field, in_place=True)
+    cudnn = next(p for p in plan.chosen if p.soname == "libcudnn.so.7")
+    assert cudnn.kind == "symlink"
+    outcome = apply_plan(plan, in_place=True)
+    assert any(c.endswith("libcudnn.so.7") for c in outcome.created)
+    created = [Path(c) for c in outcome.created if c.startswith("/")]
+    assert all(p.is_symlink() for p in created)
+    undo(str(field["state"]), outcome.run_id)
+    assert snapshot(field["tree"]) == before
+
+
+def test_conda_activation_restores_ld_library_path_exactly(field: dict) -> None:
+    outcome = apply_plan(plan_for(field), in_place=False)
+    activate = field["env"] / "etc/conda/activate.d/libdoctor.sh"
+    deactivate = field["env"] / "etc/conda/deactivate.d/libdoctor.sh"
+    script = (f'. {activate}; printf "%s\\n" "${{LD_LIBRARY_PATH-UNSET}}"; . {deactivate}; '
+              'printf "%s\\n" "${LD_LIBRARY_PATH-UNSET}"')
+    for start, expected in ((None, "UNSET"), ("", ""), ("/a b:/c", "/a b:/c")):
+        env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+        if start is not None:
+            env["LD_LIBRARY_PATH"] = start
+        out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True).stdout.split("\n")
+        assert str(field["state"]) in out[0] and not out[0].startswith(":")
+        assert out[1] == expected
+    undo(str(field["state"]), outcome.run_id)
+    assert not activate.exists()
+
+
+def test_undo_leaves_what_changed_since(field: dict) -> None:
+    plan = plan_for(field)
+    outcome = apply_plan(plan, in_place=False)
+    link = next(Path(c) for c in outcome.created if c.endswith("libcudnn.so.7"))
+    link.unlink()
+    os.symlink("/somewhere/else", link)
+    report = undo(str(field["state"]), outcome.run_id)
+    assert any(line.startswith(f"left {link}") for line in report)
+    assert os.readlink(link) == "/somewhere/else"
+
+
+def test_dlopen_consumer_with_missing_dlsym_names_is_broken(elf: ElfFactory, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIBDOCTOR_STATE_DIR", str(tmp_path / "state"))
+    elf.lib("new/libfoo.so.2", defines=["foo_new"])
+    body = r"""
+#include <dlfcn.h>
+int use(void) { void *h = dlopen("libfoo.so.1", RTLD_NOW); return h && dlsym(h, "foo_old") && dlsym(h, "foo_new"); }
+"""
+    plugin = elf.lib("app/libplugin.so", body=body, extra=["-ldl"])
+    plan = make_plan((str(plugin),), dlopen_strings=True, look_in=(str(tmp_path / "new"),))
+    link = next(p for p in plan.proposals if p.kind == "symlink" and p.soname == "libfoo.so.1")
+    assert link.grade == "broken"
+    assert any("foo_old" in e for e in link.evidence) and not plan.chosen
+
+
+def test_a_crashing_rule_becomes_a_finding(field: dict) -> None:
+    class Boom:
+        id = "boom"
+        description = "always crashes"
+
+        def check(self, ctx):  # noqa: ANN001, ANN201
+            raise RuntimeError("kaboom")
+
+    plan = plan_for(field)
+    ctx = RuleContext(plan.report, plan.report.env, __import__("libdoctor.factstore").factstore.FactsStore(),
+                      Placement(False, "/nonexistent"))
+    findings, _ = run_rules(ctx, [Boom()] + available_rules()[:1])
+    assert findings[0].status == "crashed" and "kaboom" in findings[0].title
+    assert any(f.id == "missing-soname" for f in findings)
+
+
+def test_cli_fix_apply_json_and_killed_run(field: dict, tmp_path: Path) -> None:
+    env = loader_env({"LIBDOCTOR_STATE_DIR": str(field["state"]), "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"),
+                      "PYTHONPATH": str(REPO), "LIBDOCTOR_TEST_PAUSE_AFTER_CHANGE": "0.5"})
+    args = [sys.executable, "-m", "libdoctor.cli", "fix", "--apply", "--json", "--dlopen-strings", "--env",
+            str(field["env"]), str(field["needed"]), str(field["dlopened"])]
+    for folder in field["look_in"]:
+        args += ["--look-in", folder]
+    before = snapshot(field["tree"])
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal_dir = field["state"] / "journal"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill it once it has made its second change
+        journals = list(journal_dir.glob("*.json")) if journal_dir.exists() else []
+        if journals:
+            data = json.loads(journals[0].read_text() or "{}")
+            if sum(a.get("state") == "done" for a in data.get("actions", [])) >= 2:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    shims = list((field["state"] / "shims").rglob("*"))
+    for path in shims:
+        assert not path.is_symlink() or os.readlink(path).startswith("/")  # whole links only
+    done = subprocess.run([sys.executable, "-m", "libdoctor.cli", "undo", "--all"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert snapshot(field["tree"]) == before
+    assert not any(p.is_symlink() for p in (field["state"] / "shims").rglob("*"))
+    env.pop("LIBDOCTOR_TEST_PAUSE_AFTER_CHANGE")
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    data = json.loads(done.stdout)
+    assert done.returncode == 0, done.stdout
+    assert data["schema_version"] == 1 and data["after"]["problems"] == 0
+    assert {p["grade"] for p in data["proposals"] if p["kind"] == "symlink"} >= {"safe", "broken"}
+    assert {f["id"] for f in data["findings"]} >= {"missing-soname", "cuda-family"}
