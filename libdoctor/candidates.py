@@ -91,7 +91,10 @@ def find_candidates(soname: str, env: Environment, site_packages: Iterable[str] 
                 if os.path.exists(path):
                     found.setdefault(path, Candidate(path, name, name == soname))
     ordered = sorted(found.values(), key=lambda c: (not c.exact, _version_distance(soname, c.name), c.path))
-    return ordered[:limit]
+    unique: dict[str, Candidate] = {}  # one entry per real file: links to it add nothing
+    for candidate in ordered:
+        unique.setdefault(os.path.realpath(candidate.path), candidate)
+    return list(unique.values())[:limit]
 
 
 def _version_distance(wanted: str, name: str) -> tuple[int, str]:
