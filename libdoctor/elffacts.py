@@ -457,7 +457,7 @@ def _read_facts(reader: _Reader, head: bytes) -> ElfFacts:
     )
 
 
-def is_elf_file(path: str) -> bool:
+def is_elf(path: str) -> bool:
     """Cheap check used when walking folders: does the file start with the ELF magic?"""
     try:
         with open(path, "rb") as handle:

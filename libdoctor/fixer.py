@@ -158,6 +158,17 @@ def _sha256(data: bytes) -> str:
 
 # -- applying ----------------------------------------------------------------------------
 
+def _write_temporary(folder_fd: int, name: str, data: bytes) -> str:
+    """``data`` in a new, fsynced file beside ``name``; returns the temporary name."""
+    tmp = f".{name}.{secrets.token_hex(4)}"
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=folder_fd)
+    with open(out, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return tmp
+
+
 class Applier:
     """Applies proposals for one environment; the caller holds the state lock."""
 
@@ -290,12 +301,7 @@ class Applier:
                     self.outcome.refused.append(f"{path}: exists and was not written by libdoctor: left alone")
                 return
             action = self.journal.intend({"kind": "file", "path": path, "sha256": _sha256(data)})
-            tmp = f".{name}.{secrets.token_hex(4)}"
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
-            with open(out, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            tmp = _write_temporary(fd, name, data)
             try:
                 os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # refuses to replace
             except FileExistsError:
@@ -312,18 +318,13 @@ class Applier:
     def _ours(self, path: str, current: bytes) -> bool:
         """Was this exact content written by a recorded run?"""
         digest = _sha256(current)
-        return any(a.get("kind") == "file" and a.get("path") == path and a.get("sha256") == digest
+        return any(a.get("kind") in ("file", "file-update") and a.get("path") == path and a.get("sha256") == digest
                    for j in load_journals(self.root) for a in j["actions"])
 
     def _replace_ours(self, fd: int, name: str, path: str, data: bytes, current: bytes) -> None:
         action = self.journal.intend({"kind": "file-update", "path": path, "sha256": _sha256(data),
                                       "previous": current.decode("utf-8", "replace")})
-        tmp = f".{name}.{secrets.token_hex(4)}"
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
-        with open(out, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        tmp = _write_temporary(fd, name, data)
         os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces only a file a run of ours wrote
         self.journal.done(action)
         self.outcome.created.append(path)
@@ -351,74 +352,83 @@ def load_journals(root: str) -> list[dict]:
     return journals
 
 
-def _undo_action(action: dict, root: str, report: list[str]) -> None:
-    kind, path = action.get("kind"), action.get("path")
-    if kind == "symlink":
-        folder, name = os.path.split(path)
-        try:
-            fd = open_folder_nofollow(os.path.realpath(folder))
-        except LibdoctorError as exc:
-            report.append(f"left {path}: {exc}")
+def _undo_symlink(action: dict, report: list[str]) -> None:
+    path = action["path"]
+    folder, name = os.path.split(path)
+    try:
+        fd = open_folder_nofollow(os.path.realpath(folder))
+    except LibdoctorError as exc:
+        report.append(f"left {path}: {exc}")
+        return
+    try:
+        st = os.lstat(name, dir_fd=fd)
+        target = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
+        same = target == action.get("target") and (
+            action.get("ino") is None or (st.st_dev, st.st_ino) == (action.get("dev"), action.get("ino")))
+        if not same:
+            report.append(f"left {path}: changed since libdoctor created it")
             return
-        try:
-            st = os.lstat(name, dir_fd=fd)
-            target = os.readlink(name, dir_fd=fd) if stat.S_ISLNK(st.st_mode) else None
-            same = target == action.get("target") and (
-                action.get("ino") is None or (st.st_dev, st.st_ino) == (action.get("dev"), action.get("ino")))
-            if not same:
-                report.append(f"left {path}: changed since libdoctor created it")
-                return
-            os.unlink(name, dir_fd=fd)
-            report.append(f"removed {path}")
-        except FileNotFoundError:
-            report.append(f"{path}: already gone")
-        finally:
-            os.close(fd)
-    elif kind == "file":
-        try:
-            with open(path, "rb") as handle:
-                current = handle.read()
-        except FileNotFoundError:
-            report.append(f"{path}: already gone")
-            return
-        if _sha256(current) != action.get("sha256"):
-            report.append(f"left {path}: changed since libdoctor wrote it")
-            return
-        os.unlink(path)
+        os.unlink(name, dir_fd=fd)
         report.append(f"removed {path}")
-    elif kind == "file-update":
-        try:
-            with open(path, "rb") as handle:
-                current = handle.read()
-        except FileNotFoundError:
-            report.append(f"{path}: already gone")
-            return
-        if _sha256(current) != action.get("sha256"):
-            report.append(f"left {path}: changed since libdoctor wrote it")
-            return
-        with open(path, "w", encoding="utf-8") as handle:
+    except FileNotFoundError:
+        report.append(f"{path}: already gone")
+    finally:
+        os.close(fd)
+
+
+def _still_written(action: dict, report: list[str]) -> bool:
+    """Is the file still exactly what the run wrote?"""
+    path = action["path"]
+    try:
+        with open(path, "rb") as handle:
+            current = handle.read()
+    except FileNotFoundError:
+        report.append(f"{path}: already gone")
+        return False
+    if _sha256(current) != action.get("sha256"):
+        report.append(f"left {path}: changed since libdoctor wrote it")
+        return False
+    return True
+
+
+def _undo_file(action: dict, report: list[str]) -> None:
+    if _still_written(action, report):
+        os.unlink(action["path"])
+        report.append(f"removed {action['path']}")
+
+
+def _undo_file_update(action: dict, report: list[str]) -> None:
+    if _still_written(action, report):
+        with open(action["path"], "w", encoding="utf-8") as handle:
             handle.write(action.get("previous", ""))
-        report.append(f"restored {path}")
-    elif kind == "mkdir":
-        try:
-            os.rmdir(path)
-            report.append(f"removed {path}")
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                report.append(f"left {path}: not empty")
-    elif kind == "search-path":
-        state_path = action.get("env_state")
-        try:
-            with open(state_path, encoding="utf-8") as handle:
-                state = json.load(handle)
-        except (OSError, ValueError, TypeError):
-            return
-        folders = [f for f in state.get("folders", []) if f != action.get("folder")]
-        state["folders"] = folders
-        _write_json_atomic(state_path, state)
-        report.append(f"removed search path {action.get('folder')}")
+        report.append(f"restored {action['path']}")
+
+
+def _undo_mkdir(action: dict, report: list[str]) -> None:
+    try:
+        os.rmdir(action["path"])
+        report.append(f"removed {action['path']}")
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            report.append(f"left {action['path']}: not empty")
+
+
+def _undo_search_path(action: dict, report: list[str]) -> None:
+    state_path = action.get("env_state")
+    try:
+        with open(state_path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except (OSError, ValueError, TypeError):
+        return
+    state["folders"] = [f for f in state.get("folders", []) if f != action.get("folder")]
+    _write_json_atomic(state_path, state)
+    report.append(f"removed search path {action.get('folder')}")
+
+
+_UNDO = {"symlink": _undo_symlink, "file": _undo_file, "file-update": _undo_file_update, "mkdir": _undo_mkdir,
+         "search-path": _undo_search_path}
 
 
 def undo(root: str, run_id: Optional[str]) -> list[str]:
@@ -430,7 +440,9 @@ def undo(root: str, run_id: Optional[str]) -> list[str]:
     report: list[str] = []
     for journal in sorted(chosen, key=lambda j: j["run_id"], reverse=True):
         for action in reversed(journal["actions"]):
-            _undo_action(action, root, report)
+            undo_one = _UNDO.get(action.get("kind", ""))
+            if undo_one is not None:
+                undo_one(action, report)
         journal["undone"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _write_json_atomic(os.path.join(root, "journal", f"{journal['run_id']}.json"), journal)
     return report

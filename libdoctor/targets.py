@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from .elffacts import ELFMAG
+from .elffacts import is_elf
 
 FRAMEWORKS = ("torch", "tensorflow", "tensorflow-gpu", "tensorflow-cpu", "tf-nightly", "jax", "jaxlib",
               "paddlepaddle-gpu", "paddlepaddle", "mxnet", "onnxruntime-gpu")
@@ -66,14 +66,6 @@ TEXT_SUFFIXES = frozenset((".h", ".hh", ".hpp", ".hxx", ".cuh", ".inl", ".inc", 
 def _suffix(name: str) -> str:
     dot = name.rfind(".")
     return name[dot:] if dot > 0 else ""
-
-
-def is_elf(path: str) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == ELFMAG
-    except OSError:
-        return False
 
 
 def walk_folder(folder: str, notes: list[str]) -> list[str]:
