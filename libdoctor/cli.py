@@ -124,6 +124,11 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
             if not click.confirm("apply the changes marked *?", default=False):
                 sys.exit(EXIT_PROBLEMS)
         outcome = apply_plan(plan, in_place)
+        log = get_logger()
+        for created in outcome.created:
+            log.info("repair applied", run_id=outcome.run_id, change=created)
+        for refused in outcome.refused:
+            log.warning("repair refused", run_id=outcome.run_id, reason=refused)
         after = make_plan(targets, **kwargs)
     store.save()
     if as_json:

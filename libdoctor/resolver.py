@@ -200,7 +200,7 @@ class Resolver:
     def dlopen(self, caller: str, target: str) -> LoadResult:
         """``caller`` runs (its own closure loaded), then calls ``dlopen(target)``."""
         state = _LoadState(self)
-        main, error = state.map_root(caller, MODE_EXEC if self._is_program(caller) else MODE_LIST)
+        main, error = state.map_root(caller, MODE_EXEC if self.is_program(caller) else MODE_LIST)
         if main is None:
             return LoadResult(target, MODE_DLOPEN, (), (), root_error=f"caller {caller}: {error}")
         state.preload(main)
@@ -235,7 +235,7 @@ class Resolver:
                     return False
         return True
 
-    def _is_program(self, path: str) -> bool:
+    def is_program(self, path: str) -> bool:
         probe = self.view.probe(self.env.absolute(path))
         return probe.facts is not None and probe.facts.is_executable
 

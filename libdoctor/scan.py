@@ -145,7 +145,7 @@ def dlopen_problems(target: Target, checks: tuple[DlopenCheck, ...], finder: "Ca
 def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
     if target.mode == MODE_DLOPEN and target.caller:
         return resolver.dlopen(target.caller, target.path)
-    mode = MODE_EXEC if resolver._is_program(target.path) else MODE_LIST
+    mode = MODE_EXEC if resolver.is_program(target.path) else MODE_LIST
     return resolver.load(target.path, mode)
 
 
