@@ -109,6 +109,35 @@ def _span(rows: list[SonameRow]) -> str:
     return ", ".join(r.cuda_versions for r in rows) or "?"
 
 
+def _range(text: str) -> Optional[tuple[tuple[int, int], tuple[int, int]]]:
+    """"10.1-11.8" -> ((10, 1), (11, 8)); "11.x" -> ((11, 0), (11, 99)); "9.0" -> ((9, 0), (9, 0))."""
+    points = re.findall(r"(\d+)\.(\d+|x)", text)
+    if not points:
+        return None
+    def low(p: tuple[str, str]) -> tuple[int, int]:
+        return int(p[0]), 0 if p[1] == "x" else int(p[1])
+
+    def high(p: tuple[str, str]) -> tuple[int, int]:
+        return int(p[0]), 99 if p[1] == "x" else int(p[1])
+
+    return low(points[0]), high(points[-1] if "-" in text else points[0])
+
+
+def soname_for(family: str, cuda: str) -> Optional[str]:
+    """The soname of ``family`` shipped with CUDA ``cuda`` ("11.2"), from the table's ranges."""
+    version = re.match(r"(\d+)\.(\d+)", cuda or "")
+    if not version:
+        return None
+    wanted = (int(version.group(1)), int(version.group(2)))
+    for row in table():
+        if row.family != family:
+            continue
+        span = _range(row.cuda_versions)
+        if span and span[0] <= wanted <= span[1]:
+            return row.soname
+    return None
+
+
 def describe(soname: str) -> Optional[str]:
     """``libcusparse.so.10``: "cusparse of CUDA 10.1-10.2"."""
     rows = rows_for(soname)

@@ -78,7 +78,9 @@ def to_json(report: ScanReport) -> dict[str, Any]:
                            "site_packages": list(python_env.site_packages)} if python_env else None,
             "frameworks": [{"name": f.name, "version": f.version, "dist_info": f.location, "objects": len(f.files)}
                            for f in discovery.frameworks],
+            "driver": _driver_json(report.driver) if report.driver else None,
         },
+        "frameworks": [_framework_json(f) for f in report.frameworks],
         "targets": [
             {"path": t.target.path, "group": t.target.group, "mode": t.result.mode, "caller": t.target.caller,
              "verdict": "ok" if t.healthy else "problems", "error": t.result.root_error,
@@ -89,6 +91,29 @@ def to_json(report: ScanReport) -> dict[str, Any]:
         "notes": list(discovery.notes) + ([discovery.fallback] if discovery.fallback else []),
         "summary": {"targets": len(report.targets), "healthy": sum(t.healthy for t in report.targets),
                     "problems": len(report.problems)},
+    }
+
+
+def _driver_json(driver) -> dict[str, Any]:  # noqa: ANN001
+    return {"present": driver.present, "version": driver.version, "kernel_module": driver.kernel_module,
+            "libcuda": driver.libcuda, "libcuda_version": driver.libcuda_version,
+            "libnvidia_ml": driver.libnvidia_ml, "device_nodes": list(driver.device_nodes)}
+
+
+def _framework_json(framework) -> dict[str, Any]:  # noqa: ANN001
+    info = framework.info
+    return {
+        "name": info.name, "version": info.version, "flavour": info.flavour, "python": info.python_version,
+        "cuda": info.cuda, "cudnn": info.cudnn, "built_from": info.built_from, "cuda_build": info.cuda_build,
+        "libraries": {
+            "expected": [{"soname": c.lib.soname, "family": c.lib.family, "role": c.lib.role,
+                          "requester": c.lib.requester, "path": c.path, "found": c.found,
+                          "error": c.result.root_error} for c in framework.checks],
+            "resolved": framework.resolved, "missing": list(framework.missing)},
+        "driver_fit": {"ok": framework.fit.ok, "reason": framework.fit.reason},
+        "cuda_libraries": [{"soname": n, "path": p, "via": v} for n, p, v in framework.cuda_sources],
+        "gpu_usable": framework.gpu_usable, "because": framework.because,
+        "requirements": list(info.requirements), "notes": list(info.notes),
     }
 
 
@@ -169,6 +194,31 @@ def _tree_lines(result: LoadResult, style: Style) -> list[str]:
     return lines
 
 
+def _framework_table(report: ScanReport, style: Style) -> list[str]:
+    rows = [("framework", "version", "built for", "libraries", "driver", "GPU usable")]
+    for framework in report.frameworks:
+        info = framework.info
+        built = (f"CUDA {info.cuda}" + (f", cuDNN {info.cudnn}" if info.cudnn else "")) if info.cuda else (
+            "CPU only" if info.cuda_build is False else "?")
+        total = len(framework.cuda_sources) + len(framework.missing)
+        libraries = (f"{len(framework.missing)} missing" if framework.missing else
+                     f"{len(framework.cuda_sources)} resolve")
+        driver = framework.fit.reason if report.driver and report.driver.present else "none"
+        usable = {True: "yes", False: "no", None: "?"}[framework.gpu_usable]
+        rows.append((info.name, info.version, built, libraries if total else "-", driver, usable))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+             for row in rows]
+    for framework in report.frameworks:
+        usable = {True: style.good("yes"), False: style.error("no"), None: "unknown"}[framework.gpu_usable]
+        lines.append(f"  {framework.info.label}: GPU usable: {usable}, because {framework.because}")
+        if framework.cuda_sources:
+            lines.extend(f"    {line}" for line in framework.sources_summary())
+    if report.driver is not None:
+        lines.append(f"  driver: {report.driver.summary()}")
+    return lines
+
+
 def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool = False) -> None:
     style = Style(stream)
     out = []
@@ -179,6 +229,8 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
         out.append(f"environment {env.prefix} (python: {env.python or 'not found'}): {names}")
     if discovery.fallback:
         out.append(discovery.fallback)
+    if report.frameworks:
+        out.extend(_framework_table(report, style))
     for target in report.targets:
         count = len(target.result.closure())
         if target.healthy:

@@ -197,20 +197,39 @@ class Resolver:
         state.load_dependencies(0)
         return state.result(root, mode, 0)
 
-    def dlopen(self, caller: str, target: str) -> LoadResult:
-        """``caller`` runs (its own closure loaded), then calls ``dlopen(target)``."""
+    def dlopen(self, caller: str, target: str, via: Optional[str] = None, preloads: tuple[str, ...] = ()
+               ) -> LoadResult:
+        """``caller`` runs (its own closure loaded), then calls ``dlopen(target)``.
+
+        ``preloads``: objects the program dlopened earlier, in order (torch's ``_preload_cuda_deps``).
+        ``via``: the object that makes the call (dlopened first by the program), e.g. TensorFlow's
+        ``libtensorflow_framework.so.N`` asking for ``libcudnn.so.7``: its RUNPATH/RPATH applies.
+        """
         state = _LoadState(self)
         main, error = state.map_root(caller, MODE_EXEC if self.is_program(caller) else MODE_LIST)
         if main is None:
             return LoadResult(target, MODE_DLOPEN, (), (), root_error=f"caller {caller}: {error}")
         state.preload(main)
         state.load_dependencies(0)
+        for path in preloads:
+            start = len(state.objects)
+            _resolution, obj = state.map_object(main, path, depth=1)
+            if obj is not None and obj.index >= start:
+                obj.via = PRELOAD
+                state.load_dependencies(start)
+        requester = main
+        if via is not None:
+            start = len(state.objects)
+            resolution, via_obj = state.map_object(main, via, depth=1)
+            if via_obj is None:
+                return state.result(target, MODE_DLOPEN, start, root_error=f"{via}: {resolution.error}")
+            state.load_dependencies(start)
+            requester = via_obj
         first_new = len(state.objects)
-        resolution, obj = state.map_object(main, target, depth=1)
-        if obj is None or obj.index < first_new:
-            error = resolution.error if obj is None else None
-            if obj is None:
-                return state.result(target, MODE_DLOPEN, first_new, root_error=error)
+        resolution, obj = state.map_object(requester, target, depth=requester.depth + 1)
+        if obj is None:
+            return state.result(target, MODE_DLOPEN, first_new, root_error=resolution.error)
+        if obj.index < first_new:
             return state.result(target, MODE_DLOPEN, obj.index)
         state.load_dependencies(first_new)
         return state.result(target, MODE_DLOPEN, first_new)

@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from .candidates import Candidate, CandidateFinder
 from .environment import Environment
 from .factstore import FactsStore
+from .driver import DriverInfo
+from .frameworkcheck import FrameworkReport, check_framework, machine_driver
+from .frameworks import framework_info
 from .resolver import MODE_DLOPEN, MODE_EXEC, MODE_LIST, LoadResult, Resolution, Resolver
 from .targets import Discovery, Target, discover
 
@@ -33,6 +36,15 @@ class DlopenCheck:
 
     name: str
     result: LoadResult
+    caller: Optional[str] = None  # the program, when the dlopen happens inside one (python)
+    via: Optional[str] = None  # the object making the call, dlopened first by the program
+    preloads: tuple[str, ...] = ()
+
+    def rerun(self, resolver: Resolver, target_path: str) -> LoadResult:
+        """The same dlopen again (in another Environment)."""
+        if self.caller:
+            return resolver.dlopen(self.caller, self.name, via=self.via, preloads=self.preloads)
+        return resolver.dlopen(target_path, self.name)
 
 
 @dataclass(frozen=True)
@@ -53,10 +65,13 @@ class ScanReport:
     discovery: Discovery
     targets: list[TargetReport] = field(default_factory=list)
     cache_note: Optional[str] = None
+    frameworks: list[FrameworkReport] = field(default_factory=list)
+    framework_problems: list[Problem] = field(default_factory=list)
+    driver: Optional[DriverInfo] = None
 
     @property
     def problems(self) -> list[Problem]:
-        return [p for t in self.targets for p in t.problems]
+        return [p for t in self.targets for p in t.problems] + self.framework_problems
 
     @property
     def healthy(self) -> bool:
@@ -144,7 +159,7 @@ def dlopen_problems(target: Target, checks: tuple[DlopenCheck, ...], finder: "Ca
 
 def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
     if target.mode == MODE_DLOPEN and target.caller:
-        return resolver.dlopen(target.caller, target.path)
+        return resolver.dlopen(target.caller, target.path, preloads=target.preloads)
     mode = MODE_EXEC if resolver.is_program(target.path) else MODE_LIST
     return resolver.load(target.path, mode)
 
@@ -161,7 +176,12 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     sites = discovery.environment.site_packages if discovery.environment else ()
     finder: Optional[CandidateFinder] = None
     candidates: dict[tuple, tuple[Candidate, ...]] = {}  # one search of the machine per missing name
+    infos = {f"{f.name} {f.version}": framework_info(f, discovery.environment) for f in discovery.frameworks} \
+        if discovery.environment else {}
     for target in discovery.targets:
+        info = infos.get(target.group)
+        if info is not None and info.preloads:
+            target = replace(target, preloads=info.preloads)
         result = resolve_target(resolver, target)
         checks = dlopen_checks(resolver, target, result) if dlopen_strings else ()
         if finder is None and (not result.ok or not all(c.result.ok for c in checks)):
@@ -170,4 +190,40 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         if checks and finder:
             problems += dlopen_problems(target, checks, finder, candidates)
         report.targets.append(TargetReport(target, result, problems, checks))
+    if infos:
+        report.driver = machine_driver(env)
+        finder = finder or CandidateFinder(env, sites, look_in)
+        for label, info in infos.items():
+            _check_framework(report, resolver, info, label, finder, candidates)
     return report
+
+
+def _check_framework(report: ScanReport, resolver: Resolver, info, label: str, finder: CandidateFinder,
+                     candidates: dict) -> None:  # noqa: ANN001
+    python = report.discovery.environment.python if report.discovery.environment else None
+    group = [t for t in report.targets if t.target.group == label]
+    closure_missing = tuple(dict.fromkeys(p.soname for t in group for p in t.problems
+                                          if p.kind == "missing" and p.soname))
+    static = tuple(resolve_target(resolver, replace(t.target, preloads=())) for t in group) if info.preloads else ()
+    framework = check_framework(resolver, info, python, closure_missing, report.driver,
+                                tuple(t.result for t in group), static)
+    report.frameworks.append(framework)
+    for check in framework.checks:
+        if check.found or check.lib.family == "cuda driver":
+            continue
+        requester = check.lib.requester or python or label
+        dlopen = DlopenCheck(check.lib.soname, check.result, python, check.lib.requester, info.preloads)
+        index = next((i for i, t in enumerate(report.targets) if t.target.path == requester), None)
+        if index is None:
+            target = Target(requester, label, MODE_DLOPEN, python, info.preloads)
+            report.targets.append(TargetReport(target, resolve_target(resolver, target), (), ()))
+            index = len(report.targets) - 1
+        existing = report.targets[index]
+        problems = dlopen_problems(existing.target, (dlopen,), finder, candidates)
+        problems = tuple(replace(p, message=f"{check.lib.soname} not found ({check.lib.role} for {info.label}, "
+                                            f"dlopened by {os.path.basename(requester)})") for p in problems)
+        report.targets[index] = replace(existing, problems=existing.problems + problems,
+                                        dlopens=existing.dlopens + (dlopen,))
+    if info.cuda_build and report.driver is not None and (not report.driver.present or not framework.fit.ok):
+        report.framework_problems.append(Problem("driver", label, framework.because if not report.driver.present
+                                                 else framework.fit.reason, "libcuda.so.1"))

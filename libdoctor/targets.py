@@ -29,6 +29,7 @@ class Target:
     group: str  # what it belongs to: the argument, or "torch 2.14.1"
     mode: str = "list"  # list | exec | dlopen
     caller: Optional[str] = None  # the program that dlopens it
+    preloads: tuple[str, ...] = ()  # what that program loaded by path before (torch's preloads)
 
 
 @dataclass(frozen=True)

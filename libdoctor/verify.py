@@ -49,9 +49,8 @@ def _affected(ctx: RuleContext, proposal: Proposal) -> list[TargetReport]:
 def _rerun(resolver: Resolver, report: TargetReport, soname: str) -> tuple[LoadResult, Optional[LoadResult]]:
     """The target's load again, and its dlopen of ``soname`` when that is how it wants it."""
     result = resolve_target(resolver, report.target)
-    dlopened = None
-    if any(c.name == soname for c in report.dlopens):
-        dlopened = resolver.dlopen(report.target.path, soname)
+    check = next((c for c in report.dlopens if c.name == soname), None)
+    dlopened = check.rerun(resolver, report.target.path) if check else None
     return result, dlopened
 
 
@@ -138,7 +137,8 @@ def verify_symlink(ctx: RuleContext, proposal: Proposal) -> Proposal:
             if loaded.root_error and loaded is dlopened:
                 broken.append(f"dlopen({soname}) by {report.target.path}: {loaded.root_error}")
         if dlopened is not None and provider is not None:
-            broken.extend(_dlsym_gaps(report.target.path, soname, provider))
+            check = next(c for c in report.dlopens if c.name == soname)
+            broken.extend(_dlsym_gaps(check.via or report.target.path, soname, provider))
     evidence.append(f"re-resolved {len(_affected(ctx, proposal))} consumer(s) with {proposal.link} -> "
                     f"{proposal.target}")
     if broken:

@@ -1,0 +1,123 @@
+"""The NVIDIA driver as the machine shows it, and whether it is new enough for a CUDA runtime.
+
+Read without nvidia-smi and without loading libcuda (cuda-facts.md section 5): the loaded
+kernel module's version from ``/sys/module/nvidia/version`` or ``/proc/driver/nvidia/version``,
+the user-space half from the file name behind ``libcuda.so.1`` (``libcuda.so.<driver-version>``),
+and the ``/dev/nvidia*`` nodes.  Minimum drivers come from ``data/cuda_min_driver.csv``.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional
+
+VersionTuple = tuple[int, ...]
+
+
+def parse_version(text: str) -> Optional[VersionTuple]:
+    match = re.search(r"(\d+(?:\.\d+)+|\d+)", text or "")
+    return tuple(int(p) for p in match.group(1).split(".")) if match else None
+
+
+@dataclass(frozen=True)
+class DriverInfo:
+    kernel_module: Optional[str]  # the loaded module's version
+    libcuda: Optional[str]  # path of libcuda.so.1 as the loader finds it
+    libcuda_version: Optional[str]  # from the real file name
+    libnvidia_ml: Optional[str]
+    device_nodes: tuple[str, ...]
+
+    @property
+    def version(self) -> Optional[str]:
+        return self.kernel_module or self.libcuda_version
+
+    @property
+    def present(self) -> bool:
+        return self.libcuda is not None
+
+    def summary(self) -> str:
+        if not self.present:
+            return "no NVIDIA driver (libcuda.so.1 not found)"
+        parts = [f"driver {self.version or 'of unknown version'}"]
+        if self.kernel_module and self.libcuda_version and self.kernel_module != self.libcuda_version:
+            parts.append(f"(kernel module {self.kernel_module}, libcuda {self.libcuda_version}: mismatch)")
+        if not self.device_nodes:
+            parts.append("no /dev/nvidia* device nodes")
+        return ", ".join(parts)
+
+
+def read_driver(libcuda: Optional[str], libnvidia_ml: Optional[str], root: str = "/") -> DriverInfo:
+    """``libcuda``/``libnvidia_ml``: where the loader finds them (None: not found); ``root`` for tests."""
+    module = None
+    try:
+        with open(os.path.join(root, "sys/module/nvidia/version"), encoding="ascii") as handle:
+            module = handle.read().strip() or None
+    except OSError:
+        try:
+            with open(os.path.join(root, "proc/driver/nvidia/version"), encoding="ascii", errors="replace") as handle:
+                match = re.search(r"Kernel Module\s+(\d+\.\d+(?:\.\d+)?)", handle.read())
+                module = match.group(1) if match else None
+        except OSError:
+            pass
+    lib_version = None
+    if libcuda:
+        match = re.search(r"libcuda\.so\.(\d+\.\d+(?:\.\d+)?)$", os.path.realpath(libcuda))
+        lib_version = match.group(1) if match else None
+    nodes = tuple(sorted(glob.glob(os.path.join(root, "dev/nvidia[0-9]*")) + glob.glob(
+        os.path.join(root, "dev/nvidiactl"))))
+    return DriverInfo(module, libcuda, lib_version, libnvidia_ml, nodes)
+
+
+@dataclass(frozen=True)
+class DriverRow:
+    cuda: str
+    release: str
+    minimum: Optional[VersionTuple]
+    minor_compat_minimum: Optional[VersionTuple]
+
+
+@lru_cache(maxsize=1)
+def driver_table() -> tuple[DriverRow, ...]:
+    from importlib import resources
+
+    text = resources.files("libdoctor").joinpath("data/cuda_min_driver.csv").read_text(encoding="utf-8")
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        rows.append(DriverRow(row["cuda_version"], row["toolkit_release"],
+                              parse_version(row["min_linux_x86_64_driver"]),
+                              parse_version(row["minor_version_compat_min_driver"])
+                              if ">=" in row["minor_version_compat_min_driver"] else None))
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
+class DriverFit:
+    ok: bool
+    reason: str
+
+
+def driver_fit(cuda: Optional[str], driver: DriverInfo) -> DriverFit:
+    """Can this driver run a CUDA ``cuda`` runtime (with minor-version compatibility from 11.x)?"""
+    if not driver.present:
+        return DriverFit(False, "no NVIDIA driver")
+    if not cuda:
+        return DriverFit(True, "no CUDA runtime to match")
+    have = parse_version(driver.version or "")
+    want = parse_version(cuda)
+    rows = [r for r in driver_table() if parse_version(r.cuda) == (want[:2] if want else None)]
+    if have is None or not rows:
+        return DriverFit(True, f"driver {driver.version or '?'}; no minimum known for CUDA {cuda}")
+    minimum = min((r.minimum for r in rows if r.minimum), default=None)
+    if minimum and have >= minimum:
+        return DriverFit(True, f"driver {driver.version} >= {'.'.join(map(str, minimum))} needed by CUDA {cuda}")
+    compat = min((r.minor_compat_minimum for r in rows if r.minor_compat_minimum), default=None)
+    if compat and have >= compat:
+        return DriverFit(True, f"driver {driver.version} runs CUDA {cuda} through minor-version compatibility "
+                               f"(>= {'.'.join(map(str, compat))}; newer PTX JIT features may fail)")
+    need = ".".join(map(str, minimum)) if minimum else "?"
+    return DriverFit(False, f"driver {driver.version} is older than {need}, the minimum for CUDA {cuda}")

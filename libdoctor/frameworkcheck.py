@@ -1,0 +1,137 @@
+"""Per framework: do the libraries it loads at run time resolve, does the driver fit, is the GPU usable?"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from .cudatable import DRIVER_SONAMES
+from .driver import DriverFit, DriverInfo, driver_fit, read_driver
+from .environment import Environment
+from .frameworks import GATE, LAZY, ExpectedLib, FrameworkInfo
+from .resolver import LoadResult, Resolver
+from .targets import CUDA_NAME
+
+
+@dataclass(frozen=True)
+class ExpectedCheck:
+    lib: ExpectedLib
+    result: LoadResult
+
+    @property
+    def found(self) -> bool:
+        return self.result.root_error is None and not self.result.missing
+
+    @property
+    def path(self) -> Optional[str]:
+        if self.result.root_error is not None or not self.result.objects:
+            return None
+        return self.result.objects[self.result.new_from].path
+
+
+@dataclass(frozen=True)
+class FrameworkReport:
+    info: FrameworkInfo
+    checks: tuple[ExpectedCheck, ...]
+    closure_missing: tuple[str, ...]  # DT_NEEDED names missing in the framework's own objects
+    fit: DriverFit
+    gpu_usable: Optional[bool]
+    because: str
+    cuda_sources: tuple[tuple[str, str, str], ...] = ()  # (soname, path, how found) of its CUDA libraries
+    static_sources: tuple[tuple[str, str, str], ...] = ()  # the same without the framework's preloads
+
+    @property
+    def resolved(self) -> int:
+        return sum(c.found for c in self.checks)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Missing libraries; the driver's own (libcuda.so.1) is the driver column's business."""
+        names = [c.lib.soname for c in self.checks if not c.found and c.lib.family != "cuda driver"]
+        return tuple(dict.fromkeys(n for n in names + list(self.closure_missing) if n not in DRIVER_SONAMES))
+
+    def sources_summary(self) -> list[str]:
+        """"23 CUDA libraries resolve: 20 through rpath, 3 preloaded"; then the same without preloads."""
+        lines = [f"{len(self.cuda_sources)} CUDA libraries resolve: {_counts(self.cuda_sources)}"]
+        if self.static_sources:
+            lines.append(f"without the framework's preloads: {len(self.static_sources)} resolve: "
+                         f"{_counts(self.static_sources)}")
+        return lines
+
+
+def _counts(sources: tuple[tuple[str, str, str], ...]) -> str:
+    counts: dict[str, int] = {}
+    for _soname, _path, via in sources:
+        counts[via] = counts.get(via, 0) + 1
+    words = {"preload": "preloaded by path", "loaded": "already loaded"}
+    return ", ".join(f"{n} {words.get(via, 'through ' + via)}" for via, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def machine_driver(env: Environment, root: str = "/") -> DriverInfo:
+    lookup = env.cache_lookup
+    return read_driver(lookup.lookup("libcuda.so.1"), lookup.lookup("libnvidia-ml.so.1"), root)
+
+
+def check_expected(resolver: Resolver, info: FrameworkInfo, python: Optional[str]) -> tuple[ExpectedCheck, ...]:
+    checks = []
+    for lib in info.expected:
+        if python is None and lib.requester is None:
+            continue
+        if python is not None:
+            via = lib.requester if lib.requester and os.path.exists(lib.requester) else None
+            result = resolver.dlopen(python, lib.soname, via=via, preloads=info.preloads)
+        else:
+            result = resolver.dlopen(lib.requester, lib.soname)  # type: ignore[arg-type]
+        checks.append(ExpectedCheck(lib, result))
+    return tuple(checks)
+
+
+def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_missing: tuple[str, ...],
+            driver: DriverInfo) -> tuple[DriverFit, Optional[bool], str]:
+    fit = driver_fit(info.cuda, driver)
+    name = {"torch": "PyTorch"}.get(info.name, "TensorFlow" if info.name.startswith("tensorflow") else info.name)
+    if info.cuda_build is False:
+        return fit, False, f"a CPU-only build ({info.flavour})"
+    if info.cuda_build is None:
+        return fit, None, "not known which CUDA it was built for"
+    if not driver.present:
+        return fit, False, f"no NVIDIA driver: {name} here runs on the CPU"
+    gates = [c.lib.soname for c in checks if not c.found and c.lib.role == GATE and c.lib.family != "cuda driver"]
+    if gates:
+        return fit, False, (f"{', '.join(gates)} cannot be loaded: {name} registers no GPU and runs on the CPU"
+                            if name == "TensorFlow" else f"{', '.join(gates)} cannot be loaded")
+    missing = [m for m in closure_missing if m != "libcuda.so.1"]
+    if missing:
+        return fit, False, f"{', '.join(missing)} missing: {name} fails to load its CUDA libraries"
+    if not fit.ok:
+        return fit, False, fit.reason
+    lazy = [c.lib.soname for c in checks if not c.found and c.lib.role == LAZY]
+    if lazy:
+        return fit, False, f"{', '.join(lazy)} (loaded on first use) cannot be loaded: GPU work fails then"
+    return fit, True, f"every library resolves and {fit.reason}"
+
+
+def check_framework(resolver: Resolver, info: FrameworkInfo, python: Optional[str], closure_missing: tuple[str, ...],
+                    driver: DriverInfo, closures: tuple[LoadResult, ...] = (),
+                    static_closures: tuple[LoadResult, ...] = ()) -> FrameworkReport:
+    checks = check_expected(resolver, info, python)
+    fit, usable, because = verdict(info, checks, closure_missing, driver)
+    return FrameworkReport(info, checks, closure_missing, fit, usable, because, cuda_sources(closures, checks),
+                           cuda_sources(static_closures, ()) if static_closures else ())
+
+
+def cuda_sources(closures: tuple[LoadResult, ...], checks: tuple[ExpectedCheck, ...]
+                 ) -> tuple[tuple[str, str, str], ...]:
+    """(soname, path, how the loader found it) of every CUDA library, once."""
+    sources: dict[str, tuple[str, str, str]] = {}
+    for result in closures:
+        for obj in result.closure():
+            name = os.path.basename(obj.path)
+            if CUDA_NAME.match(name) and obj.realpath not in sources:
+                sources[obj.realpath] = (obj.facts.soname or name, obj.path, obj.via)
+    for check in checks:
+        path = check.path
+        if check.found and path and os.path.realpath(path) not in sources:
+            via = next((r.via for r in check.result.resolutions if r.name == check.lib.soname), "?")
+            sources[os.path.realpath(path)] = (check.lib.soname, path, via)
+    return tuple(sources.values())
