@@ -16,6 +16,15 @@ from typing import Optional
 from .candidates import stem_of
 
 DRIVER_SONAMES = frozenset({"libcuda.so.1", "libnvidia-ml.so.1"})
+# The pip wheel (without its -cuXX suffix) and the cuda-toolkit extra that ship each family.
+WHEELS = {"cudart": "nvidia-cuda-runtime", "cublas": "nvidia-cublas", "cublasLt": "nvidia-cublas",
+          "cufft": "nvidia-cufft", "curand": "nvidia-curand", "cusolver": "nvidia-cusolver",
+          "cusparse": "nvidia-cusparse", "nvrtc": "nvidia-cuda-nvrtc", "nvJitLink": "nvidia-nvjitlink",
+          "cupti": "nvidia-cuda-cupti", "nccl": "nvidia-nccl", "cudnn": "nvidia-cudnn",
+          "cusparseLt": "nvidia-cusparselt", "nvshmem": "nvidia-nvshmem", "cufile": "nvidia-cufile"}
+TOOLKIT_EXTRAS = {"cudart": "cudart", "cublas": "cublas", "cublasLt": "cublas", "cufft": "cufft",
+                  "curand": "curand", "cusolver": "cusolver", "cusparse": "cusparse", "nvrtc": "nvrtc",
+                  "nvJitLink": "nvjitlink", "cupti": "cupti", "cufile": "cufile"}
 
 
 @dataclass(frozen=True)
@@ -164,10 +173,7 @@ def install_hint(soname: str) -> Optional[str]:
     if not majors:
         return None
     cuda = majors[-1]
-    wheel = {"cudart": "nvidia-cuda-runtime", "cublas": "nvidia-cublas", "cublasLt": "nvidia-cublas",
-             "cufft": "nvidia-cufft", "curand": "nvidia-curand", "cusolver": "nvidia-cusolver",
-             "cusparse": "nvidia-cusparse", "nvrtc": "nvidia-cuda-nvrtc", "nvJitLink": "nvidia-nvjitlink",
-             "cupti": "nvidia-cuda-cupti", "nccl": "nvidia-nccl"}.get(family)
+    wheel = WHEELS.get(family)
     if cuda >= 11 and wheel:
         return f"pip install {wheel}-cu{cuda}"
     span = rows[0].cuda_versions.split("-")[0].split(" ")[0]

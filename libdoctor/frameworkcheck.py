@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
-from .cudatable import DRIVER_SONAMES
+from .cudatable import DRIVER_SONAMES, TOOLKIT_EXTRAS, WHEELS, family_of
 from .driver import DriverFit, DriverInfo, driver_fit, read_driver
 from .environment import Environment
 from .frameworks import GATE, LAZY, ExpectedLib, FrameworkInfo
@@ -88,26 +89,30 @@ def check_expected(resolver: Resolver, info: FrameworkInfo, python: Optional[str
 
 def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_missing: tuple[str, ...],
             driver: DriverInfo) -> tuple[DriverFit, Optional[bool], str]:
+    """GPU usable or not, and every reason why not, worst first."""
     fit = driver_fit(info.cuda, driver)
     name = {"torch": "PyTorch"}.get(info.name, "TensorFlow" if info.name.startswith("tensorflow") else info.name)
     if info.cuda_build is False:
         return fit, False, f"a CPU-only build ({info.flavour})"
     if info.cuda_build is None:
         return fit, None, "not known which CUDA it was built for"
+    reasons = []
     if not driver.present:
-        return fit, False, f"no NVIDIA driver: {name} here runs on the CPU"
+        reasons.append(f"no NVIDIA driver: {name} here runs on the CPU")
+    elif not fit.ok:
+        reasons.append(fit.reason)
     gates = [c.lib.soname for c in checks if not c.found and c.lib.role == GATE and c.lib.family != "cuda driver"]
     if gates:
-        return fit, False, (f"{', '.join(gates)} cannot be loaded: {name} registers no GPU and runs on the CPU"
-                            if name == "TensorFlow" else f"{', '.join(gates)} cannot be loaded")
-    missing = [m for m in closure_missing if m != "libcuda.so.1"]
+        tail = ": TensorFlow registers no GPU and runs on the CPU" if name == "TensorFlow" else ""
+        reasons.append(f"{len(gates)} libraries it dlopens cannot be loaded ({', '.join(gates)}){tail}")
+    missing = [m for m in closure_missing if m not in DRIVER_SONAMES]
     if missing:
-        return fit, False, f"{', '.join(missing)} missing: {name} fails to load its CUDA libraries"
-    if not fit.ok:
-        return fit, False, fit.reason
-    lazy = [c.lib.soname for c in checks if not c.found and c.lib.role == LAZY]
+        reasons.append(f"{', '.join(missing)} missing: {name} fails to load its CUDA libraries")
+    lazy = [c.lib.soname for c in checks if not c.found and c.lib.role == LAZY and c.lib.family != "cuda driver"]
     if lazy:
-        return fit, False, f"{', '.join(lazy)} (loaded on first use) cannot be loaded: GPU work fails then"
+        reasons.append(f"{', '.join(lazy)} (loaded on first use) cannot be loaded: GPU work fails then")
+    if reasons:
+        return fit, False, "; ".join(reasons)
     return fit, True, f"every library resolves and {fit.reason}"
 
 
@@ -116,14 +121,18 @@ def check_framework(resolver: Resolver, info: FrameworkInfo, python: Optional[st
                     static_closures: tuple[LoadResult, ...] = ()) -> FrameworkReport:
     checks = check_expected(resolver, info, python)
     fit, usable, because = verdict(info, checks, closure_missing, driver)
-    return FrameworkReport(info, checks, closure_missing, fit, usable, because, cuda_sources(closures, checks),
+    return FrameworkReport(info, checks, closure_missing, fit, usable, because,
+                           cuda_sources(closures, checks, info.preloads),
                            cuda_sources(static_closures, ()) if static_closures else ())
 
 
-def cuda_sources(closures: tuple[LoadResult, ...], checks: tuple[ExpectedCheck, ...]
+def cuda_sources(closures: tuple[LoadResult, ...], checks: tuple[ExpectedCheck, ...], preloads: tuple[str, ...] = ()
                  ) -> tuple[tuple[str, str, str], ...]:
     """(soname, path, how the loader found it) of every CUDA library, once."""
     sources: dict[str, tuple[str, str, str]] = {}
+    for path in preloads:
+        if CUDA_NAME.match(os.path.basename(path)):
+            sources[os.path.realpath(path)] = (os.path.basename(path), path, "preload")
     for result in closures:
         for obj in result.closure():
             name = os.path.basename(obj.path)
@@ -135,3 +144,27 @@ def cuda_sources(closures: tuple[LoadResult, ...], checks: tuple[ExpectedCheck, 
             via = next((r.via for r in check.result.resolutions if r.name == check.lib.soname), "?")
             sources[os.path.realpath(path)] = (check.lib.soname, path, via)
     return tuple(sources.values())
+
+
+def fitting_packages(soname: Optional[str], frameworks: list[FrameworkReport]) -> list[str]:
+    """The package that provides exactly ``soname`` for the framework that wants it: the pin in the
+    framework's own requirements (TensorFlow's ``and-cuda`` extra, torch's nvidia-* wheels)."""
+    family = family_of(soname or "")
+    wheel = WHEELS.get(family or "")
+    extra = TOOLKIT_EXTRAS.get(family or "")
+    hints = []
+    for framework in frameworks:
+        info = framework.info
+        wanted = soname in framework.missing or any(c.lib.soname == soname for c in framework.checks)
+        if not wanted or not wheel:
+            continue
+        for requirement in info.requirements:
+            spec, _, marker = requirement.partition(";")
+            spec = spec.strip()
+            if re.match(rf"{re.escape(wheel)}(-cu\d+)?\b", spec):
+                hints.append(f"pip install '{spec}'")
+            elif extra and spec.startswith("cuda-toolkit[") and extra in spec.split("]", 1)[0]:
+                hints.append(f"pip install 'cuda-toolkit[{extra}]{spec.split(']', 1)[1]}'")
+            if "and-cuda" in marker and info.name.startswith("tensorflow"):
+                hints.append(f"pip install '{info.name}[and-cuda]=={info.version}'")
+    return list(dict.fromkeys(hints))

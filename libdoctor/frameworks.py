@@ -31,7 +31,7 @@ LAZY = "lazy"  # loaded on first use; the GPU path fails then
 
 TF_DLOPEN_FROM = (1, 14)
 TF_NO_CURAND_FROM = (2, 14)
-TORCH_PRELOAD_ORDER = (("cublas", "cublasLt"), ("cublas", "cublas"), ("cudnn", "cudnn"), ("cuda_nvrtc", "nvrtc"),
+TORCH_PRELOAD_ORDER = (("cublas", "cublasLt"), ("cublas", "cublas"), ("cudnn", "cudnn"), ("cuda_nvrtc", "nvrtc"), ("cuda_nvrtc", "nvrtc-builtins"),
                        ("cuda_runtime", "cudart"), ("cuda_cupti", "cupti"), ("cufft", "cufft"),
                        ("curand", "curand"), ("nvjitlink", "nvJitLink"), ("cusparse", "cusparse"),
                        ("cusparselt", "cusparseLt"), ("cusolver", "cusolver"), ("nccl", "nccl"),

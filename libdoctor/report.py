@@ -8,6 +8,8 @@ from typing import Any, Optional, TextIO
 from . import __version__
 from .resolver import (CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM, FolderAttempt, LoadResult, Resolution,
                        SourceAttempt)
+from .cudatable import install_hint
+from .frameworkcheck import fitting_packages
 from .scan import Problem, ScanReport, TargetReport
 
 SCHEMA_VERSION = 1
@@ -25,7 +27,16 @@ def _source_json(source: SourceAttempt) -> dict[str, Any]:
             "folders": [_folder_json(f) for f in source.folders]}
 
 
-def _problem_json(problem: Problem) -> dict[str, Any]:
+def install_hints(problem: Problem, report: ScanReport) -> list[str]:
+    """What to install for a missing library: the framework's own pin, else the CUDA table's hint."""
+    if problem.kind not in ("missing", "missing-dlopen", "driver") or not problem.soname:
+        return []
+    hints = fitting_packages(problem.soname, report.frameworks)
+    fallback = install_hint(problem.soname)
+    return hints or ([fallback] if fallback else [])
+
+
+def _problem_json(problem: Problem, report: ScanReport) -> dict[str, Any]:
     return {
         "kind": problem.kind,
         "target": problem.target,
@@ -35,6 +46,7 @@ def _problem_json(problem: Problem) -> dict[str, Any]:
         "message": problem.message,
         "search": [_source_json(s) for s in problem.resolution.sources] if problem.resolution else [],
         "candidates": [{"path": c.path, "name": c.name, "exact": c.exact} for c in problem.candidates],
+        "install": install_hints(problem, report),
     }
 
 
@@ -81,13 +93,16 @@ def to_json(report: ScanReport) -> dict[str, Any]:
             "driver": _driver_json(report.driver) if report.driver else None,
         },
         "frameworks": [_framework_json(f) for f in report.frameworks],
+        "probes": [{"framework": p.framework, "imported": p.imported, "gpu": p.gpu, "error": p.error,
+                    "loaded": list(p.loaded), "predicted": list(p.predicted), "agrees": p.agrees,
+                    "findings": list(p.findings)} for p in report.probes],
         "targets": [
             {"path": t.target.path, "group": t.target.group, "mode": t.result.mode, "caller": t.target.caller,
              "verdict": "ok" if t.healthy else "problems", "error": t.result.root_error,
-             "closure": _closure_json(t, env.cwd), "problems": [_problem_json(p) for p in t.problems]}
+             "closure": _closure_json(t, env.cwd), "problems": [_problem_json(p, report) for p in t.problems]}
             for t in report.targets
         ],
-        "problems": [_problem_json(p) for p in report.problems],
+        "problems": [_problem_json(p, report) for p in report.problems],
         "notes": list(discovery.notes) + ([discovery.fallback] if discovery.fallback else []),
         "summary": {"targets": len(report.targets), "healthy": sum(t.healthy for t in report.targets),
                     "problems": len(report.problems)},
@@ -161,7 +176,7 @@ def explain(resolution: Resolution, style: Style, indent: str = "      ") -> lis
     return lines
 
 
-def _problem_lines(problem: Problem, style: Style) -> list[str]:
+def _problem_lines(problem: Problem, style: Style, report: ScanReport) -> list[str]:
     lines = [f"    {style.error(problem.message)}"]
     if problem.chain:
         lines.append("      needed by: " + " <- ".join(reversed(problem.chain)))
@@ -171,6 +186,8 @@ def _problem_lines(problem: Problem, style: Style) -> list[str]:
         lines.append("      elsewhere on this machine: " + "; ".join(c.describe() for c in problem.candidates[:4]))
     elif problem.kind == "missing":
         lines.append("      elsewhere on this machine: no other version found")
+    for hint in install_hints(problem, report):
+        lines.append(f"      install: {hint}")
     return lines
 
 
@@ -216,6 +233,12 @@ def _framework_table(report: ScanReport, style: Style) -> list[str]:
             lines.extend(f"    {line}" for line in framework.sources_summary())
     if report.driver is not None:
         lines.append(f"  driver: {report.driver.summary()}")
+    for probe in report.probes:
+        state = "imported" if probe.imported else f"did not import ({probe.error})"
+        lines.append(f"  probe {probe.framework}: {state}; GPU usable per the framework: {probe.gpu}; "
+                     f"{len(probe.loaded)} CUDA libraries loaded, {len(probe.predicted)} predicted"
+                     + (": they agree" if probe.agrees else ""))
+        lines.extend(f"    {style.warn} {line}" for line in probe.findings)
     return lines
 
 
@@ -240,7 +263,7 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
             out.append(f"{style.error(style.bad)} {target.target.path}: {len(target.problems)} "
                        f"problem{'s' if len(target.problems) != 1 else ''} ({kinds})")
             for problem in target.problems:
-                out.extend(_problem_lines(problem, style))
+                out.extend(_problem_lines(problem, style, report))
         if verbose and target.result.objects:
             out.extend(_tree_lines(target.result, style))
     for note in discovery.notes:

@@ -68,6 +68,7 @@ class ScanReport:
     frameworks: list[FrameworkReport] = field(default_factory=list)
     framework_problems: list[Problem] = field(default_factory=list)
     driver: Optional[DriverInfo] = None
+    probes: list = field(default_factory=list)  # ProbeResult, with --probe
 
     @property
     def problems(self) -> list[Problem]:
@@ -166,7 +167,7 @@ def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
 
 def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
              caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None,
-             dlopen_strings: bool = False, look_in: tuple[str, ...] = ()) -> ScanReport:
+             dlopen_strings: bool = False, look_in: tuple[str, ...] = (), probe: bool = False) -> ScanReport:
     store = store or FactsStore()
     env = env or Environment.from_process(probe_cache_dir=os.path.dirname(store.path) if store.path else None)
     cache_paths = [e.path for e in env.cache.entries] if env.cache else []
@@ -195,6 +196,11 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         finder = finder or CandidateFinder(env, sites, look_in)
         for label, info in infos.items():
             _check_framework(report, resolver, info, label, finder, candidates)
+        python = report.discovery.environment.python if report.discovery.environment else None
+        if probe and python:
+            from .probe import run_probe
+
+            report.probes = [run_probe(python, framework) for framework in report.frameworks]
     return report
 
 

@@ -19,8 +19,8 @@ from .elffacts import is_elf
 FRAMEWORKS = ("torch", "tensorflow", "tensorflow-gpu", "tensorflow-cpu", "tf-nightly", "jax", "jaxlib",
               "paddlepaddle-gpu", "paddlepaddle", "mxnet", "onnxruntime-gpu")
 FRAMEWORK_PREFIXES = ("cupy-", "mxnet-", "jax-cuda", "jax_cuda")
-CUDA_NAME = re.compile(r"^lib(cuda|cudart|cublas|cublasLt|cufft|curand|cusolver|cusparse|cudnn|nccl|nvrtc|"
-                       r"nvJitLink|cupti|nvToolsExt|nvvm|nvinfer|nvidia-ml)[._-]")
+CUDA_NAME = re.compile(r"^lib(cuda|cudart|cublas|cublasLt|cufft|curand|cusolver|cusparse|cusparseLt|cudnn|nccl|nvrtc|"
+                       r"nvJitLink|cupti|nvToolsExt|nvvm|nvinfer|nvidia-ml|nvshmem|cufile)[._-]")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ BUILTIN = (
     "libdoctor.rules.ldconfig_stale:RULE",
     "libdoctor.rules.search_path_hazard:RULE",
     "libdoctor.rules.broken_file:RULE",
+    "libdoctor.rules.framework_env:RULE",
 )
 
 

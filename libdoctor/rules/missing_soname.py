@@ -9,6 +9,7 @@ import os
 from collections import OrderedDict
 
 from ..cudatable import install_hint
+from ..frameworkcheck import fitting_packages
 from ..resolver import CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM
 from ..scan import Problem
 from .base import Finding, Proposal, RuleContext, RuleResult, SimpleRule
@@ -70,7 +71,11 @@ def _proposals(ctx: RuleContext, soname: str, problems: list[Problem]) -> list[P
         proposals.append(Proposal("missing-soname", "symlink", f"link {soname} -> {candidate.path}",
                                   soname=soname, link=link, target=target, consumers=consumers,
                                   requesters=requesters, rank=1 + len(seen_real)))
-    hint = install_hint(soname)
+    fitting = fitting_packages(soname, ctx.report.frameworks)
+    for hint in fitting:
+        proposals.append(Proposal("missing-soname", "install", hint, soname=soname, command=hint,
+                                  consumers=consumers, requesters=requesters, rank=8))
+    hint = None if fitting else install_hint(soname)
     if hint:
         proposals.append(Proposal("missing-soname", "install", hint, soname=soname, command=hint,
                                   consumers=consumers, requesters=requesters, rank=9))
