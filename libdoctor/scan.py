@@ -13,7 +13,7 @@ from .environment import Environment
 from .factstore import FactsStore
 from .driver import DriverInfo
 from .frameworkcheck import FrameworkReport, check_framework, machine_driver
-from .frameworks import framework_info
+from .frameworks import OPTIONAL, framework_info
 from .resolver import MODE_DLOPEN, MODE_EXEC, MODE_LIST, LoadResult, Resolution, Resolver
 from .targets import Discovery, Target, discover
 
@@ -215,8 +215,8 @@ def _check_framework(report: ScanReport, resolver: Resolver, info, label: str, f
                                 tuple(t.result for t in group), static)
     report.frameworks.append(framework)
     for check in framework.checks:
-        if check.found or check.lib.family == "cuda driver":
-            continue
+        if check.found or check.lib.family == "cuda driver" or check.lib.role == OPTIONAL:
+            continue  # the driver has its own problem; optional libraries only warn
         requester = check.lib.requester or python or label
         dlopen = DlopenCheck(check.lib.soname, check.result, python, check.lib.requester, info.preloads)
         index = next((i for i, t in enumerate(report.targets) if t.target.path == requester), None)
