@@ -176,12 +176,17 @@ def explain(resolution: Resolution, style: Style, indent: str = "      ") -> lis
     return lines
 
 
-def _problem_lines(problem: Problem, style: Style, report: ScanReport) -> list[str]:
+def _problem_lines(problem: Problem, style: Style, report: ScanReport, explained: set) -> list[str]:
     lines = [f"    {style.error(problem.message)}"]
     if problem.chain:
         lines.append("      needed by: " + " <- ".join(reversed(problem.chain)))
     if problem.resolution is not None and problem.resolution.sources:
-        lines.extend(explain(problem.resolution, style))
+        key = (problem.soname, problem.needed_by)
+        if key in explained:
+            lines.append(f"      paths considered: as above for {problem.soname} needed by {problem.needed_by}")
+        else:
+            explained.add(key)
+            lines.extend(explain(problem.resolution, style))
     if problem.candidates:
         lines.append("      elsewhere on this machine: " + "; ".join(c.describe() for c in problem.candidates[:4]))
     elif problem.kind == "missing":
@@ -254,6 +259,7 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
         out.append(discovery.fallback)
     if report.frameworks:
         out.extend(_framework_table(report, style))
+    explained: set = set()  # a search shown once; later problems with the same one point back to it
     for target in report.targets:
         count = len(target.result.closure())
         if target.healthy:
@@ -263,7 +269,7 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
             out.append(f"{style.error(style.bad)} {target.target.path}: {len(target.problems)} "
                        f"problem{'s' if len(target.problems) != 1 else ''} ({kinds})")
             for problem in target.problems:
-                out.extend(_problem_lines(problem, style, report))
+                out.extend(_problem_lines(problem, style, report, explained))
         if verbose and target.result.objects:
             out.extend(_tree_lines(target.result, style))
     for note in discovery.notes:
