@@ -11,9 +11,6 @@ from typing import Optional
 from .candidates import Candidate, CandidateFinder
 from .environment import Environment
 from .factstore import FactsStore
-from .driver import DriverInfo
-from .frameworkcheck import FrameworkReport, check_framework, machine_driver
-from .frameworks import OPTIONAL, framework_info
 from .resolver import MODE_DLOPEN, MODE_EXEC, MODE_LIST, LoadResult, Resolution, Resolver
 from .targets import Discovery, Target, discover
 
@@ -65,9 +62,9 @@ class ScanReport:
     discovery: Discovery
     targets: list[TargetReport] = field(default_factory=list)
     cache_note: Optional[str] = None
-    frameworks: list[FrameworkReport] = field(default_factory=list)
+    frameworks: list = field(default_factory=list)  # FrameworkReport (imported only when there are frameworks)
     framework_problems: list[Problem] = field(default_factory=list)
-    driver: Optional[DriverInfo] = None
+    driver: Optional[object] = None  # DriverInfo
     probes: list = field(default_factory=list)  # ProbeResult, with --probe
 
     @property
@@ -177,8 +174,11 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     sites = discovery.environment.site_packages if discovery.environment else ()
     finder: Optional[CandidateFinder] = None
     candidates: dict[tuple, tuple[Candidate, ...]] = {}  # one search of the machine per missing name
-    infos = {f"{f.name} {f.version}": framework_info(f, discovery.environment) for f in discovery.frameworks} \
-        if discovery.environment else {}
+    infos = {}
+    if discovery.frameworks and discovery.environment:
+        from .frameworks import framework_info
+
+        infos = {f"{f.name} {f.version}": framework_info(f, discovery.environment) for f in discovery.frameworks}
     for target in discovery.targets:
         info = infos.get(target.group)
         if info is not None and info.preloads:
@@ -192,6 +192,8 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
             problems += dlopen_problems(target, checks, finder, candidates)
         report.targets.append(TargetReport(target, result, problems, checks))
     if infos:
+        from .frameworkcheck import machine_driver
+
         report.driver = machine_driver(env)
         finder = finder or CandidateFinder(env, sites, look_in)
         for label, info in infos.items():
@@ -206,6 +208,9 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
 
 def _check_framework(report: ScanReport, resolver: Resolver, info, label: str, finder: CandidateFinder,
                      candidates: dict) -> None:  # noqa: ANN001
+    from .frameworkcheck import check_framework
+    from .frameworks import OPTIONAL
+
     python = report.discovery.environment.python if report.discovery.environment else None
     group = [t for t in report.targets if t.target.group == label]
     closure_missing = tuple(dict.fromkeys(p.soname for t in group for p in t.problems
