@@ -199,5 +199,97 @@ def undo_command(run_id: Optional[str], undo_all: bool, list_runs: bool, as_json
     sys.exit(EXIT_PROBLEMS if any(line.startswith("left ") for line in lines) else EXIT_OK)
 
 
+@main.command()
+@click.argument("targets", nargs=-1, type=click.Path())
+@click.option("--env", "environments", multiple=True, type=click.Path(), help="A Python environment to watch.")
+@click.option("--config", "config_path", type=click.Path(), help="A TOML configuration file (after the system "
+              "and user ones).")
+@click.option("--heal", type=click.Choice(["off", "safe"]), help="Apply repairs graded safe (default: off).")
+@click.option("--in-place", is_flag=True, default=None, help="Heal with links beside the libraries.")
+@click.option("--interval", type=float, help="Seconds between re-verifications without events.")
+@click.option("--debounce", type=float, help="Quiet seconds that close a burst of file events.")
+@click.option("--metrics-file", type=click.Path(), help="Write a Prometheus textfile here after each run.")
+@click.option("--once", is_flag=True, help="Verify (and heal) once, write metrics, and exit (for the timer unit).")
+def watch(targets: tuple[str, ...], environments: tuple[str, ...], config_path: Optional[str], heal: Optional[str],
+          in_place: Optional[bool], interval: Optional[float], debounce: Optional[float],
+          metrics_file: Optional[str], once: bool) -> None:
+    """Watch TARGETS and environments; re-verify after changes; heal what is safe (--heal safe).
+
+    Events are structlog lines on stderr (JSON when not on a terminal).  SIGHUP re-reads the
+    configuration; SIGTERM and SIGINT stop cleanly.
+    """
+    import dataclasses
+
+    from .config import load_config
+    from .factstore import FactsStore
+    from .statedir import state_dir
+    from .watch import InstanceLock, Watcher, units_of
+
+    overrides = {k: v for k, v in (("heal", heal), ("in_place", in_place), ("interval", interval),
+                                   ("debounce", debounce), ("metrics_file", metrics_file)) if v is not None}
+
+    def configured():  # noqa: ANN202
+        return dataclasses.replace(load_config(config_path), **overrides)
+
+    config = configured()
+    root = state_dir()
+    log = get_logger()
+    store = FactsStore.default()
+    watcher = Watcher(config, units_of(config, targets, environments), store, root, log, configured)
+    if once:
+        healthy = watcher.verify([])
+        store.save()
+        sys.exit(EXIT_OK if healthy else EXIT_PROBLEMS)
+    lock = InstanceLock(root)
+    try:
+        sys.exit(watcher.run())
+    finally:
+        lock.release()
+
+
+@main.command("ps")
+@click.option("--json", "as_json", is_flag=True)
+def ps_command(as_json: bool) -> None:
+    """Processes with TensorFlow or PyTorch loaded: their CUDA libraries, stale mappings, CPU-only runs.
+
+    Exit status 1 when a process maps a replaced or deleted library or runs a framework on the CPU.
+    """
+    from .ps import ps_json, scan_processes
+
+    reports = scan_processes()
+    if as_json:
+        click.echo(json.dumps(ps_json(reports)))
+    else:
+        if not reports:
+            click.echo("no process has a GPU framework or CUDA library loaded")
+        for report in reports:
+            frameworks = ", ".join(report.frameworks) or "no framework"
+            state = " (on the CPU: no CUDA runtime mapped)" if report.on_cpu else ""
+            click.echo(f"{report.pid} {report.name}: {frameworks}{state}")
+            for mapped in report.cuda:
+                click.echo(f"    {mapped.path}")
+            for mapped in report.stale:
+                click.echo(f"    restart needed: {mapped.path} was {'deleted' if mapped.deleted else 'replaced'}")
+    bad = any(r.stale or r.on_cpu for r in reports)
+    sys.exit(EXIT_PROBLEMS if bad else EXIT_OK)
+
+
+@main.group("systemd")
+def systemd_group() -> None:
+    """The systemd units (libdoctor-scan.service/.timer, libdoctor-watch.service)."""
+
+
+@systemd_group.command("install")
+@click.option("--dest", default="/etc/systemd/system", show_default=True, type=click.Path())
+@click.option("--executable", type=click.Path(), help="The libdoctor to run (default: this one).")
+def systemd_install(dest: str, executable: Optional[str]) -> None:
+    """Write the units into DEST with the path of the libdoctor executable filled in."""
+    from .units import install_units
+
+    for path in install_units(dest, executable):
+        click.echo(f"wrote {path}")
+    click.echo("then: systemctl daemon-reload && systemctl enable --now libdoctor-scan.timer libdoctor-watch.service")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -68,11 +68,18 @@ def make_plan(targets: tuple[str, ...], *, prefix: Optional[str] = None, python:
     env = activated_environment(where, root)
     report = run_scan(targets, env=env, store=store, caller=caller, prefix=prefix, python=python,
                       dlopen_strings=dlopen_strings, look_in=look_in)
+    return plan_from_report(report, store, where, in_place=in_place, only=only, skip=skip, force=force, root=root)
+
+
+def plan_from_report(report: ScanReport, store: FactsStore, where: Optional[str], *, in_place: bool = False,
+                     only: tuple[str, ...] = (), skip: tuple[str, ...] = (), force: bool = False,
+                     root: Optional[str] = None, heal_only_safe: bool = False) -> FixPlan:
+    """Rules and verification over a scan already made (the daemon re-uses its own)."""
     placement = Placement(in_place=in_place, shim_dir=shim_dir(where, root))
     ctx = RuleContext(report, report.env, store, placement)
     findings, proposals = run_rules(ctx, select_rules(available_rules(), only, skip))
     graded = [verify(ctx, p) for p in proposals]
-    return FixPlan(report, findings, graded, choose(graded, force), where)
+    return FixPlan(report, findings, graded, choose(graded, force, heal_only_safe), where)
 
 
 def apply_plan(plan: FixPlan, in_place: bool, root: Optional[str] = None) -> Outcome:

@@ -1,0 +1,92 @@
+"""The configuration file (TOML): /etc/libdoctor/config.toml, then the user's, then --config.
+
+Later files override earlier ones key by key.  A bad file is one clear error naming the file
+and the line, never a traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from .errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11
+    import tomli as tomllib
+
+SYSTEM_CONFIG = "/etc/libdoctor/config.toml"
+HEAL_POLICIES = ("off", "safe")
+
+
+@dataclass(frozen=True)
+class Config:
+    targets: tuple[str, ...] = ()  # files or folders to keep healthy
+    environments: tuple[str, ...] = ()  # Python environment prefixes whose frameworks to keep healthy
+    heal: str = "off"  # off | safe
+    in_place: bool = False  # heal with links beside the libraries instead of the shim folder
+    interval: float = 3600.0  # seconds between re-verifications without any event
+    debounce: float = 1.0  # quiet seconds that close a burst of file events
+    heal_interval: float = 60.0  # at least this many seconds between two heals
+    metrics_file: Optional[str] = None  # Prometheus textfile for node_exporter
+    sources: tuple[str, ...] = field(default=(), compare=False)  # files read, in order
+
+
+def user_config_path() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "libdoctor", "config.toml")
+
+
+def _read(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: {exc}") from None  # the message names line and column
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+
+
+def _checked(path: str, data: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name: f for f in fields(Config) if f.name != "sources"}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise UsageError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        if key in ("targets", "environments"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UsageError(f"{path}: {key} must be a list of paths")
+            value = tuple(value)
+        elif key == "heal":
+            if value not in HEAL_POLICIES:
+                raise UsageError(f"{path}: heal must be one of {', '.join(HEAL_POLICIES)}, not {value!r}")
+        elif key == "in_place":
+            if not isinstance(value, bool):
+                raise UsageError(f"{path}: in_place must be true or false")
+        elif key in ("interval", "debounce", "heal_interval"):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise UsageError(f"{path}: {key} must be a positive number of seconds")
+            value = float(value)
+        elif key == "metrics_file" and not isinstance(value, str):
+            raise UsageError(f"{path}: metrics_file must be a path")
+        out[key] = value
+    return out
+
+
+def load_config(explicit: Optional[str] = None, system: str = SYSTEM_CONFIG,
+                user: Optional[str] = None) -> Config:
+    merged: dict[str, Any] = {}
+    sources = []
+    for path in (system, user or user_config_path()):
+        if os.path.exists(path):
+            merged.update(_checked(path, _read(path)))
+            sources.append(path)
+    if explicit:
+        if not os.path.exists(explicit) and explicit == system:
+            pass  # the units name the system file; it may not exist yet
+        else:
+            merged.update(_checked(explicit, _read(explicit)))
+            sources.append(explicit)
+    return Config(**merged, sources=tuple(dict.fromkeys(sources)))

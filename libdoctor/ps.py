@@ -1,0 +1,111 @@
+"""Running processes: which have TensorFlow or PyTorch loaded, their CUDA libraries and from where,
+libraries replaced or deleted since they were mapped (a restart is needed), and framework
+processes with no CUDA runtime mapped at all: the field's silent failure, a worker on the CPU."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+from .targets import CUDA_NAME
+
+FRAMEWORK_LIBS = {
+    "torch": re.compile(r"^lib(torch|torch_cpu|torch_cuda|c10)\.so"),
+    "tensorflow": re.compile(r"^(libtensorflow_framework\.so|libtensorflow_cc\.so|_pywrap_tensorflow_internal\.so)"),
+    "jax": re.compile(r"^xla_extension\.so"),
+}
+GPU_RUNTIME = re.compile(r"^lib(cudart|cudnn|cuda)\.so")
+
+
+@dataclass(frozen=True)
+class Mapped:
+    path: str
+    inode: int
+    deleted: bool  # the kernel says the file is gone
+    replaced: bool  # a different file is at that path now
+
+    @property
+    def stale(self) -> bool:
+        return self.deleted or self.replaced
+
+
+@dataclass(frozen=True)
+class ProcessReport:
+    pid: int
+    name: str
+    cmdline: str
+    frameworks: tuple[str, ...]
+    cuda: tuple[Mapped, ...]
+    stale: tuple[Mapped, ...]
+
+    @property
+    def on_cpu(self) -> bool:
+        """A framework is loaded, but neither libcudart, libcudnn nor libcuda is mapped."""
+        return bool(self.frameworks) and not any(GPU_RUNTIME.match(os.path.basename(m.path)) for m in self.cuda)
+
+
+def read_maps(pid: int, proc: str = "/proc") -> list[Mapped]:
+    """File mappings of a process, each file once (``/proc/PID/maps``)."""
+    seen: dict[str, Mapped] = {}
+    with open(os.path.join(proc, str(pid), "maps"), encoding="utf-8", errors="surrogateescape") as handle:
+        for line in handle:
+            parts = line.rstrip("\n").split(None, 5)
+            if len(parts) < 6 or not parts[5].startswith("/"):
+                continue
+            path, inode = parts[5], int(parts[4])
+            deleted = path.endswith(" (deleted)")
+            if deleted:
+                path = path[: -len(" (deleted)")]
+            if path in seen:
+                continue
+            replaced = False
+            if not deleted:
+                try:
+                    replaced = os.stat(path).st_ino != inode
+                except OSError:
+                    deleted = True
+            seen[path] = Mapped(path, inode, deleted, replaced)
+    return list(seen.values())
+
+
+def _interesting(name: str) -> bool:
+    return bool(CUDA_NAME.match(name)) or any(p.match(name) for p in FRAMEWORK_LIBS.values())
+
+
+def inspect_process(pid: int, name: str, cmdline: str, proc: str = "/proc") -> Optional[ProcessReport]:
+    try:
+        maps = read_maps(pid, proc)
+    except (OSError, ValueError):
+        return None  # gone, or not ours to read
+    frameworks = tuple(f for f, pattern in FRAMEWORK_LIBS.items()
+                       if any(pattern.match(os.path.basename(m.path)) for m in maps))
+    cuda = tuple(m for m in maps if CUDA_NAME.match(os.path.basename(m.path)))
+    if not frameworks and not cuda:
+        return None
+    stale = tuple(m for m in maps if m.stale and _interesting(os.path.basename(m.path)))
+    return ProcessReport(pid, name, cmdline, frameworks, cuda, stale)
+
+
+def scan_processes(pids: Optional[Iterable[int]] = None) -> list[ProcessReport]:
+    import psutil
+
+    wanted = set(pids) if pids is not None else None
+    reports = []
+    for process in psutil.process_iter(["pid", "name", "cmdline"]):
+        info = process.info
+        if wanted is not None and info["pid"] not in wanted:
+            continue
+        report = inspect_process(info["pid"], info.get("name") or "?", " ".join(info.get("cmdline") or []))
+        if report is not None:
+            reports.append(report)
+    return reports
+
+
+def ps_json(reports: list[ProcessReport]) -> dict:
+    return {"schema_version": 1, "processes": [
+        {"pid": r.pid, "name": r.name, "cmdline": r.cmdline, "frameworks": list(r.frameworks),
+         "on_cpu": r.on_cpu, "cuda_libraries": [{"path": m.path, "deleted": m.deleted, "replaced": m.replaced}
+                                                for m in r.cuda],
+         "stale": [{"path": m.path, "deleted": m.deleted, "replaced": m.replaced} for m in r.stale]}
+        for r in reports]}

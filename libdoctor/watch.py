@@ -1,0 +1,340 @@
+"""``libdoctor watch``: re-verify after conda, pip, CUDA, ldconfig or driver changes.
+
+A watchdog observer watches every folder that can change a verdict (the search folders in play,
+``/etc`` for ``ld.so.cache`` renames, ``/etc/ld.so.conf.d``, the environments' ``lib``,
+``conda-meta`` and site-packages, ``/usr/local`` for new ``cuda-*`` trees, the driver's folder).
+A burst of events is one re-verification (debounced); facts of unchanged files come from the
+store, so only changed objects are parsed again.  A regression or a recovery is one structlog
+event naming the problem ids and the paths that changed.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .config import Config
+from .errors import LibdoctorError
+from .factstore import FactsStore
+from .fix import activated_environment, apply_plan, plan_from_report
+from .scan import Problem, ScanReport, run_scan
+from .sdnotify import notify
+
+POLL_SECONDS = 0.2  # how often the main loop looks at the stop flag: SIGTERM ends the run well within 2 s
+MAX_BURST_FACTOR = 10  # a burst is closed after debounce * this, even if events keep coming
+IGNORED_EVENTS = ("opened", "closed", "closed_no_write")
+
+
+def problem_id(problem: Problem) -> str:
+    return f"{problem.kind}:{problem.soname or '-'}:{problem.target}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One thing to keep healthy: a Python environment, or a set of files and folders."""
+
+    label: str
+    targets: tuple[str, ...] = ()
+    prefix: Optional[str] = None
+
+
+def units_of(config: Config, targets: tuple[str, ...], environments: tuple[str, ...]) -> list[Unit]:
+    units = [Unit(os.path.abspath(p), prefix=os.path.abspath(p)) for p in environments + config.environments]
+    all_targets = tuple(targets) + config.targets
+    if all_targets:
+        units.append(Unit("targets", targets=tuple(os.path.abspath(t) for t in all_targets)))
+    if not units:
+        units.append(Unit("active environment"))
+    return units
+
+
+def _existing(folder: str) -> Optional[str]:
+    """``folder`` or its nearest existing ancestor (so its creation is seen)."""
+    path = os.path.abspath(folder)
+    while path and not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return path or None
+
+
+def watch_folders(reports: list[ScanReport], units: list[Unit]) -> set[str]:
+    folders = {"/etc", "/etc/ld.so.conf.d", "/usr/local"}
+    for report in reports:
+        env = report.env
+        folders.update(f for f in env.library_path if f)
+        if env.cache is not None:
+            folders.update(env.cache.folders())
+        for target in report.targets:
+            folders.add(os.path.dirname(os.path.abspath(target.target.path)))
+            for resolution in target.result.relevant_resolutions():
+                for source in resolution.sources:
+                    folders.update(env.absolute(f.folder) for f in source.folders if f.folder)
+        python_env = report.discovery.environment
+        if python_env is not None:
+            folders.update({os.path.join(python_env.prefix, "lib"), os.path.join(python_env.prefix, "conda-meta")})
+            for site in python_env.site_packages:
+                folders.add(site)
+                nvidia = os.path.join(site, "nvidia")
+                if os.path.isdir(nvidia):
+                    folders.update(os.path.join(nvidia, n, "lib") for n in os.listdir(nvidia))
+        if report.driver is not None and report.driver.libcuda:
+            folders.add(os.path.dirname(report.driver.libcuda))
+    for unit in units:
+        if unit.prefix:
+            folders.add(unit.prefix)
+    return {e for e in (_existing(f) for f in folders) if e}
+
+
+class _Handler:
+    """watchdog handler: every relevant event is queued for the main loop."""
+
+    def __init__(self, events: "queue.Queue[str]", ignored: tuple[str, ...]) -> None:
+        self.events = events
+        self.ignored = ignored
+
+    def dispatch(self, event) -> None:  # noqa: ANN001 - watchdog's event type
+        if event.event_type in IGNORED_EVENTS:
+            return
+        paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
+        for path in paths:
+            path = os.fsdecode(path)
+            if not path.startswith(self.ignored):
+                self.events.put(path)
+
+
+class Watcher:
+    def __init__(self, config: Config, units: list[Unit], store: FactsStore, root: str, log,  # noqa: ANN001
+                 load_config: Optional[Callable[[], Config]] = None) -> None:
+        self.config = config
+        self.units = units
+        self.store = store
+        self.root = root
+        self.log = log
+        self.load_config = load_config
+        self.events: "queue.Queue[str]" = queue.Queue()
+        self.previous: dict[str, set[str]] = {}
+        self.reports: dict[str, ScanReport] = {}
+        self.stopping = False
+        self.reload = False
+        self.last_heal = float("-inf")
+        self.observer = None
+        self.polling = False
+        self.scheduled: dict[str, object] = {}
+        self.verifications = 0
+        self.seen_processes: set[tuple[int, str]] = set()
+
+    # -- verification --------------------------------------------------------------------
+
+    def scan_unit(self, unit: Unit) -> ScanReport:
+        env = activated_environment(unit.prefix, self.root)
+        return run_scan(unit.targets, env=env, store=self.store, prefix=unit.prefix)
+
+    def verify(self, changed: list[str]) -> bool:
+        """Verify every unit; log regressions and recoveries; heal; write metrics.  True if healthy."""
+        started = time.monotonic()
+        self.verifications += 1
+        total = 0
+        for unit in self.units:
+            report = self.scan_unit(unit)
+            self.reports[unit.label] = report
+            ids = {problem_id(p) for p in report.problems}
+            total += len(ids)
+            before = self.previous.get(unit.label)
+            if before is None:
+                if ids:
+                    self.log.warning("problems", env=unit.label, findings=sorted(ids))
+            else:
+                if ids - before:
+                    self.log.warning("regression", env=unit.label, findings=sorted(ids - before),
+                                     changed=changed[:20], changed_count=len(changed))
+                if before - ids:
+                    self.log.info("recovery", env=unit.label, resolved=sorted(before - ids),
+                                  changed=changed[:20], changed_count=len(changed))
+            self.previous[unit.label] = ids
+        self.log.info("verified", units=len(self.units), problems=total, changed_count=len(changed),
+                      seconds=round(time.monotonic() - started, 3))
+        if total and self.config.heal == "safe" and self.heal():
+            return self.verify(["(healed)"])
+        self.write_metrics()
+        self.check_processes()
+        return total == 0
+
+    def heal(self) -> bool:
+        """Apply repairs graded safe, through fix --apply's code; at most one heal per heal_interval."""
+        now = time.monotonic()
+        if now - self.last_heal < self.config.heal_interval:
+            return False
+        self.last_heal = now
+        healed = False
+        for unit in self.units:
+            report = self.reports.get(unit.label)
+            if report is None or report.healthy:
+                continue
+            plan = plan_from_report(report, self.store, unit.prefix, in_place=self.config.in_place,
+                                    root=self.root, heal_only_safe=True)
+            if not plan.chosen:
+                continue
+            outcome = apply_plan(plan, self.config.in_place, self.root)
+            if outcome.created:
+                healed = True
+                self.log.warning("healed", env=unit.label, run_id=outcome.run_id, created=outcome.created)
+            for refused in outcome.refused:
+                self.log.warning("heal refused", env=unit.label, reason=refused)
+        return healed
+
+    def write_metrics(self) -> None:
+        if not self.config.metrics_file:
+            return
+        from .metrics import write_metrics
+
+        try:
+            write_metrics(self.config.metrics_file, list(self.reports.items()))
+        except OSError as exc:
+            self.log.error("metrics not written", path=self.config.metrics_file, error=exc.strerror)
+
+    def check_processes(self) -> None:
+        from .ps import scan_processes
+
+        try:
+            processes = scan_processes()
+        except Exception as exc:  # noqa: BLE001 - a failing process check must not stop the daemon
+            self.log.error("process check failed", error=repr(exc))
+            return
+        for process in processes:
+            for mapped in process.stale:
+                key = (process.pid, mapped.path)
+                if key not in self.seen_processes:
+                    self.seen_processes.add(key)
+                    self.log.warning("process maps a replaced library: restart it", pid=process.pid,
+                                     name=process.name, path=mapped.path,
+                                     state="deleted" if mapped.deleted else "replaced")
+            key = (process.pid, "on-cpu")
+            if process.on_cpu and key not in self.seen_processes:
+                self.seen_processes.add(key)
+                self.log.warning("framework process without a CUDA runtime: it computes on the CPU",
+                                 pid=process.pid, name=process.name, frameworks=list(process.frameworks))
+
+    # -- watching ------------------------------------------------------------------------
+
+    def _observer(self):  # noqa: ANN202
+        if self.polling:
+            from watchdog.observers.polling import PollingObserver
+
+            return PollingObserver(timeout=2)
+        from watchdog.observers import Observer
+
+        return Observer()
+
+    def reschedule(self) -> None:
+        wanted = watch_folders(list(self.reports.values()), self.units)
+        ignored = (self.root + os.sep, os.path.dirname(self.store.path or "/nonexistent/x") + os.sep)
+        handler = _Handler(self.events, ignored)
+        for folder in sorted(wanted - set(self.scheduled)):
+            try:
+                self.scheduled[folder] = self.observer.schedule(handler, folder, recursive=False)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EMFILE) and not self.polling:
+                    self.log.warning("inotify watches ran out: polling instead", folders=len(wanted))
+                    self.switch_to_polling()
+                    return
+                self.log.info("folder not watched", folder=folder, error=exc.strerror)
+        for folder in sorted(set(self.scheduled) - wanted):
+            try:
+                self.observer.unschedule(self.scheduled.pop(folder))
+            except (KeyError, OSError):
+                pass
+
+    def switch_to_polling(self) -> None:
+        self.observer.stop()
+        self.polling = True
+        self.scheduled = {}
+        self.observer = self._observer()
+        self.observer.start()
+        self.reschedule()
+
+    def _signals(self) -> None:
+        def stop(_signum: int, _frame: object) -> None:
+            self.stopping = True
+
+        def hup(_signum: int, _frame: object) -> None:
+            self.reload = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    def _burst(self, first: str) -> list[str]:
+        """Events until the folder goes quiet for ``debounce`` seconds (bounded)."""
+        changed = {first: None}
+        deadline = time.monotonic() + self.config.debounce * MAX_BURST_FACTOR
+        while not self.stopping and time.monotonic() < deadline:
+            try:
+                changed[self.events.get(timeout=self.config.debounce)] = None
+            except queue.Empty:
+                break
+        return list(changed)
+
+    def run(self) -> int:
+        self._signals()
+        self.observer = self._observer()
+        self.observer.start()
+        try:
+            self.verify([])
+            self.reschedule()
+            notify("READY=1")
+            self.log.info("watching", folders=len(self.scheduled), polling=self.polling, heal=self.config.heal)
+            next_periodic = time.monotonic() + self.config.interval
+            while not self.stopping:
+                if self.reload:
+                    self.reload = False
+                    if self.load_config is not None:
+                        try:
+                            self.config = self.load_config()
+                            self.log.info("configuration reloaded", sources=list(self.config.sources))
+                        except LibdoctorError as exc:
+                            self.log.error("configuration not reloaded", error=str(exc))
+                try:
+                    first = self.events.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    if time.monotonic() >= next_periodic:
+                        self.verify(["(periodic)"])
+                        self.reschedule()
+                        next_periodic = time.monotonic() + self.config.interval
+                    continue
+                changed = self._burst(first)
+                if self.stopping:
+                    break
+                self.verify(changed)
+                self.reschedule()
+                next_periodic = time.monotonic() + self.config.interval
+        finally:
+            notify("STOPPING=1")
+            self.observer.stop()
+            self.observer.join(timeout=1.0)
+            self.store.save()
+            self.log.info("stopped", verifications=self.verifications)
+        return 0
+
+
+class InstanceLock:
+    """One watcher per state folder."""
+
+    def __init__(self, root: str) -> None:
+        os.makedirs(root, mode=0o755, exist_ok=True)
+        self.fd = os.open(os.path.join(root, "watch.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                          0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise LibdoctorError(f"another libdoctor watch is running for {root}") from None
+
+    def release(self) -> None:
+        os.close(self.fd)

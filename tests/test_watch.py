@@ -1,0 +1,195 @@
+"""libdoctor watch as a real subprocess, libdoctor ps against real processes, and the systemd units."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import ElfFactory, ldso_trace, loader_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict:
+    return loader_env({"LIBDOCTOR_STATE_DIR": str(tmp_path / "state"), "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"),
+                       "PYTHONPATH": str(REPO), "XDG_CONFIG_HOME": str(tmp_path / "config"), **extra})
+
+
+class Daemon:
+    """A running `libdoctor watch`, its JSON-lines events collected as they come."""
+
+    def __init__(self, args: list[str], env: dict) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "libdoctor.cli", "--log-level", "info", "watch", *args],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.events: list[dict] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                self.events.append({"event": "text", "line": line})
+
+    def wait_for(self, event: str, timeout: float = 10.0, after: int = 0) -> tuple[dict, float]:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            for item in self.events[after:]:
+                if item.get("event") == event:
+                    return item, time.monotonic() - start
+            time.sleep(0.02)
+        raise AssertionError(f"no {event!r} event within {timeout} s: {self.events}")
+
+    def count(self, event: str) -> int:
+        return sum(1 for e in self.events if e.get("event") == event)
+
+    def stop(self) -> tuple[int, float]:
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=10)
+        return code, time.monotonic() - start
+
+
+@pytest.fixture
+def tree(elf: ElfFactory, tmp_path: Path) -> Path:
+    dep = elf.lib("libs/libdep.so.1.2.3", soname="libdep.so.1", defines=["dep"])
+    os.symlink("libdep.so.1.2.3", tmp_path / "libs/libdep.so.1")
+    elf.lib("app/libapp.so", calls=["dep"], link=[dep], runpath=str(tmp_path / "libs"))
+    return tmp_path
+
+
+def test_regression_recovery_burst_and_sigterm(tree: Path, tmp_path: Path) -> None:
+    daemon = Daemon([str(tree / "app"), "--debounce", "0.3"], cli_env(tmp_path))
+    try:
+        daemon.wait_for("watching", timeout=30)
+        (tree / "libs/libdep.so.1").unlink()
+        event, seconds = daemon.wait_for("regression", timeout=5)
+        assert event["findings"] == [f"missing:libdep.so.1:{tree / 'app/libapp.so'}"]
+        assert str(tree / "libs/libdep.so.1") in event["changed"] and seconds < 5
+        mark = len(daemon.events)
+        os.symlink("libdep.so.1.2.3", tree / "libs/libdep.so.1")
+        event, _ = daemon.wait_for("recovery", timeout=5, after=mark)
+        before = daemon.count("verified")
+        for i in range(2000):
+            (tree / "libs" / f"noise{i}").write_text("x")
+        time.sleep(0.3 * 10 + 1.5)
+        assert 1 <= daemon.count("verified") - before <= 3
+    finally:
+        code, seconds = daemon.stop()
+    assert code == 0 and seconds < 2
+    assert daemon.count("stopped") == 1
+
+
+def test_heal_safe_makes_the_loader_resolve_again(tree: Path, tmp_path: Path, loader_info) -> None:
+    (tree / "libs/libdep.so.1").unlink()
+    daemon = Daemon([str(tree / "app"), "--debounce", "0.3", "--heal", "safe", "--in-place"], cli_env(tmp_path))
+    try:
+        event, _ = daemon.wait_for("healed", timeout=30)
+        assert event["created"] == [str(tree / "libs/libdep.so.1")]
+        daemon.wait_for("watching", timeout=30)
+    finally:
+        daemon.stop()
+    trace = ldso_trace(loader_info, str(tree / "app/libapp.so"), str(tmp_path))
+    assert trace.mapping()["libdep.so.1"] == str(tree / "libs/libdep.so.1")
+    done = subprocess.run([sys.executable, "-m", "libdoctor.cli", "undo", "--all"], env=cli_env(tmp_path),
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and not (tree / "libs/libdep.so.1").exists()
+
+
+def test_one_instance_per_state_folder(tree: Path, tmp_path: Path) -> None:
+    daemon = Daemon([str(tree / "app")], cli_env(tmp_path))
+    try:
+        daemon.wait_for("watching", timeout=30)
+        second = subprocess.run([sys.executable, "-m", "libdoctor.cli", "watch", str(tree / "app")],
+                                env=cli_env(tmp_path), capture_output=True, text=True, timeout=30)
+        assert second.returncode == 2 and "another libdoctor watch is running" in second.stderr
+    finally:
+        daemon.stop()
+
+
+def test_once_config_and_metrics(tree: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    metrics = tmp_path / "libdoctor.prom"
+    config.write_text(f'targets = ["{tree / "app"}"]\nheal = "off"\nmetrics_file = "{metrics}"\n')
+    done = subprocess.run([sys.executable, "-m", "libdoctor.cli", "watch", "--once", "--config", str(config)],
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    text = metrics.read_text()
+    assert 'libdoctor_healthy{env="targets"} 1.0' in text
+    assert "libdoctor_last_scan_timestamp_seconds" in text
+    (tree / "libs/libdep.so.1").unlink()
+    done = subprocess.run([sys.executable, "-m", "libdoctor.cli", "watch", "--once", "--config", str(config)],
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and 'libdoctor_problems{env="targets"} 1.0' in metrics.read_text()
+    config.write_text('heal = "sometimes"\n')
+    done = subprocess.run([sys.executable, "-m", "libdoctor.cli", "watch", "--once", "--config", str(config)],
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "heal must be one of" in done.stderr and "Traceback" not in done.stderr
+    config.write_text('targets = ["a"\nheal = "off"\n')
+    done = subprocess.run([sys.executable, "-m", "libdoctor.cli", "watch", "--once", "--config", str(config)],
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "line 2" in done.stderr and "Traceback" not in done.stderr
+
+
+PS_CHILD = """
+import ctypes, sys, time
+for path in sys.argv[1:]:
+    ctypes.CDLL(path)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_ps_reports_cuda_libraries_cpu_runs_and_deleted_files(elf: ElfFactory, tmp_path: Path) -> None:
+    torch_cpu = elf.lib("torch/lib/libtorch_cpu.so", defines=["t"])
+    cudart = elf.lib("nvidia/lib/libcudart.so.13", defines=["c"])
+    gpu = subprocess.Popen([sys.executable, "-c", PS_CHILD, str(torch_cpu), str(cudart)], stdout=subprocess.PIPE,
+                           text=True, env=loader_env())
+    cpu = subprocess.Popen([sys.executable, "-c", PS_CHILD, str(torch_cpu)], stdout=subprocess.PIPE, text=True,
+                           env=loader_env())
+    try:
+        assert gpu.stdout.readline().strip() == "ready" and cpu.stdout.readline().strip() == "ready"
+        from libdoctor.ps import scan_processes
+
+        reports = {r.pid: r for r in scan_processes([gpu.pid, cpu.pid])}
+        assert reports[gpu.pid].frameworks == ("torch",) and not reports[gpu.pid].on_cpu
+        assert [m.path for m in reports[gpu.pid].cuda] == [str(cudart)]
+        assert reports[cpu.pid].on_cpu
+        cudart.unlink()
+        reports = {r.pid: r for r in scan_processes([gpu.pid])}
+        assert [m.path for m in reports[gpu.pid].stale] == [str(cudart)] and reports[gpu.pid].stale[0].deleted
+        done = subprocess.run([sys.executable, "-m", "libdoctor.cli", "ps", "--json"], env=cli_env(tmp_path),
+                              capture_output=True, text=True, timeout=60)
+        data = {p["pid"]: p for p in json.loads(done.stdout)["processes"]}
+        assert done.returncode == 1 and data[cpu.pid]["on_cpu"] and data[gpu.pid]["stale"]
+    finally:
+        gpu.kill()
+        cpu.kill()
+
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+def test_systemd_units_verify_and_are_hardened(tmp_path: Path) -> None:
+    from libdoctor.units import install_units
+
+    written = install_units(str(tmp_path / "units"), "/bin/true")
+    done = subprocess.run([SYSTEMD_ANALYZE, "verify", *written], capture_output=True, text=True,
+                          cwd=tmp_path / "units")
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    for unit in ("libdoctor-watch.service", "libdoctor-scan.service"):
+        done = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", str(tmp_path / "units" / unit)],
+                              capture_output=True, text=True)
+        match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout + done.stderr)
+        assert match and float(match.group(1)) <= 2.5, done.stdout[-500:]
