@@ -170,6 +170,7 @@ class Watcher:
         """Apply repairs graded safe, through fix --apply's code; at most one heal per heal_interval."""
         now = time.monotonic()
         if now - self.last_heal < self.config.heal_interval:
+            self.log.info("heal postponed", seconds_left=round(self.config.heal_interval - (now - self.last_heal), 1))
             return False
         self.last_heal = now
         healed = False
