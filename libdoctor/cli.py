@@ -274,6 +274,90 @@ def ps_command(as_json: bool) -> None:
     sys.exit(EXIT_PROBLEMS if bad else EXIT_OK)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--env", "prefix", type=click.Path(), help="The command's environment (default: where COMMAND lives).")
+@click.option("--profile", type=click.Choice(["bert-serving", "generic"]),
+              help="Which checks (default: bert-serving for bert-serving-start, else generic).")
+@click.option("--warn-only", is_flag=True, help="Report blocking problems but start COMMAND anyway.")
+@click.option("--check-only", is_flag=True, help="Check and exit (0 ready, 1 blocked): for ExecStartPre=.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (to stderr when COMMAND runs).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def preflight(prefix: Optional[str], profile: Optional[str], warn_only: bool, check_only: bool, as_json: bool,
+              command: tuple[str, ...]) -> None:
+    """Check COMMAND's environment, then become COMMAND (same pid) with the applied repairs active.
+
+    Usage: libdoctor preflight [OPTIONS] -- COMMAND [ARGS...]
+    """
+    from .preflight import exec_command, profile_for, run_checks
+
+    result = run_checks(command, prefix, profile_for(command[0], profile))
+    stream = sys.stdout if check_only else sys.stderr
+    if as_json:
+        click.echo(json.dumps(_preflight_json(result)), file=stream)
+    else:
+        _render_preflight(result, stream)
+    if check_only:
+        sys.exit(EXIT_PROBLEMS if result.blocked else EXIT_OK)
+    if result.blocked and not warn_only:
+        sys.exit(EXIT_PROBLEMS)
+    stream.flush()
+    try:
+        exec_command(result)
+    except OSError as exc:
+        raise LibdoctorError(f"cannot run {command[0]}: {exc.strerror}") from None
+
+
+def _preflight_json(result) -> dict:  # noqa: ANN001
+    return {"schema_version": 1, "command": list(result.command), "profile": result.profile, "env": result.prefix,
+            "blocked": result.blocked, "ld_library_path": result.ld_library_path,
+            "checks": [{"name": r.name, "status": r.status, "message": r.message, "blocking": r.blocking,
+                        "details": list(r.details)} for r in result.results]}
+
+
+def _render_preflight(result, stream) -> None:  # noqa: ANN001
+    from .report import Style
+
+    style = Style(stream)
+    marks = {"ok": style.ok, "partial": style.warn, "missing": style.bad, "crashed": "[☠]" if style.unicode else "[crash]"}
+    lines = [f"libdoctor preflight: {os.path.basename(result.command[0])} (profile {result.profile}, "
+             f"env {result.prefix or 'none'})"]
+    for check in result.results:
+        mark = marks.get(check.status, "[?]")
+        mark = style.good(mark) if check.status == "ok" else style.error(mark) if check.blocking else mark
+        lines.append(f"{mark} {check.name}: {check.message}")
+        lines.extend(f"      {detail}" for detail in check.details)
+    blocking = sum(r.blocking for r in result.results)
+    lines.append(style.error(f"blocked: {blocking} problem(s) stop the start (--warn-only starts anyway)")
+                 if blocking else style.good("ready"))
+    stream.write("\n".join(lines) + "\n")
+
+
+@main.group("hook")
+def hook_group() -> None:
+    """Conda activation scripts and the bert-serving-start wrapper."""
+
+
+@hook_group.command("install")
+@click.option("--env", "prefix", required=True, type=click.Path(exists=True, file_okay=False))
+def hook_install(prefix: str) -> None:
+    """Write activate.d/deactivate.d scripts and wrap bert-serving-start with libdoctor preflight."""
+    from .hooks import install_hook, libdoctor_command
+
+    for line in install_hook(prefix, libdoctor_command()):
+        click.echo(line)
+
+
+@hook_group.command("remove")
+@click.option("--env", "prefix", required=True, type=click.Path())
+def hook_remove(prefix: str) -> None:
+    """Take the hook away again; anything libdoctor did not write is left alone."""
+    from .hooks import remove_hook
+
+    lines = remove_hook(prefix)
+    click.echo("\n".join(lines))
+    sys.exit(EXIT_PROBLEMS if any(line.startswith("left ") for line in lines) else EXIT_OK)
+
+
 @main.group("systemd")
 def systemd_group() -> None:
     """The systemd units (libdoctor-scan.service/.timer, libdoctor-watch.service)."""

@@ -158,10 +158,11 @@ def _sha256(data: bytes) -> str:
 
 # -- applying ----------------------------------------------------------------------------
 
-def _write_temporary(folder_fd: int, name: str, data: bytes) -> str:
+def _write_temporary(folder_fd: int, name: str, data: bytes, mode: int = 0o644) -> str:
     """``data`` in a new, fsynced file beside ``name``; returns the temporary name."""
     tmp = f".{name}.{secrets.token_hex(4)}"
-    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=folder_fd)
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=folder_fd)
+    os.fchmod(out, mode)  # not reduced by the umask: a wrapper must stay executable
     with open(out, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -190,6 +191,9 @@ class Applier:
                 self._search_folder(proposal)
         if not self.in_place:
             self._conda_hooks()
+        return self.close()
+
+    def close(self) -> Outcome:
         self.journal.finish()
         if not any(a["state"] == "done" for a in self.journal.data["actions"]):
             os.unlink(self.journal.path)  # nothing changed: no run to undo
@@ -278,7 +282,20 @@ class Applier:
         for sub, text in (("activate.d", activation_sh(folders)), ("deactivate.d", deactivation_sh())):
             self.write_file(os.path.join(prefix, "etc", "conda", sub, "libdoctor.sh"), text)
 
-    def write_file(self, path: str, text: str) -> None:
+    def rename(self, source: str, destination: str) -> None:
+        """Move a file aside (never over an existing one); undo moves it back."""
+        action = self.journal.intend({"kind": "rename", "path": destination, "source": source})
+        try:
+            os.link(source, destination, follow_symlinks=False)  # fails if destination exists
+            os.unlink(source)
+        except OSError as exc:
+            self.journal.drop(action)
+            self.outcome.refused.append(f"{source}: not moved aside: {exc.strerror}")
+            return
+        self.journal.done(action)
+        self.outcome.created.append(f"{source} moved to {destination}")
+
+    def write_file(self, path: str, text: str, mode: int = 0o644) -> None:
         data = text.encode()
         folder, name = os.path.split(path)
         if not os.path.isdir(folder):
@@ -301,7 +318,7 @@ class Applier:
                     self.outcome.refused.append(f"{path}: exists and was not written by libdoctor: left alone")
                 return
             action = self.journal.intend({"kind": "file", "path": path, "sha256": _sha256(data)})
-            tmp = _write_temporary(fd, name, data)
+            tmp = _write_temporary(fd, name, data, mode)
             try:
                 os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # refuses to replace
             except FileExistsError:
@@ -427,8 +444,21 @@ def _undo_search_path(action: dict, report: list[str]) -> None:
     report.append(f"removed search path {action.get('folder')}")
 
 
+def _undo_rename(action: dict, report: list[str]) -> None:
+    source, moved = action.get("source"), action["path"]
+    if not os.path.lexists(moved):
+        report.append(f"{moved}: already gone")
+        return
+    try:
+        os.link(moved, source, follow_symlinks=False)  # only while the original name is free again
+        os.unlink(moved)
+        report.append(f"restored {source}")
+    except OSError as exc:
+        report.append(f"left {moved}: {source} cannot be restored ({exc.strerror})")
+
+
 _UNDO = {"symlink": _undo_symlink, "file": _undo_file, "file-update": _undo_file_update, "mkdir": _undo_mkdir,
-         "search-path": _undo_search_path}
+         "search-path": _undo_search_path, "rename": _undo_rename}
 
 
 def undo(root: str, run_id: Optional[str]) -> list[str]:

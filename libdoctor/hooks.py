@@ -1,0 +1,71 @@
+"""``libdoctor hook install|remove --env PREFIX``: conda activation scripts and a
+``bert-serving-start`` wrapper that runs ``libdoctor preflight`` first.
+
+The wrapper replaces the console script by moving it aside (``bert-serving-start.libdoctor-orig``)
+and writing a new file in its place; both changes are journalled, and ``hook remove`` puts the
+original back only while the wrapper is still what libdoctor wrote.  Nothing is lost.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from typing import Optional
+
+from .errors import LibdoctorError
+from .fixer import Applier, activation_sh, deactivation_sh, load_journals, shim_dir, undo
+from .statedir import state_dir, state_lock
+
+WRAPPED = ("bert-serving-start",)
+ORIGINAL_SUFFIX = ".libdoctor-orig"
+
+
+def libdoctor_command() -> list[str]:
+    """How to run this libdoctor: its console script, else this interpreter with ``-m libdoctor.cli``."""
+    found = shutil.which("libdoctor")
+    return [os.path.abspath(found)] if found else [sys.executable, "-m", "libdoctor.cli"]
+
+
+def wrapper_text(libdoctor: list[str], prefix: str, command: str) -> str:
+    original = os.path.join(prefix, "bin", command + ORIGINAL_SUFFIX)
+    return (f"#!/bin/sh\n# written by libdoctor: `libdoctor hook remove` removes it\n"
+            f"exec {shlex.join(libdoctor)} preflight --env {shlex.quote(prefix)} --profile bert-serving -- "
+            f"{shlex.quote(original)} \"$@\"\n")
+
+
+def install_hook(prefix: str, libdoctor: list[str], root: Optional[str] = None) -> list[str]:
+    prefix = os.path.abspath(prefix)
+    root = root or state_dir()
+    if not os.path.isdir(os.path.join(prefix, "bin")):
+        raise LibdoctorError(f"{prefix}: not an environment (no bin/ folder)")
+    with state_lock(root):
+        applier = Applier(root, prefix, in_place=False)
+        applier.journal.data["hook"] = True
+        os.makedirs(os.path.join(root, "journal"), mode=0o700, exist_ok=True)
+        applier.journal.save()
+        shim = shim_dir(prefix, root)
+        for sub, text in (("activate.d", activation_sh([shim])), ("deactivate.d", deactivation_sh())):
+            applier.write_file(os.path.join(prefix, "etc", "conda", sub, "libdoctor-hook.sh"), text)
+        for command in WRAPPED:
+            path = os.path.join(prefix, "bin", command)
+            if os.path.exists(path + ORIGINAL_SUFFIX):
+                applier.outcome.kept.append(path)
+                continue
+            if os.path.exists(path):
+                applier.rename(path, path + ORIGINAL_SUFFIX)
+                applier.write_file(path, wrapper_text(libdoctor, prefix, command), mode=0o755)
+        outcome = applier.close()
+    return [f"created {c}" for c in outcome.created] + [f"already present {k}" for k in outcome.kept] + [
+        f"left alone: {r}" for r in outcome.refused]
+
+
+def remove_hook(prefix: str, root: Optional[str] = None) -> list[str]:
+    prefix = os.path.abspath(prefix)
+    root = root or state_dir()
+    lines: list[str] = []
+    with state_lock(root):
+        for journal in load_journals(root):
+            if journal.get("hook") and journal.get("env") == prefix:
+                lines += undo(root, journal["run_id"])
+    return lines or ["no hook installed for " + prefix]

@@ -1,0 +1,268 @@
+"""``libdoctor preflight -- COMMAND``: check before start, then become COMMAND (same pid).
+
+Checks are flutter-doctor-like validators: each returns a typed result (ok, partial, missing,
+crashed) and a crashing check becomes a result.  The ``bert-serving`` profile knows
+bert-serving-server 1.10's arguments and needs (cuda-facts.md section 6); the generic profile
+checks the frameworks and libraries of the command's environment.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import glob
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .driver import parse_version
+
+OK, PARTIAL, MISSING, CRASHED = "ok", "partial", "missing", "crashed"
+MIN_TMP_BYTES = 1 << 30  # a frozen BERT graph is a few hundred MB; the checkpoint is copied into it
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: str  # ok | partial | missing | crashed
+    message: str
+    blocking: bool = False  # a "missing" that stops the start
+    details: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Preflight:
+    command: tuple[str, ...]
+    profile: str
+    prefix: Optional[str]
+    results: tuple[CheckResult, ...]
+    ld_library_path: Optional[str]  # what COMMAND runs with (the applied repairs active)
+
+    @property
+    def blocked(self) -> bool:
+        return any(r.blocking for r in self.results)
+
+
+# -- bert-serving's arguments ------------------------------------------------------------
+
+def _max_seq_len(value: str) -> Optional[int]:
+    if value in ("None", "none", ""):
+        return None
+    number = int(value)
+    if number <= 3:
+        raise argparse.ArgumentTypeError("max_seq_len must be > 3 or None")
+    return number
+
+
+def bert_serving_parser() -> argparse.ArgumentParser:
+    """The arguments of bert-serving-server 1.10's ``get_args_parser`` that preflight needs."""
+    parser = argparse.ArgumentParser(prog="bert-serving-start", add_help=False, allow_abbrev=False)
+    parser.add_argument("-model_dir", type=str, required=True)
+    parser.add_argument("-tuned_model_dir", type=str)
+    parser.add_argument("-ckpt_name", type=str, default="bert_model.ckpt")
+    parser.add_argument("-config_name", type=str, default="bert_config.json")
+    parser.add_argument("-graph_tmp_dir", type=str, default=None)
+    parser.add_argument("-max_seq_len", type=_max_seq_len, default=25)
+    parser.add_argument("-num_worker", type=int, default=1)
+    parser.add_argument("-port", "-port_in", "-port_data", type=int, default=5555)
+    parser.add_argument("-port_out", "-port_result", type=int, default=5556)
+    parser.add_argument("-http_port", type=int, default=None)
+    parser.add_argument("-cpu", action="store_true", default=False)
+    parser.add_argument("-device_map", type=int, nargs="+", default=[])
+    parser.add_argument("-verbose", action="store_true", default=False)
+    return parser
+
+
+# -- the checks --------------------------------------------------------------------------
+
+def _guard(name: str, check: Callable[[], CheckResult]) -> CheckResult:
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - a crashing check is a result, not an aborted run
+        return CheckResult(name, CRASHED, f"the check did not complete: {exc.__class__.__name__}: {exc}")
+
+
+def port_free(port: int, host: str = "0.0.0.0") -> Optional[str]:
+    """None when ``port`` can be bound as zmq binds it (SO_REUSEADDR); else why not."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return "in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+    return None
+
+
+def visible_gpus(device_map: list[int], dev: str = "/dev") -> tuple[int, str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        return len(ids), f"CUDA_VISIBLE_DEVICES={visible!r}"
+    if device_map:
+        return len(set(device_map)), f"-device_map {' '.join(map(str, device_map))}"
+    nodes = [n for n in glob.glob(os.path.join(dev, "nvidia*")) if os.path.basename(n)[6:].isdigit()]
+    return len(nodes), f"{len(nodes)} /dev/nvidiaN device node(s)"
+
+
+def framework_checks(report, cpu: bool) -> list[CheckResult]:  # noqa: ANN001 - ScanReport
+    results = []
+    for framework in report.frameworks:
+        info = framework.info
+        name = f"libraries of {info.label}"
+        if cpu:
+            results.append(CheckResult(name, OK, "skipped: -cpu"))
+            continue
+        if framework.gpu_usable:
+            results.append(CheckResult(name, OK, framework.because))
+        else:
+            results.append(CheckResult(name, MISSING, f"GPU usable: no, because {framework.because}", True,
+                                       tuple(framework.missing)))
+    problems = [p for p in report.problems if p.kind in ("missing", "fatal", "version")]
+    if problems and not cpu:
+        results.append(CheckResult("shared libraries", MISSING, f"{len(problems)} problem(s): "
+                                   + "; ".join(dict.fromkeys(p.message for p in problems[:5])), True))
+    elif not report.frameworks:
+        results.append(CheckResult("frameworks", PARTIAL, "no GPU framework found in this environment"))
+    return results
+
+
+def bert_serving_checks(args: argparse.Namespace, report, dev: str = "/dev") -> list[CheckResult]:  # noqa: ANN001
+    results = []
+    tf = [f for f in report.frameworks if f.info.name.startswith("tensorflow")]
+
+    def tensorflow() -> CheckResult:
+        if not tf:
+            return CheckResult("tensorflow", MISSING, "TensorFlow is not installed in this environment", True)
+        version = parse_version(tf[0].info.version) or (0,)
+        if version < (1, 10):
+            return CheckResult("tensorflow", MISSING, f"{tf[0].info.label}: bert-serving needs TensorFlow >= 1.10",
+                               True)
+        if version >= (2, 0):
+            return CheckResult("tensorflow", MISSING, f"{tf[0].info.label}: bert-serving 1.10 fails with TensorFlow "
+                               "2 (tf.logging, tf.contrib); install tensorflow-gpu 1.15", True)
+        return CheckResult("tensorflow", OK, f"{tf[0].info.label} (1.10 <= version < 2.0)")
+
+    def python_fit() -> CheckResult:
+        from .frameworks import tf_table_row
+        from .rules.framework_env import _python_fits
+
+        if not tf or not tf[0].info.python_version:
+            return CheckResult("python", PARTIAL, "Python version of the environment not known")
+        row = tf_table_row(tf[0].info.version)
+        if row and not _python_fits(row["python_versions"], tf[0].info.python_version):
+            return CheckResult("python", MISSING, f"Python {tf[0].info.python_version}: {tf[0].info.label} has "
+                               f"wheels for {row['python_versions']}", True)
+        return CheckResult("python", OK, f"Python {tf[0].info.python_version}")
+
+    def model() -> CheckResult:
+        model_dir = os.path.expanduser(args.model_dir)
+        ckpt_dir = os.path.expanduser(args.tuned_model_dir or args.model_dir)
+        missing = []
+        if not os.path.isfile(os.path.join(model_dir, args.config_name)):
+            missing.append(os.path.join(model_dir, args.config_name))
+        if not os.path.isfile(os.path.join(model_dir, "vocab.txt")):
+            missing.append(os.path.join(model_dir, "vocab.txt"))
+        checkpoint = os.path.join(ckpt_dir, args.ckpt_name)
+        if not os.path.isfile(checkpoint + ".index"):
+            missing.append(checkpoint + ".index")
+        if not glob.glob(checkpoint + ".data-*"):
+            missing.append(checkpoint + ".data-*")
+        if missing:
+            return CheckResult("model", MISSING, f"the model folder lacks {len(missing)} file(s)", True,
+                               tuple(missing))
+        return CheckResult("model", OK, f"{model_dir}: config, vocab.txt and checkpoint present")
+
+    def ports() -> CheckResult:
+        wanted = [("-port", args.port), ("-port_out", args.port_out)] + (
+            [("-http_port", args.http_port)] if args.http_port else [])
+        busy = [f"{flag} {port}: {why}" for flag, port in wanted if (why := port_free(port))]
+        if busy:
+            return CheckResult("ports", MISSING, "; ".join(busy), True)
+        return CheckResult("ports", OK, ", ".join(f"{port} free" for _flag, port in wanted))
+
+    def tmp() -> CheckResult:
+        import tempfile
+
+        folder = os.path.expanduser(args.graph_tmp_dir) if args.graph_tmp_dir else tempfile.gettempdir()
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            return CheckResult("graph_tmp_dir", MISSING, f"{folder} is not a writable folder", True)
+        free = shutil.disk_usage(folder).free
+        if free < MIN_TMP_BYTES:
+            return CheckResult("graph_tmp_dir", MISSING, f"{folder} has {free >> 20} MB free; the frozen graph "
+                               f"needs about {MIN_TMP_BYTES >> 20} MB", True)
+        return CheckResult("graph_tmp_dir", OK, f"{folder} writable, {free >> 30} GB free")
+
+    def workers() -> CheckResult:
+        if args.cpu:
+            return CheckResult("workers", OK, f"{args.num_worker} worker(s) on the CPU (-cpu)")
+        gpus, source = visible_gpus(args.device_map, dev)
+        if gpus == 0:
+            return CheckResult("workers", MISSING, f"no GPU visible ({source}): the workers would silently run on "
+                               "the CPU; give -cpu to mean it", True)
+        if args.num_worker > gpus:
+            return CheckResult("workers", PARTIAL, f"-num_worker {args.num_worker} > {gpus} visible GPU(s) ({source}):"
+                               " workers share GPUs")
+        return CheckResult("workers", OK, f"{args.num_worker} worker(s), {gpus} visible GPU(s) ({source})")
+
+    for name, check in (("tensorflow", tensorflow), ("python", python_fit), ("model", model), ("ports", ports),
+                        ("graph_tmp_dir", tmp), ("workers", workers)):
+        results.append(_guard(name, check))
+    return results
+
+
+# -- running -----------------------------------------------------------------------------
+
+def command_prefix(command: str) -> Optional[str]:
+    """The environment a command lives in (``PREFIX/bin/COMMAND``), if it is a Python environment."""
+    from .targets import python_env
+
+    found = command if os.sep in command else shutil.which(command)
+    if not found:
+        return None
+    prefix = os.path.dirname(os.path.dirname(os.path.abspath(found)))
+    return prefix if python_env(prefix).site_packages else None
+
+
+def profile_for(command: str, requested: Optional[str]) -> str:
+    if requested:
+        return requested
+    name = os.path.basename(command)
+    return "bert-serving" if name.startswith("bert-serving-start") else "generic"
+
+
+def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, dev: str = "/dev") -> Preflight:
+    from .fix import activated_environment
+    from .fixer import search_additions
+    from .scan import run_scan
+
+    prefix = os.path.abspath(prefix) if prefix else command_prefix(command[0])
+    env = activated_environment(prefix)
+    report = run_scan((), env=env, prefix=prefix) if prefix else run_scan((), env=env)
+    results: list[CheckResult] = []
+    cpu = False
+    if profile == "bert-serving":
+        try:
+            args, _unknown = bert_serving_parser().parse_known_args(list(command[1:]))
+        except SystemExit:
+            results.append(CheckResult("arguments", MISSING, "bert-serving-start arguments do not parse "
+                                       "(-model_dir is required)", True))
+        else:
+            cpu = args.cpu
+            results.extend(bert_serving_checks(args, report, dev))
+    try:
+        results.extend(framework_checks(report, cpu))
+    except Exception as exc:  # noqa: BLE001 - a crashing check is a result, not an aborted run
+        results.append(CheckResult("frameworks", CRASHED, f"the check did not complete: {exc!r}"))
+    additions = [f for f in search_additions(prefix) if f]
+    current = os.environ.get("LD_LIBRARY_PATH")
+    value = ":".join(([current] if current else []) + [a for a in additions if a not in (current or "").split(":")])
+    return Preflight(tuple(command), profile, prefix, tuple(results), value or current)
+
+
+def exec_command(preflight: Preflight) -> None:
+    """Replace this process with the command (same pid: signals and the exit status pass through)."""
+    env = dict(os.environ)
+    if preflight.ld_library_path is not None:
+        env["LD_LIBRARY_PATH"] = preflight.ld_library_path
+    os.execvpe(preflight.command[0], list(preflight.command), env)
