@@ -104,7 +104,8 @@ def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_miss
     gates = [c.lib.soname for c in checks if not c.found and c.lib.role == GATE and c.lib.family != "cuda driver"]
     if gates:
         tail = ": TensorFlow registers no GPU and runs on the CPU" if name == "TensorFlow" else ""
-        reasons.append(f"{len(gates)} libraries it dlopens cannot be loaded ({', '.join(gates)}){tail}")
+        reasons.append(f"{len(gates)} librar{'y' if len(gates) == 1 else 'ies'} it dlopens cannot be loaded "
+                       f"({', '.join(gates)}){tail}")
     missing = [m for m in closure_missing if m not in DRIVER_SONAMES]
     if missing:
         reasons.append(f"{', '.join(missing)} missing: {name} fails to load its CUDA libraries")

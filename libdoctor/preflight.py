@@ -116,8 +116,10 @@ def framework_checks(report, cpu: bool) -> list[CheckResult]:  # noqa: ANN001 - 
         if framework.gpu_usable:
             results.append(CheckResult(name, OK, framework.because))
         else:
-            results.append(CheckResult(name, MISSING, f"GPU usable: no, because {framework.because}", True,
-                                       tuple(framework.missing)))
+            details = tuple(f"{c.lib.soname} ({c.lib.role}): {c.result.root_error or 'not found'}"
+                            for c in framework.checks if not c.found and c.lib.family != "cuda driver")
+            details += tuple(f"{name}: missing" for name in framework.closure_missing)
+            results.append(CheckResult(name, MISSING, f"GPU usable: no, because {framework.because}", True, details))
     problems = [p for p in report.problems if p.kind in ("missing", "fatal", "version")]
     if problems and not cpu:
         results.append(CheckResult("shared libraries", MISSING, f"{len(problems)} problem(s): "
