@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Union
 
 from .elffacts import ElfFacts
 from .errors import ElfError
-from .factstore import FactsStore
+from .factstore import FactsStore, key_of
 
 MAX_LINK_DEPTH = 40  # the kernel's limit before ELOOP
 
@@ -29,6 +29,7 @@ class Probe:
     facts: Optional[ElfFacts] = None
     error: Optional[ElfError] = None
     is_dir: bool = False
+    stamp: Optional[tuple[int, int, int, int]] = None  # (dev, ino, size, mtime_ns) of what was opened
 
     @property
     def opened(self) -> bool:
@@ -102,14 +103,41 @@ class FileView:
             return Probe(errno=exc.errno or errno.EIO)
         try:
             st = os.fstat(fd)
+            stamp = key_of(st)
             if stat.S_ISDIR(st.st_mode):
-                return Probe(identity=(st.st_dev, st.st_ino), is_dir=True)
+                return Probe(identity=(st.st_dev, st.st_ino), is_dir=True, stamp=stamp)
             entry = self.store.get_fd(fd, st)
         finally:
             os.close(fd)
         if isinstance(entry, ElfError):
-            return Probe(identity=(st.st_dev, st.st_ino), error=entry)
-        return Probe(identity=(st.st_dev, st.st_ino), facts=entry)
+            return Probe(identity=(st.st_dev, st.st_ino), error=entry, stamp=stamp)
+        return Probe(identity=(st.st_dev, st.st_ino), facts=entry, stamp=stamp)
+
+    def unchanged(self) -> bool:
+        """Does the file system still show everything this view read?  (What a re-verification of
+        an unchanged tree checks instead of resolving again.)"""
+        for folder, names in self._listings.items():
+            try:
+                now: Union[frozenset, int] = frozenset(os.listdir(folder or "."))
+            except OSError as exc:
+                now = exc.errno or errno.EIO
+            extra = self._overlay_names.get(folder)
+            if extra:
+                now = (now if isinstance(now, frozenset) else frozenset()) | extra
+            if now != names:
+                return False
+        for path, probe in self._probes.items():
+            if path in self.overlay:
+                continue
+            try:
+                now_stamp = key_of(os.stat(path))
+            except OSError as exc:
+                if probe.opened or probe.errno != exc.errno:
+                    return False
+                continue
+            if now_stamp != probe.stamp:
+                return False
+        return True
 
     def realpath(self, path: str) -> str:
         """The real path behind ``path``, through overlay links too."""

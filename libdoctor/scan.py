@@ -66,6 +66,22 @@ class ScanReport:
     framework_problems: list[Problem] = field(default_factory=list)
     driver: Optional[object] = None  # DriverInfo
     probes: list = field(default_factory=list)  # ProbeResult, with --probe
+    inputs: tuple = ()  # what run_scan was asked, to tell whether a report can be reused
+    resolver: Optional[Resolver] = None
+
+    def still_valid(self, env: Environment, inputs: tuple) -> bool:
+        """Nothing this report depends on has changed: the same question, environment and files."""
+        if inputs != self.inputs or self.resolver is None or self.probes:
+            return False
+        if not _same_environment(env, self.env):
+            return False
+        if self.driver is not None:
+            from .frameworkcheck import machine_driver
+
+            if machine_driver(env) != self.driver:
+                return False
+        return self.discovery.unchanged() and self.resolver.view.unchanged()
+
 
     @property
     def problems(self) -> list[Problem]:
@@ -74,6 +90,12 @@ class ScanReport:
     @property
     def healthy(self) -> bool:
         return not self.problems
+
+
+def _same_environment(a: Environment, b: Environment) -> bool:
+    return (a.loader == b.loader and a.cwd == b.cwd and a.ld_library_path == b.ld_library_path
+            and a.ld_preload == b.ld_preload and a.preload_file == b.preload_file and dict(a.overlay) == dict(b.overlay)
+            and (a.cache.entries if a.cache else None) == (b.cache.entries if b.cache else None))
 
 
 def _chain(result: LoadResult, requester: Optional[str]) -> tuple[str, ...]:
@@ -164,13 +186,18 @@ def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
 
 def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
              caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None,
-             dlopen_strings: bool = False, look_in: tuple[str, ...] = (), probe: bool = False) -> ScanReport:
+             dlopen_strings: bool = False, look_in: tuple[str, ...] = (), probe: bool = False,
+             previous: Optional[ScanReport] = None) -> ScanReport:
+    """Scan; with ``previous``, a report whose inputs and files are all unchanged is returned as is."""
     store = store or FactsStore()
     env = env or Environment.from_process(probe_cache_dir=os.path.dirname(store.path) if store.path else None)
+    inputs = (tuple(paths), caller, prefix, python, dlopen_strings, tuple(look_in))
+    if previous is not None and previous.still_valid(env, inputs):
+        return previous
     cache_paths = [e.path for e in env.cache.entries] if env.cache else []
     discovery = discover(paths, caller, prefix, python, cache_paths)
-    report = ScanReport(env, discovery, cache_note=store.load_problem)
     resolver = Resolver(env, store)
+    report = ScanReport(env, discovery, cache_note=store.load_problem, inputs=inputs, resolver=resolver)
     sites = discovery.environment.site_packages if discovery.environment else ()
     finder: Optional[CandidateFinder] = None
     candidates: dict[tuple, tuple[Candidate, ...]] = {}  # one search of the machine per missing name

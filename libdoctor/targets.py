@@ -54,6 +54,18 @@ class Discovery:
     frameworks: list[Framework] = field(default_factory=list)
     environment: Optional[PythonEnv] = None
     fallback: Optional[str] = None  # set when the CUDA installation was checked instead
+    walked: dict[str, int] = field(default_factory=dict)  # folders read to find targets -> mtime_ns
+
+    def unchanged(self) -> bool:
+        """Would discovery find the same targets?  (Every folder it read has the same mtime.)"""
+        for folder, mtime in self.walked.items():
+            try:
+                if os.stat(folder).st_mtime_ns != mtime:
+                    return False
+            except OSError:
+                if mtime != -1:
+                    return False
+        return True
 
 
 # Files with these endings are text or data, never ELF objects: not opened when walking a tree
@@ -69,13 +81,22 @@ def _suffix(name: str) -> str:
     return name[dot:] if dot > 0 else ""
 
 
-def walk_folder(folder: str, notes: list[str]) -> list[str]:
+def _mtime(folder: str) -> int:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except OSError:
+        return -1
+
+
+def walk_folder(folder: str, notes: list[str], walked: Optional[dict[str, int]] = None) -> list[str]:
     """Every regular ELF file below ``folder``, sorted; bad entries become notes, never errors."""
     found: list[str] = []
     stack = [folder]
     seen: set[tuple[int, int]] = set()
     while stack:
         current = stack.pop()
+        if walked is not None:
+            walked[current] = _mtime(current)
         try:
             entries = list(os.scandir(current))
         except OSError as exc:
@@ -118,7 +139,7 @@ def targets_from_paths(paths: Iterable[str], caller: Optional[str], discovery: D
                 discovery.notes.append(f"{given}: {exc.strerror}")
             continue
         if stat.S_ISDIR(st.st_mode):
-            files = walk_folder(given, discovery.notes)
+            files = walk_folder(given, discovery.notes, discovery.walked)
             if not files:
                 discovery.notes.append(f"{given}: no ELF files in this folder")
             discovery.targets.extend(_target(f, given, caller) for f in files)
@@ -237,6 +258,10 @@ def discover(paths: tuple[str, ...], caller: Optional[str], prefix: Optional[str
     env = python_env(prefix, python)
     discovery.environment = env
     discovery.frameworks = find_frameworks(env)
+    for site in env.site_packages:  # a pip or conda change adds or removes a dist-info folder here
+        discovery.walked[site] = _mtime(site)
+    for framework in discovery.frameworks:
+        discovery.walked[framework.location] = _mtime(framework.location)
     program = caller or env.python
     for framework in discovery.frameworks:
         group = f"{framework.name} {framework.version}"

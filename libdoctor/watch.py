@@ -134,7 +134,8 @@ class Watcher:
 
     def scan_unit(self, unit: Unit) -> ScanReport:
         env = activated_environment(unit.prefix, self.root)
-        return run_scan(unit.targets, env=env, store=self.store, prefix=unit.prefix)
+        return run_scan(unit.targets, env=env, store=self.store, prefix=unit.prefix,
+                        previous=self.reports.get(unit.label))
 
     def verify(self, changed: list[str]) -> bool:
         """Verify every unit; log regressions and recoveries; heal; write metrics.  True if healthy."""

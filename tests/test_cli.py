@@ -147,3 +147,22 @@ def test_facts_cache_notices_a_changed_file(elf: ElfFactory, tmp_path: Path) -> 
     again = FactsStore(str(tmp_path / "facts.json"))
     assert again.get_path(str(lib)).soname == "libchanged.so.2"
     assert again.parsed == 1
+
+
+def test_rescan_reuses_an_unchanged_report_and_notices_changes(field_tree: Path) -> None:
+    from libdoctor.environment import Environment
+    from libdoctor.scan import run_scan
+
+    store = FactsStore()
+    folder = str(field_tree / "site")
+    first = run_scan((folder,), env=Environment.from_process(environ={}, cwd=str(field_tree)), store=store)
+    again = run_scan((folder,), env=Environment.from_process(environ={}, cwd=str(field_tree)), store=store,
+                     previous=first)
+    assert again is first
+    (field_tree / "cuda/lib64/libcudnn.so.7").symlink_to("libcudnn.so.8")  # a searched folder changes
+    third = run_scan((folder,), env=Environment.from_process(environ={}, cwd=str(field_tree)), store=store,
+                     previous=again)
+    assert third is not first
+    assert not any(p.soname == "libcudnn.so.7" and p.kind == "missing" for p in third.problems)
+    other_env = Environment.from_process(environ={"LD_LIBRARY_PATH": "/x"}, cwd=str(field_tree))
+    assert run_scan((folder,), env=other_env, store=store, previous=third) is not third
