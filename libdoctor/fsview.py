@@ -52,8 +52,11 @@ class FileView:
     def listing(self, folder: str) -> Union[frozenset, int]:
         """The names in ``folder``, or the errno that listing it gave."""
         cached = self._listings.get(folder)
-        if cached is not None:
-            return cached
+        if cached is None:
+            cached = self._listings[folder] = self._read_listing(folder)
+        return cached
+
+    def _read_listing(self, folder: str) -> Union[frozenset, int]:
         try:
             names: Union[frozenset, int] = frozenset(os.listdir(folder or "."))
         except OSError as exc:
@@ -61,7 +64,6 @@ class FileView:
         extra = self._overlay_names.get(folder)
         if extra:
             names = (names if isinstance(names, frozenset) else frozenset()) | extra
-        self._listings[folder] = names
         return names
 
     def stat_errno(self, folder: str) -> int:
@@ -117,14 +119,7 @@ class FileView:
         """Does the file system still show everything this view read?  (What a re-verification of
         an unchanged tree checks instead of resolving again.)"""
         for folder, names in self._listings.items():
-            try:
-                now: Union[frozenset, int] = frozenset(os.listdir(folder or "."))
-            except OSError as exc:
-                now = exc.errno or errno.EIO
-            extra = self._overlay_names.get(folder)
-            if extra:
-                now = (now if isinstance(now, frozenset) else frozenset()) | extra
-            if now != names:
+            if self._read_listing(folder) != names:
                 return False
         for path, probe in self._probes.items():
             if path in self.overlay:
