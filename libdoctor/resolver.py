@@ -121,7 +121,7 @@ class LoadResult:
 
     @property
     def missing(self) -> tuple[Resolution, ...]:
-        return tuple(r for r in self.resolutions if not r.found)
+        return tuple(r for r in self.relevant_resolutions() if not r.found)
 
     @property
     def ok(self) -> bool:
@@ -131,13 +131,29 @@ class LoadResult:
         """The objects this root needs, each once, in load order (the root itself excluded)."""
         if self.mode != MODE_DLOPEN:
             return tuple(o for o in self.objects[1:])
+        if self.root_error is not None or self.new_from >= len(self.objects):
+            return ()
         wanted = {r.path for r in self._root_requests()} - {None}
-        return tuple(o for o in self.objects if o.path in wanted and o.path != self.objects[self.new_from].path)
+        root = self.objects[self.new_from].path
+        return tuple(o for o in self.objects if o.path in wanted and o.path != root)
 
     def _root_requests(self) -> list[Resolution]:
-        """In dlopen mode: the requests made on behalf of the dlopened root, transitively."""
-        new_paths = {o.path for o in self.objects[self.new_from:]}
-        return [r for r in self.resolutions if r.requester in new_paths]
+        """In dlopen mode: the requests the dlopened root needs, transitively, also through objects the
+        program had loaded before (their own requests were made then)."""
+        if self.new_from >= len(self.objects):
+            return [r for r in self.resolutions if r.requester is not None and r.name == self.root]
+        reached = {self.objects[self.new_from].path}
+        chosen: set[int] = set()
+        grew = True
+        while grew:
+            grew = False
+            for index, resolution in enumerate(self.resolutions):
+                if index not in chosen and resolution.requester in reached:
+                    chosen.add(index)
+                    if resolution.path and resolution.path not in reached:
+                        reached.add(resolution.path)
+                        grew = True
+        return [r for i, r in enumerate(self.resolutions) if i in chosen]
 
     def relevant_resolutions(self) -> tuple[Resolution, ...]:
         if self.mode != MODE_DLOPEN:
