@@ -208,7 +208,7 @@ def _tree_lines(result: LoadResult, style: Style) -> list[str]:
             lines.append(f"    {'  ' * depth}{obj.requested_as} => {obj.path} " + style.dim(f"[{obj.via}]"))
             walk(obj.path, depth + 1)
 
-    root = result.objects[result.new_from].path if result.objects else result.root
+    root = result.objects[result.new_from].path if result.new_from < len(result.objects) else result.root
     walk(root, 0)
     if result.mode != "dlopen":
         for obj in children.get(None, []):
