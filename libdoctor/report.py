@@ -25,6 +25,16 @@ def _source_json(source: SourceAttempt) -> dict[str, Any]:
             "folders": [_folder_json(f) for f in source.folders]}
 
 
+def stale_conf_folders(problem: Problem, report: ScanReport) -> list[str]:
+    """Folders of ld.so.conf that hold the missing soname itself although the cache does not know it."""
+    conf = report.env.conf
+    if conf is None or not problem.soname or report.env.cache_lookup.lookup(problem.soname):
+        return []
+    configured = {os.path.realpath(d) for d in conf.dirs}
+    return list(dict.fromkeys(os.path.dirname(c.path) for c in problem.candidates
+                              if c.exact and os.path.realpath(os.path.dirname(c.path)) in configured))
+
+
 def install_hints(problem: Problem, report: ScanReport) -> list[str]:
     """What to install for a missing library: the framework's own pin, else the CUDA table's hint."""
     if problem.kind not in ("missing", "missing-dlopen", "driver") or not problem.soname:
@@ -192,6 +202,9 @@ def _problem_lines(problem: Problem, style: Style, report: ScanReport, explained
         lines.append("      elsewhere on this machine: " + "; ".join(c.describe() for c in problem.candidates[:4]))
     elif problem.kind == "missing":
         lines.append("      elsewhere on this machine: no other version found")
+    for folder in stale_conf_folders(problem, report):
+        lines.append(f"      {folder} is configured in ld.so.conf, but ld.so.cache has no entry: run ldconfig "
+                     "(the loader reads only the cache)")
     for hint in install_hints(problem, report):
         lines.append(f"      install: {hint}")
     return lines
