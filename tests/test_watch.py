@@ -193,3 +193,21 @@ def test_systemd_units_verify_and_are_hardened(tmp_path: Path) -> None:
                               capture_output=True, text=True)
         match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout + done.stderr)
         assert match and float(match.group(1)) <= 2.5, done.stdout[-500:]
+
+
+def test_a_folder_that_appears_later_is_picked_up(elf: ElfFactory, tmp_path: Path) -> None:
+    dep = elf.lib("build/libdep.so.1", defines=["dep"])
+    elf.lib("app/libapp.so", calls=["dep"], link=[dep], runpath=str(tmp_path / "later/lib64"))
+    daemon = Daemon([str(tmp_path / "app"), "--debounce", "0.2"], cli_env(tmp_path))
+    try:
+        daemon.wait_for("watching", timeout=30)
+        mark = len(daemon.events)
+        (tmp_path / "later").mkdir()  # seen through the nearest existing ancestor
+        time.sleep(1.0)
+        (tmp_path / "later/lib64").mkdir()
+        time.sleep(1.0)
+        shutil.copy(dep, tmp_path / "later/lib64/libdep.so.1")  # inside a folder that did not exist at start
+        event, _ = daemon.wait_for("recovery", timeout=10, after=mark)
+        assert event["resolved"] == [f"missing:libdep.so.1:{tmp_path / 'app/libapp.so'}"]
+    finally:
+        daemon.stop()
