@@ -12,7 +12,7 @@ import dataclasses
 import errno as errno_mod
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 from .elffacts import ET_EXEC, ElfFacts, LoaderVerdict, loader_verdict
 from .environment import Environment

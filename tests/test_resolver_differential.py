@@ -132,7 +132,7 @@ def test_origin_of_dso_is_textual_not_realpath(elf: ElfFactory, judge: Judge, tm
 def test_origin_of_executed_program_is_its_real_path(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
     """loader-facts 7.5: started through a symlink, $ORIGIN is the real folder (ldd gets this wrong)."""
     app = elf.lib("app/lib/libapp.so.1", defines=["app"])
-    prog = elf.exe("app/prog", calls=["app"], link=[app], runpath="$ORIGIN/lib")
+    elf.exe("app/prog", calls=["app"], link=[app], runpath="$ORIGIN/lib")
     (tmp_path / "bin").mkdir()
     os.symlink("../app/prog", tmp_path / "bin/prog")
     link = str(tmp_path / "bin/prog")

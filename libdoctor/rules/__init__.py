@@ -8,7 +8,7 @@ that raises becomes a ``crashed`` finding; the run goes on.
 from __future__ import annotations
 
 import importlib
-from typing import Iterable, Optional
+from typing import Iterable
 
 from .base import Finding, Proposal, Rule, RuleContext, RuleResult
 
