@@ -1,6 +1,6 @@
 """The scan pipeline: discover targets, resolve each in one Environment, collect problems.
 
-``scan``, and later ``fix``, ``watch`` and ``preflight``, are front ends over :func:`run_scan`.
+``scan``, ``fix``, ``watch`` and ``preflight`` are front ends over :func:`run_scan`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .targets import Discovery, Target, discover
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # missing | missing-dlopen | version | fatal | bad-target
+    kind: str  # missing | missing-dlopen | version | fatal | bad-target | driver
     target: str
     message: str
     soname: Optional[str] = None
