@@ -37,6 +37,7 @@ MODE_EXEC = "exec"  # the kernel starts FILE
 MODE_DLOPEN = "dlopen"  # a running program calls dlopen(FILE)
 
 NOT_FOUND = "cannot open shared object file: No such file or directory"
+CONTINUE_ERRNOS = (errno_mod.ENOENT, errno_mod.EACCES, errno_mod.ENOTDIR)  # open_path searches on after these
 
 
 @dataclass(frozen=True)
@@ -559,8 +560,9 @@ class _LoadState:
             if attempt.outcome == "fatal":
                 search.fatal = attempt.detail
                 return search
-            if self.errno not in (errno_mod.ENOENT, errno_mod.EACCES):
-                # glibc gives up on the rest of this list (open_path returns -1).
+            if attempt.outcome != "no such folder" and self.errno not in CONTINUE_ERRNOS:
+                # glibc gives up on the rest of this list (open_path returns -1) when some subfolder
+                # of this folder exists and the last open failed otherwise (a symlink loop, say).
                 search.folders[-1] = _replace_attempt(attempt, "stopped", os.strerror(self.errno))
                 return search
         return search

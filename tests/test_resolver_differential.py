@@ -311,3 +311,38 @@ def test_dlopen_uses_caller_runpath_and_loaded_objects(elf: ElfFactory, judge: J
     # by bare name: dlopen searches the caller's RPATH too
     by_name = Resolver(env, FactsStore()).dlopen(str(caller), "libdep.so.1")
     assert by_name.ok and by_name.objects[by_name.new_from].path == str(tmp_path / "deps/libdep.so.1")
+
+
+def test_cache_names_compare_digit_runs_as_numbers(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    """_dl_cache_libcmp: DT_NEEDED libz.so.01 is served by the cache entry libz.so.1."""
+    if not judge.environment(str(tmp_path)).cache_lookup.lookup("libz.so.1"):
+        pytest.skip("no libz.so.1 in this machine's ld.so.cache")
+    stub = elf.stub("libz.so.01")
+    user = elf.lib("app/libuser.so", calls=["f"], link=[stub], defines=["u"])
+    result, trace = judge.compare(user, tmp_path)
+    assert trace.mapping()["libz.so.01"].endswith("/libz.so.1")
+    assert via_of(result, "libz.so.01") == CACHE
+
+
+def test_executable_as_a_dependency_is_fatal(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    stub = elf.stub("libexe.so.1")
+    elf.exe("exe/libexe.so.1", extra=["-no-pie"])
+    user = elf.lib("app/libuser.so", calls=["f"], link=[stub], rpath=str(tmp_path / "exe"), defines=["u"])
+    done = subprocess.run([judge.info.interpreter, "--list", str(user)], env=loader_env(), capture_output=True,
+                          text=True)
+    result = judge.predict(str(user), str(tmp_path))
+    assert done.returncode != 0 and "cannot dynamically load executable" in done.stderr
+    failed = next(r for r in result.resolutions if r.name == "libexe.so.1")
+    assert failed.fatal and "cannot dynamically load executable" in failed.error
+
+
+def test_a_file_in_ld_library_path_is_passed_over(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    """ENOTDIR (a path element that is a file) does not end the search list (open_path)."""
+    (tmp_path / "plain-file").write_text("not a folder")
+    stubs = [elf.stub("libfirst.so.1", ["f1"]), elf.stub("libsecond.so.1", ["f2"])]
+    elf.lib("good/libfirst.so.1", defines=["f1"])
+    elf.lib("good/libsecond.so.1", defines=["f2"])
+    user = elf.lib("app/libuser.so", calls=["f1", "f2"], link=stubs)
+    result, trace = judge.compare(user, tmp_path,
+                                  {"LD_LIBRARY_PATH": f"{tmp_path / 'plain-file'}:{tmp_path / 'good'}"})
+    assert trace.mapping()["libfirst.so.1"] == str(tmp_path / "good/libfirst.so.1")
