@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Optional, Union
 
 from . import errors
@@ -140,6 +139,8 @@ class FactsStore:
             if len(entries) >= MAX_ENTRIES:
                 break
             entries.setdefault(k, v)
+        import tempfile
+
         folder = os.path.dirname(self.path)
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)

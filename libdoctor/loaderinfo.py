@@ -10,14 +10,10 @@ Without such a loader, documented per-distribution defaults stand in.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import platform
 import re
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -41,7 +37,9 @@ class LoaderInfo:
     source: str  # where these facts came from
 
 
-def _run(argv: list[str], env: dict[str, str]) -> Optional[subprocess.CompletedProcess]:
+def _run(argv: list[str], env: dict[str, str]):  # noqa: ANN202 - subprocess is imported only when probing
+    import subprocess
+
     try:
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
@@ -84,7 +82,7 @@ def _trace_subdirs(interpreter: str, probe_program: str) -> Optional[tuple[str, 
 
 def _fallback_system_dirs() -> tuple[tuple[str, ...], str]:
     """Debian multiarch, else the lib64 layout of Red Hat and SUSE (glibc's configure defaults)."""
-    triplet = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine())
+    triplet = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(os.uname().machine)
     if triplet and os.path.isdir(f"/lib/{triplet}"):
         return (f"/lib/{triplet}", f"/usr/lib/{triplet}", "/lib", "/usr/lib"), f"lib/{triplet}"
     if os.path.isdir("/lib64") and not os.path.islink("/lib64") or os.path.isdir("/usr/lib64"):
@@ -93,8 +91,8 @@ def _fallback_system_dirs() -> tuple[tuple[str, ...], str]:
 
 
 def host_abi() -> HostAbi:
-    machine = _MACHINES.get(platform.machine(), 62)
-    bits = 64 if platform.architecture()[0] == "64bit" else 32
+    machine = _MACHINES.get(os.uname().machine, 62)
+    bits = 64 if sys.maxsize > 2 ** 32 else 32
     return HostAbi(elf_class=bits, little_endian=sys.byteorder == "little", machine=machine)
 
 
@@ -126,7 +124,7 @@ def probe_loader(interpreter: Optional[str] = None, probe_program: Optional[str]
         hwcaps = tuple(s[len("glibc-hwcaps/"):] for s in subdirs if s.startswith("glibc-hwcaps/"))
         source = "ld.so --list-diagnostics and LD_DEBUG=libs" if diag else "LD_DEBUG=libs"
     else:
-        lib, plat = fallback_lib, diag.get("dl_platform") or platform.machine()
+        lib, plat = fallback_lib, diag.get("dl_platform") or os.uname().machine
         subdirs = tuple(f"glibc-hwcaps/{n}" for n in hwcaps) + ("",)
         source = "ld.so --list-diagnostics" if diag else "built-in defaults"
     return LoaderInfo(interpreter=interpreter, glibc_version=diag.get("version.version"), system_dirs=system_dirs,
@@ -146,6 +144,8 @@ def _probe_key(interpreter: str) -> Optional[str]:
             flags = next((line for line in handle if line.startswith(("flags", "Features"))), "")
     except OSError:
         pass
+    import hashlib
+
     digest = hashlib.sha256(flags.encode()).hexdigest()[:16]
     return (f"{interpreter}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{digest}:"
             f"{os.environ.get('GLIBC_TUNABLES', '')}")
@@ -170,6 +170,8 @@ def cached_probe_loader(cache_dir: Optional[str]) -> LoaderInfo:
             pass
     info = probe_loader(interpreter)
     if key and path:
+        import tempfile
+
         try:
             os.makedirs(cache_dir, mode=0o700, exist_ok=True)  # type: ignore[arg-type]
             fd, tmp = tempfile.mkstemp(prefix=".loader-", dir=cache_dir)

@@ -1,12 +1,13 @@
 """Logging through structlog: readable on a terminal, JSON lines otherwise (under systemd)."""
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Any
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# logging's numeric levels, without importing logging at start-up
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
+_LEVELS = {"debug": DEBUG, "info": INFO, "warning": WARNING, "error": ERROR}
 
 
 _configured_level = ["warning"]
@@ -29,7 +30,7 @@ def _configure() -> None:
                      if on_terminal else structlog.processors.JSONRenderer())
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.WARNING)),
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, WARNING)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
@@ -46,7 +47,7 @@ def _ignore(*_args: Any, **_kwargs: Any) -> None:
 
 class _LazyLogger:
     def __getattr__(self, method: str) -> Any:
-        if _LEVELS.get(method, logging.CRITICAL) < _LEVELS.get(_configured_level[0], logging.WARNING):
+        if _LEVELS.get(method, CRITICAL) < _LEVELS.get(_configured_level[0], WARNING):
             return _ignore  # below the level: structlog is not even imported
         import structlog
 
