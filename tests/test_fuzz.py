@@ -100,3 +100,37 @@ def test_search_path_strings(text: str, origin) -> None:
     for element in split_search_path(text, ":;"):
         expanded = expand_dst(element, origin, "lib", "haswell")
         assert expanded is None or "$ORIGIN" not in element or origin is not None
+
+
+@SETTINGS
+@given(st.text(max_size=400))
+def test_ld_so_conf_parser(text: str) -> None:
+    from libdoctor.ldconf import parse_ld_conf
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "ld.so.conf")
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(text)
+        conf = parse_ld_conf(path)
+        assert all(isinstance(d, str) and d for d in conf.dirs)
+
+
+@SETTINGS
+@given(st.one_of(st.text(max_size=300), st.lists(st.sampled_from(
+    ['targets = ["/a"]', 'heal = "safe"', 'heal = 3', "interval = -1", "interval = 2.5", 'metrics_file = "/m"',
+     "in_place = true", "unknown = 1", "[table]", 'environments = ["/e", 3]', "debounce = true"]),
+    max_size=6).map("\n".join)))
+def test_config_parser_gives_usage_errors_only(text: str) -> None:
+    from libdoctor.config import load_config
+    from libdoctor.errors import UsageError
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "config.toml")
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(text)
+        try:
+            config = load_config(path, system=os.path.join(folder, "none"), user=os.path.join(folder, "none"))
+        except UsageError as exc:
+            assert str(exc).startswith(path) and "\n" not in str(exc).strip()
+            return
+        assert config.heal in ("off", "safe") and config.interval > 0
