@@ -192,10 +192,7 @@ def undo_command(run_id: Optional[str], undo_all: bool, list_runs: bool, as_json
         raise click.UsageError("name a RUN-ID or give --all (see --list)")
     with state_lock(root):
         lines = undo(root, None if undo_all else run_id)
-    if as_json:
-        click.echo(json.dumps({"schema_version": 1, "report": lines}))
-    else:
-        click.echo("\n".join(lines) or "nothing to undo")
+    _report_lines(lines or ["nothing to undo"], as_json)
     sys.exit(EXIT_PROBLEMS if any(line.startswith("left ") for line in lines) else EXIT_OK)
 
 
@@ -337,24 +334,29 @@ def hook_group() -> None:
     """Conda activation scripts and the bert-serving-start wrapper."""
 
 
+def _report_lines(lines: list[str], as_json: bool) -> None:
+    click.echo(json.dumps({"schema_version": 1, "report": lines}) if as_json else "\n".join(lines))
+
+
 @hook_group.command("install")
 @click.option("--env", "prefix", required=True, type=click.Path(exists=True, file_okay=False))
-def hook_install(prefix: str) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def hook_install(prefix: str, as_json: bool) -> None:
     """Write activate.d/deactivate.d scripts and wrap bert-serving-start with libdoctor preflight."""
     from .hooks import install_hook, libdoctor_command
 
-    for line in install_hook(prefix, libdoctor_command()):
-        click.echo(line)
+    _report_lines(install_hook(prefix, libdoctor_command()), as_json)
 
 
 @hook_group.command("remove")
 @click.option("--env", "prefix", required=True, type=click.Path())
-def hook_remove(prefix: str) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def hook_remove(prefix: str, as_json: bool) -> None:
     """Take the hook away again; anything libdoctor did not write is left alone."""
     from .hooks import remove_hook
 
     lines = remove_hook(prefix)
-    click.echo("\n".join(lines))
+    _report_lines(lines, as_json)
     sys.exit(EXIT_PROBLEMS if any(line.startswith("left ") for line in lines) else EXIT_OK)
 
 
@@ -366,13 +368,16 @@ def systemd_group() -> None:
 @systemd_group.command("install")
 @click.option("--dest", default="/etc/systemd/system", show_default=True, type=click.Path())
 @click.option("--executable", type=click.Path(), help="The libdoctor to run (default: this one).")
-def systemd_install(dest: str, executable: Optional[str]) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def systemd_install(dest: str, executable: Optional[str], as_json: bool) -> None:
     """Write the units into DEST with the path of the libdoctor executable filled in."""
     from .units import install_units
 
-    for path in install_units(dest, executable):
-        click.echo(f"wrote {path}")
-    click.echo("then: systemctl daemon-reload && systemctl enable --now libdoctor-scan.timer libdoctor-watch.service")
+    lines = [f"wrote {path}" for path in install_units(dest, executable)]
+    if not as_json:
+        lines.append("then: systemctl daemon-reload && systemctl enable --now libdoctor-scan.timer "
+                     "libdoctor-watch.service")
+    _report_lines(lines, as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover
