@@ -57,44 +57,50 @@ class CandidateFinder:
                 self._listings.append((folder, sorted(os.listdir(folder))))
             except OSError:
                 continue
+        self._listed = {os.path.realpath(folder) for folder, _names in self._listings}
+        self._extra: dict[str, Optional[list[str]]] = {}
+        self._answers: dict[tuple, tuple[Candidate, ...]] = {}
 
-    def find(self, soname: str, searched: Iterable[str] = (), limit: int = 8) -> list[Candidate]:
-        """Candidates for ``soname``; ``searched`` adds the folders the loader tried for it."""
-        listed = {os.path.realpath(folder) for folder, _names in self._listings}
-        extra = []
-        for folder in searched:
-            folder = os.path.realpath(folder) if folder else folder
-            if folder and folder not in listed and os.path.isdir(folder):
-                listed.add(folder)
-                try:
-                    extra.append((folder, sorted(os.listdir(folder))))
-                except OSError:
-                    continue
-        return find_candidates(soname, self.env, limit=limit, listings=extra + self._listings)
+    def find(self, soname: str, searched: Iterable[str] = (), limit: int = 8) -> tuple[Candidate, ...]:
+        """Candidates for ``soname``; ``searched`` adds the folders the loader tried for it.
 
+        Answers are kept: a scan asks for the same missing name from many targets.
+        """
+        searched = tuple(searched)
+        key = (soname, searched, limit)
+        if key not in self._answers:
+            extra = [(f, names) for f in dict.fromkeys(os.path.realpath(f) for f in searched if f)
+                     if f not in self._listed and (names := self._extra_listing(f)) is not None]
+            self._answers[key] = tuple(self._rank(soname, extra + self._listings, limit))
+        return self._answers[key]
 
-def find_candidates(soname: str, env: Environment, site_packages: Iterable[str] = (), limit: int = 8,
-                    listings: Optional[list[tuple[str, list[str]]]] = None) -> list[Candidate]:
-    """Files named like ``soname`` or another version of it, exact matches first."""
-    stem = stem_of(soname)
-    found: dict[str, Candidate] = {}
-    if env.cache is not None:
-        for entry in env.cache.entries:
-            if entry.key == soname or entry.key.startswith(stem + "."):
-                found.setdefault(entry.path, Candidate(entry.path, entry.key, entry.key == soname))
-    if listings is None:
-        listings = CandidateFinder(env, site_packages)._listings
-    for folder, names in listings:
-        for name in names:
-            if name == soname or name.startswith(stem + ".") or name == stem:
-                path = os.path.join(folder, name)
-                if os.path.exists(path):
-                    found.setdefault(path, Candidate(path, name, name == soname))
-    ordered = sorted(found.values(), key=lambda c: (not c.exact, _version_distance(soname, c.name), c.path))
-    unique: dict[str, Candidate] = {}  # one entry per real file: links to it add nothing
-    for candidate in ordered:
-        unique.setdefault(os.path.realpath(candidate.path), candidate)
-    return list(unique.values())[:limit]
+    def _extra_listing(self, folder: str) -> Optional[list[str]]:
+        if folder not in self._extra:
+            try:
+                self._extra[folder] = sorted(os.listdir(folder))
+            except OSError:
+                self._extra[folder] = None
+        return self._extra[folder]
+
+    def _rank(self, soname: str, listings: list[tuple[str, list[str]]], limit: int) -> list[Candidate]:
+        """Files named like ``soname`` or another version of it, exact matches first."""
+        stem = stem_of(soname)
+        found: dict[str, Candidate] = {}
+        if self.env.cache is not None:
+            for entry in self.env.cache.entries:
+                if entry.key == soname or entry.key.startswith(stem + "."):
+                    found.setdefault(entry.path, Candidate(entry.path, entry.key, entry.key == soname))
+        for folder, names in listings:
+            for name in names:
+                if name == soname or name.startswith(stem + ".") or name == stem:
+                    path = os.path.join(folder, name)
+                    if os.path.exists(path):
+                        found.setdefault(path, Candidate(path, name, name == soname))
+        ordered = sorted(found.values(), key=lambda c: (not c.exact, _version_distance(soname, c.name), c.path))
+        unique: dict[str, Candidate] = {}  # one entry per real file: links to it add nothing
+        for candidate in ordered:
+            unique.setdefault(os.path.realpath(candidate.path), candidate)
+        return list(unique.values())[:limit]
 
 
 def _version_distance(wanted: str, name: str) -> tuple[int, str]:

@@ -189,7 +189,6 @@ class _Search:
     folders: list[FolderAttempt] = field(default_factory=list)
     found: Optional[tuple[str, Probe]] = None
     fatal: Optional[str] = None
-    other_class: bool = False
 
 
 class Resolver:
@@ -308,14 +307,17 @@ class _LoadState:
             self.by_identity.setdefault(obj.identity, obj)
         return obj
 
-    def match_loaded(self, name: str) -> Optional[_Obj]:
-        """``_dl_map_object``'s first loop: a loaded object answers to its names and SONAME."""
+    def find_loaded(self, name: str) -> Optional[_Obj]:
+        """``_dl_lookup_map``: the first loaded object answering to ``name`` or having it as SONAME."""
         hits = [o for o in (self.by_name.get(name), self.by_soname.get(name), self._rtld_match(name)) if o]
-        if not hits:
-            return None
-        obj = min(hits, key=lambda o: o.index)
-        obj.names.add(name)
-        self.by_name.setdefault(name, obj)
+        return min(hits, key=lambda o: o.index) if hits else None
+
+    def match_loaded(self, name: str) -> Optional[_Obj]:
+        """``find_loaded``, and the object answers to ``name`` from now on (``add_name_to_object``)."""
+        obj = self.find_loaded(name)
+        if obj is not None:
+            obj.names.add(name)
+            self.by_name.setdefault(name, obj)
         return obj
 
     def _rtld_match(self, name: str) -> Optional[_Obj]:
@@ -368,7 +370,7 @@ class _LoadState:
         for name, where in self.env.preloads:
             resolution, _obj = self.map_object(main, name, depth=1, preload=where)
             if not resolution.found:
-                self.resolutions[-1] = _replace(resolution, error=(
+                self.resolutions[-1] = dataclasses.replace(resolution, error=(
                     f"object '{name}' from {where} cannot be preloaded ({resolution.error}): ignored"))
 
     # -- breadth-first dependencies (elf/dl-deps.c) --------------------------------------
@@ -394,7 +396,7 @@ class _LoadState:
             return self._map_direct(loader, name, requester, depth)
         sources, search = self._search(loader, name)
         if search.found is None:
-            error = search.fatal or ("wrong ELF class: ELFCLASS32" if search.other_class and self.info.host.elf_class == 64
+            error = search.fatal or (self._other_class_error() if any(_other_class(s) for s in sources)
                                      else NOT_FOUND)
             return self._record(Resolution(name, requester, None, "not found", tuple(sources), error,
                                            bool(search.fatal))), None
@@ -413,7 +415,7 @@ class _LoadState:
         sources = (SourceAttempt(DIRECT, folders=(attempt,)),)
         if attempt.outcome != "found":
             error = attempt.detail if attempt.outcome == "fatal" else (
-                "wrong ELF class: ELFCLASS32" if attempt.outcome == "skipped" else
+                self._other_class_error() if _other_class(sources[0]) else
                 f"cannot open shared object file: {os.strerror(probe.errno or errno_mod.ENOENT)}")
             return self._record(Resolution(name, requester, None, "not found", sources, error,
                                            attempt.outcome == "fatal")), None
@@ -436,6 +438,10 @@ class _LoadState:
                             self.origin(path, False), name, requester, via, depth))
         return self._record(Resolution(name, requester, path, via, sources)), obj
 
+    def _other_class_error(self) -> str:
+        """glibc names the class the loader is not: a 64-bit loader says ELFCLASS32."""
+        return f"wrong ELF class: ELFCLASS{32 if self.info.host.elf_class == 64 else 64}"
+
     def _record(self, resolution: Resolution) -> Resolution:
         self.resolutions.append(resolution)
         return resolution
@@ -452,7 +458,6 @@ class _LoadState:
         main = self.main
         assert main is not None
         if loader.facts.runpath is None:
-            before = len(sources)
             chain_has_main = False
             obj: Optional[_Obj] = loader
             while obj is not None:
@@ -466,7 +471,7 @@ class _LoadState:
                 hit = self._try_source(sources, RPATH, main, main.facts.rpath, ":", name)
                 if hit:
                     return sources, hit
-            if len(sources) == before:
+            if not sources:
                 sources.append(SourceAttempt(RPATH, note="none in the chain of requesting objects"))
         else:
             sources.append(SourceAttempt(RPATH, loader.path, note="skipped: the requesting object has DT_RUNPATH"))
@@ -486,10 +491,9 @@ class _LoadState:
             return sources, hit
         if nodeflib:
             sources.append(SourceAttempt(SYSTEM, loader.path, note="skipped: the requesting object has DF_1_NODEFLIB"))
-            return sources, _Search(other_class=any(_other_class(s) for s in sources))
+            return sources, _Search()
         search = self._open_path(name, info.system_dirs)
         sources.append(SourceAttempt(SYSTEM, folders=tuple(search.folders)))
-        search.other_class |= any(_other_class(s) for s in sources)
         return sources, search
 
     def _try_source(self, sources: list[SourceAttempt], tag: str, owner: _Obj, value: Optional[str],
@@ -512,8 +516,6 @@ class _LoadState:
             return None
         probe = self.view.probe(path)
         attempt = self._judge(path, probe)
-        if attempt.outcome != "found" and attempt.outcome != "fatal":
-            attempt = FolderAttempt(os.path.dirname(path), attempt.outcome, attempt.detail, path)
         sources.append(SourceAttempt(CACHE, folders=(attempt,)))
         if attempt.outcome == "found":
             return _Search(found=(path, probe))
@@ -541,7 +543,7 @@ class _LoadState:
         known = self.r.searches.get(key)
         if known is not None:
             self.errno = errno_mod.ENOENT
-            return _Search(list(known.folders), known.found, known.fatal, known.other_class)
+            return _Search(list(known.folders), known.found, known.fatal)
         search = self._open_path_uncached(name, folders)
         if self.r.is_plain(folders) and self.errno == errno_mod.ENOENT:
             self.r.searches[key] = search
@@ -551,7 +553,7 @@ class _LoadState:
         """``open_path``: each folder with its hwcaps subfolders, first hit wins."""
         search = _Search()
         for folder in folders:
-            attempt, probe = self._try_folder(name, folder, search)
+            attempt, probe = self._try_folder(name, folder)
             search.folders.append(attempt)
             if attempt.outcome == "found":
                 assert attempt.candidate is not None and probe is not None
@@ -567,7 +569,7 @@ class _LoadState:
                 return search
         return search
 
-    def _try_folder(self, name: str, folder: str, search: _Search) -> tuple[FolderAttempt, Optional[Probe]]:
+    def _try_folder(self, name: str, folder: str) -> tuple[FolderAttempt, Optional[Probe]]:
         seen_folder = False
         skipped: Optional[FolderAttempt] = None
         for where, key, names in self.r.folder_layout(folder):
@@ -593,7 +595,6 @@ class _LoadState:
                 self.folder_exists[key] = True
                 return FolderAttempt(folder, attempt.outcome, attempt.detail, path), probe
             if attempt.outcome == "skipped":
-                search.other_class = search.other_class or "class" in attempt.detail
                 skipped = skipped or FolderAttempt(folder, "skipped", attempt.detail, path)
                 self.errno = errno_mod.ENOENT
             else:
@@ -616,7 +617,7 @@ class _LoadState:
             for need in obj.facts.version_needs:
                 needs.setdefault(need.file, []).append(need)
             for file_name, wanted in needs.items():
-                provider = self.match_loaded_quietly(file_name)
+                provider = self.find_loaded(file_name)
                 if provider is None:
                     continue  # missing altogether: reported as not found
                 if not provider.facts.has_verdef:
@@ -628,10 +629,6 @@ class _LoadState:
                         problems.append(VersionProblem(obj.path, provider.path, file_name, need.name, need.weak,
                                                        False))
         return problems
-
-    def match_loaded_quietly(self, name: str) -> Optional[_Obj]:
-        hits = [o for o in (self.by_name.get(name), self.by_soname.get(name), self._rtld_match(name)) if o]
-        return min(hits, key=lambda o: o.index) if hits else None
 
     # -- the result ----------------------------------------------------------------------
 
@@ -653,10 +650,6 @@ class _LoadState:
 
 def _other_class(source: SourceAttempt) -> bool:
     return any(f.outcome == "skipped" and "class" in f.detail for f in source.folders)
-
-
-def _replace(resolution: Resolution, **changes: object) -> Resolution:
-    return dataclasses.replace(resolution, **changes)
 
 
 def _replace_attempt(attempt: FolderAttempt, outcome: str, detail: str) -> FolderAttempt:

@@ -110,8 +110,11 @@ def _chain(result: LoadResult, requester: Optional[str]) -> tuple[str, ...]:
     return tuple(reversed(chain))
 
 
-def problems_of(target: Target, result: LoadResult, finder: CandidateFinder,
-                candidates: Optional[dict[tuple, tuple[Candidate, ...]]] = None) -> tuple[Problem, ...]:
+def _searched(resolution: Resolution) -> tuple[str, ...]:
+    return tuple(f.folder for s in resolution.sources for f in s.folders)
+
+
+def problems_of(target: Target, result: LoadResult, finder: CandidateFinder) -> tuple[Problem, ...]:
     if result.root_error is not None:
         if "statically linked" in result.root_error:
             return ()
@@ -125,14 +128,7 @@ def problems_of(target: Target, result: LoadResult, finder: CandidateFinder,
         kind = "fatal" if resolution.fatal else "missing"
         message = (f"{resolution.name}: {resolution.error}" if resolution.fatal
                    else f"{resolution.name} not found")
-        found: tuple[Candidate, ...] = ()
-        if not resolution.fatal:
-            searched = tuple(f.folder for s in resolution.sources for f in s.folders)
-            known = candidates if candidates is not None else {}
-            key = (resolution.name, searched)
-            if key not in known:
-                known[key] = tuple(finder.find(resolution.name, searched))
-            found = known[key]
+        found = () if resolution.fatal else finder.find(resolution.name, _searched(resolution))
         problems.append(Problem(kind, target.path, message, resolution.name, resolution.requester,
                                 _chain(result, resolution.requester), resolution, found))
     for version in result.version_problems:
@@ -157,23 +153,19 @@ def dlopen_checks(resolver: Resolver, target: Target, result: LoadResult) -> tup
     return tuple(checks)
 
 
-def dlopen_problems(target: Target, checks: tuple[DlopenCheck, ...], finder: "CandidateFinder",
-                    candidates: dict) -> tuple[Problem, ...]:
+def dlopen_problems(target: Target, checks: tuple[DlopenCheck, ...], finder: CandidateFinder
+                    ) -> tuple[Problem, ...]:
     problems = []
     for check in checks:
         if check.result.ok:
             continue
         wanted = next((r for r in check.result.resolutions if r.name == check.name), None)
         if wanted is not None and not wanted.found:
-            key = (check.name, tuple(f.folder for s in wanted.sources for f in s.folders))
-            if key not in candidates:
-                candidates[key] = tuple(finder.find(check.name, key[1]))
             problems.append(Problem("missing-dlopen", target.path,
                                     f"{check.name} not found (probable dlopen by {target.path})", check.name,
-                                    target.path, (target.path,), wanted, candidates[key]))
+                                    target.path, (target.path,), wanted, finder.find(check.name, _searched(wanted))))
         else:
-            for sub in problems_of(target, check.result, finder, candidates):
-                problems.append(sub)
+            problems.extend(problems_of(target, check.result, finder))
     return tuple(problems)
 
 
@@ -200,7 +192,6 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     report = ScanReport(env, discovery, cache_note=store.load_problem, inputs=inputs, resolver=resolver)
     sites = discovery.environment.site_packages if discovery.environment else ()
     finder: Optional[CandidateFinder] = None
-    candidates: dict[tuple, tuple[Candidate, ...]] = {}  # one search of the machine per missing name
     infos = {}
     if discovery.frameworks and discovery.environment:
         from .frameworks import framework_info
@@ -214,9 +205,9 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         checks = dlopen_checks(resolver, target, result) if dlopen_strings else ()
         if finder is None and (not result.ok or not all(c.result.ok for c in checks)):
             finder = CandidateFinder(env, sites, look_in)
-        problems = problems_of(target, result, finder, candidates) if finder else ()
+        problems = problems_of(target, result, finder) if finder else ()
         if checks and finder:
-            problems += dlopen_problems(target, checks, finder, candidates)
+            problems += dlopen_problems(target, checks, finder)
         report.targets.append(TargetReport(target, result, problems, checks))
     if infos:
         from .frameworkcheck import machine_driver
@@ -224,7 +215,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         report.driver = machine_driver(env)
         finder = finder or CandidateFinder(env, sites, look_in)
         for label, info in infos.items():
-            _check_framework(report, resolver, info, label, finder, candidates)
+            _check_framework(report, resolver, info, label, finder)
         python = report.discovery.environment.python if report.discovery.environment else None
         if probe and python:
             from .probe import run_probe
@@ -233,8 +224,8 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     return report
 
 
-def _check_framework(report: ScanReport, resolver: Resolver, info, label: str, finder: CandidateFinder,
-                     candidates: dict) -> None:  # noqa: ANN001
+def _check_framework(report: ScanReport, resolver: Resolver, info, label: str,  # noqa: ANN001
+                     finder: CandidateFinder) -> None:
     from .frameworkcheck import check_framework
     from .frameworks import OPTIONAL
 
@@ -257,7 +248,7 @@ def _check_framework(report: ScanReport, resolver: Resolver, info, label: str, f
             report.targets.append(TargetReport(target, resolve_target(resolver, target), (), ()))
             index = len(report.targets) - 1
         existing = report.targets[index]
-        problems = dlopen_problems(existing.target, (dlopen,), finder, candidates)
+        problems = dlopen_problems(existing.target, (dlopen,), finder)
         problems = tuple(replace(p, message=f"{check.lib.soname} not found ({check.lib.role} for {info.label}, "
                                             f"dlopened by {os.path.basename(requester)})") for p in problems)
         report.targets[index] = replace(existing, problems=existing.problems + problems,
