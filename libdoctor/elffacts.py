@@ -49,6 +49,7 @@ class VersionNeed:
     name: str
     hash: int
     weak: bool
+    index: int = 0  # vna_other: the versym index symbols use to name this version
 
 
 @dataclass(frozen=True)
@@ -346,9 +347,9 @@ def _version_needs(reader: _Reader, layout: _Layout, strtab: int, addr: int, cou
         file_name = reader.cstring(strtab + file_off, "version need file")
         apos = pos + aux
         for _ in range(cnt):
-            vhash, flags, _other, name_off, anext = struct.unpack(fmt + "IHHII", reader.read(apos, 16, "version need aux"))
+            vhash, flags, other, name_off, anext = struct.unpack(fmt + "IHHII", reader.read(apos, 16, "version need aux"))
             needs.append(VersionNeed(file_name, reader.cstring(strtab + name_off, "version name"), vhash,
-                                     bool(flags & VER_FLG_WEAK)))
+                                     bool(flags & VER_FLG_WEAK), other))
             if len(needs) > MAX_VERSION_ENTRIES:
                 raise CorruptError("corrupt: too many version needs")
             if anext == 0:

@@ -16,7 +16,7 @@ from . import errors
 from .elffacts import ElfFacts, VersionDef, VersionNeed, read_elf_facts_fd
 
 FORMAT = "libdoctor-elf-facts"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: VersionNeed.index
 MAX_ENTRIES = 50_000
 
 Key = tuple[int, int, int, int]

@@ -13,7 +13,8 @@ from functools import lru_cache
 from typing import Optional
 
 from .elffacts import (DT_GNU_HASH, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_VERDEF, DT_VERDEFNUM, DT_VERNEED,
-                       DT_VERNEEDNUM, DT_VERSYM, ELFMAG, _dynamic_entries, _parse_headers, _Reader)
+                       DT_VERNEEDNUM, DT_VERSYM, ELFMAG, _dynamic_entries, _parse_headers, _Reader, _version_defs,
+                       _version_needs)
 from .errors import CorruptError, ElfError, NotElfError
 
 MAX_SYMBOLS = 4_000_000
@@ -57,33 +58,13 @@ def _symbol_count(reader: _Reader, layout, tags: dict[int, int]) -> int:
 
 def _version_names(reader: _Reader, layout, strtab: int, tags: dict[int, int]) -> dict[int, tuple[str, Optional[str]]]:
     """versym index -> (version name, file that must define it, None for own definitions)."""
-    fmt = layout.fmt
     names: dict[int, tuple[str, Optional[str]]] = {}
     if DT_VERDEF in tags:
-        pos = layout.offset_of(tags[DT_VERDEF], "version definitions")
-        for _ in range(min(tags.get(DT_VERDEFNUM, 0), 1 << 16)):
-            _v, _flags, index, cnt, _hash, aux, nxt = struct.unpack(fmt + "HHHHIII", reader.read(pos, 20, "verdef"))
-            if cnt:
-                (name_off, _n) = struct.unpack(fmt + "II", reader.read(pos + aux, 8, "verdaux"))
-                names[index] = (reader.cstring(strtab + name_off, "version"), None)
-            if not nxt:
-                break
-            pos += nxt
+        for definition in _version_defs(reader, layout, strtab, tags[DT_VERDEF], tags.get(DT_VERDEFNUM, 0)):
+            names[definition.index] = (definition.name, None)
     if DT_VERNEED in tags:
-        pos = layout.offset_of(tags[DT_VERNEED], "version needs")
-        for _ in range(min(tags.get(DT_VERNEEDNUM, 0), 1 << 16)):
-            _v, cnt, file_off, aux, nxt = struct.unpack(fmt + "HHIII", reader.read(pos, 16, "verneed"))
-            file_name = reader.cstring(strtab + file_off, "version file")
-            apos = pos + aux
-            for _ in range(cnt):
-                _h, _f, other, name_off, anext = struct.unpack(fmt + "IHHII", reader.read(apos, 16, "vernaux"))
-                names[other] = (reader.cstring(strtab + name_off, "version"), file_name)
-                if not anext:
-                    break
-                apos += anext
-            if not nxt:
-                break
-            pos += nxt
+        for need in _version_needs(reader, layout, strtab, tags[DT_VERNEED], tags.get(DT_VERNEEDNUM, 0)):
+            names[need.index] = (need.name, need.file)
     return names
 
 
