@@ -10,7 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
 from .ldcache import CacheError, CacheLookup, LdCache, load_ld_cache
 from .ldconf import LdConf, parse_ld_conf
@@ -34,6 +34,15 @@ def split_preload(value: Optional[str]) -> tuple[str, ...]:
     if not value:
         return ()
     return tuple(p for p in value.replace(":", " ").split(" ") if p)
+
+
+def append_to_search_path(value: Optional[str], folders: Iterable[str]) -> Optional[str]:
+    """``value`` with the ``folders`` it lacks appended, never creating an empty element (the cwd)."""
+    present = set(split_search_path(value, ":;"))
+    new = [f for f in dict.fromkeys(folders) if f and f not in present]
+    if not new:
+        return value
+    return ":".join(([value] if value else []) + new)
 
 
 def read_preload_file(path: str = PRELOAD_FILE) -> tuple[str, ...]:
@@ -81,6 +90,10 @@ class Environment:
 
     def replace(self, **changes: object) -> "Environment":
         return dataclasses.replace(self, **changes)
+
+    def with_search_folders(self, folders: Iterable[str]) -> "Environment":
+        """This environment with ``folders`` appended to LD_LIBRARY_PATH (what the shim activation does)."""
+        return self.replace(ld_library_path=append_to_search_path(self.ld_library_path, folders))
 
     def with_links(self, links: Mapping[str, str]) -> "Environment":
         merged = dict(self.overlay)

@@ -40,12 +40,7 @@ def repair_prefix(targets: tuple[str, ...], prefix: Optional[str], python: Optio
 
 def activated_environment(prefix: Optional[str], root: Optional[str] = None) -> Environment:
     """The current environment plus the search-path additions already applied for ``prefix``."""
-    env = Environment.from_process()
-    additions = [f for f in search_additions(prefix, root) if f not in (env.library_path or ())]
-    if additions:
-        value = ":".join(([env.ld_library_path] if env.ld_library_path else []) + additions)
-        env = env.replace(ld_library_path=value)
-    return env
+    return Environment.from_process().with_search_folders(search_additions(prefix, root))
 
 
 def choose(proposals: list[Proposal], force: bool, heal_only_safe: bool = False) -> list[Proposal]:

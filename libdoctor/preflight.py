@@ -234,6 +234,7 @@ def profile_for(command: str, requested: Optional[str]) -> str:
 
 
 def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, dev: str = "/dev") -> Preflight:
+    from .environment import append_to_search_path
     from .fix import activated_environment
     from .fixer import search_additions
     from .scan import run_scan
@@ -256,10 +257,8 @@ def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, de
         results.extend(framework_checks(report, cpu))
     except Exception as exc:  # noqa: BLE001 - a crashing check is a result, not an aborted run
         results.append(CheckResult("frameworks", CRASHED, f"the check did not complete: {exc!r}"))
-    additions = [f for f in search_additions(prefix) if f]
-    current = os.environ.get("LD_LIBRARY_PATH")
-    value = ":".join(([current] if current else []) + [a for a in additions if a not in (current or "").split(":")])
-    return Preflight(tuple(command), profile, prefix, tuple(results), value or current)
+    value = append_to_search_path(os.environ.get("LD_LIBRARY_PATH"), search_additions(prefix))
+    return Preflight(tuple(command), profile, prefix, tuple(results), value)
 
 
 def exec_command(preflight: Preflight) -> None:

@@ -24,21 +24,14 @@ from .symbols import SymbolTable, identifier_strings, symbols_of
 MAX_LISTED = 8
 
 
-def with_search_folder(env: Environment, folder: str) -> Environment:
-    """``env`` with ``folder`` appended to LD_LIBRARY_PATH (never creating an empty element)."""
-    current = env.ld_library_path
-    value = f"{current}:{folder}" if current else folder
-    return env.replace(ld_library_path=value)
-
-
 def proposal_environment(ctx: RuleContext, proposal: Proposal) -> Environment:
     env = ctx.env
     if proposal.kind == "symlink" and proposal.link and proposal.target:
         env = env.with_links({proposal.link: proposal.target})
         if not ctx.placement.in_place:
-            env = with_search_folder(env, os.path.dirname(proposal.link))
+            env = env.with_search_folders([os.path.dirname(proposal.link)])
     elif proposal.kind == "search-path" and proposal.folder:
-        env = with_search_folder(env, proposal.folder)
+        env = env.with_search_folders([proposal.folder])
     return env
 
 
