@@ -18,7 +18,7 @@ from .cudatable import pairing_verdict, soname_major
 from .environment import Environment
 from .resolver import LoadResult, Resolver
 from .rules.base import Proposal, RuleContext
-from .scan import TargetReport, resolve_target
+from .scan import DlopenCheck, TargetReport, resolve_target
 from .symbols import SymbolTable, identifier_strings, symbols_of
 
 MAX_LISTED = 8
@@ -39,12 +39,12 @@ def _affected(ctx: RuleContext, proposal: Proposal) -> list[TargetReport]:
     return [t for t in ctx.report.targets if t.target.path in proposal.consumers]
 
 
-def _rerun(resolver: Resolver, report: TargetReport, soname: str) -> tuple[LoadResult, Optional[LoadResult]]:
+def _rerun(resolver: Resolver, report: TargetReport, soname: str
+           ) -> tuple[LoadResult, Optional[DlopenCheck], Optional[LoadResult]]:
     """The target's load again, and its dlopen of ``soname`` when that is how it wants it."""
     result = resolve_target(resolver, report.target)
     check = next((c for c in report.dlopens if c.name == soname), None)
-    dlopened = check.rerun(resolver, report.target.path) if check else None
-    return result, dlopened
+    return result, check, check.rerun(resolver, report.target.path) if check else None
 
 
 def _listed(names: Iterable[str]) -> str:
@@ -111,8 +111,9 @@ def verify_symlink(ctx: RuleContext, proposal: Proposal) -> Proposal:
     if provider is None:
         broken.append(f"{target_path} is not a readable ELF shared object")
     resolver = Resolver(proposal_environment(ctx, proposal), ctx.store)
-    for report in _affected(ctx, proposal):
-        result, dlopened = _rerun(resolver, report, soname)
+    affected = _affected(ctx, proposal)
+    for report in affected:
+        result, check, dlopened = _rerun(resolver, report, soname)
         for loaded in (result, dlopened):
             if loaded is None:
                 continue
@@ -129,10 +130,9 @@ def verify_symlink(ctx: RuleContext, proposal: Proposal) -> Proposal:
                     report.target.path}, provider))
             if loaded.root_error and loaded is dlopened:
                 broken.append(f"dlopen({soname}) by {report.target.path}: {loaded.root_error}")
-        if dlopened is not None and provider is not None:
-            check = next(c for c in report.dlopens if c.name == soname)
+        if check is not None and provider is not None:
             broken.extend(_dlsym_gaps(check.via or report.target.path, soname, provider))
-    evidence.append(f"re-resolved {len(_affected(ctx, proposal))} consumer(s) with {proposal.link} -> "
+    evidence.append(f"re-resolved {len(affected)} consumer(s) with {proposal.link} -> "
                     f"{proposal.target}")
     if broken:
         return proposal.graded("broken", tuple(dict.fromkeys(broken)) + tuple(evidence))
@@ -150,7 +150,7 @@ def verify_search_path(ctx: RuleContext, proposal: Proposal) -> Proposal:
     broken: list[str] = []
     changed: list[str] = []
     for report in _affected(ctx, proposal):
-        result, dlopened = _rerun(resolver, report, proposal.soname)
+        result, _check, dlopened = _rerun(resolver, report, proposal.soname)
         for loaded in (result, dlopened):
             if loaded is None:
                 continue
