@@ -315,7 +315,7 @@ def _render_preflight(result, stream) -> None:  # noqa: ANN001
     from .report import Style
 
     style = Style(stream)
-    marks = {"ok": style.ok, "partial": style.warn, "missing": style.bad, "crashed": "[☠]" if style.unicode else "[crash]"}
+    marks = {"ok": style.ok, "partial": style.warn, "missing": style.bad, "crashed": style.crash}
     lines = [f"libdoctor preflight: {os.path.basename(result.command[0])} (profile {result.profile}, "
              f"env {result.prefix or 'none'})"]
     for check in result.results:

@@ -153,6 +153,7 @@ class Style:
         self.ok = "[✓]" if self.unicode else "[ok]"
         self.bad = "[✗]" if self.unicode else "[x]"
         self.warn = "[!]"
+        self.crash = "[☠]" if self.unicode else "[crash]"
 
     def paint(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
@@ -298,7 +299,6 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
 
 # -- fix plans ---------------------------------------------------------------------------
 
-_SEVERITY_MARKS = {"error": "[✗]", "warning": "[!]", "info": "[i]"}
 _GRADE_COLORS = {"safe": "32", "risky": "33", "broken": "31"}
 
 
@@ -308,9 +308,8 @@ def render_plan(plan, stream: TextIO = sys.stdout, outcome=None, after=None) -> 
     if not plan.findings and not plan.proposals:
         out.append(style.good("nothing to fix: every dependency resolves"))
     for finding in plan.findings:
-        mark = "[☠]" if finding.status == "crashed" else _SEVERITY_MARKS.get(finding.severity, "[?]")
-        if not style.unicode:
-            mark = {"[✗]": "[x]", "[☠]": "[crash]"}.get(mark, mark)
+        marks = {"error": style.bad, "warning": style.warn, "info": "[i]"}
+        mark = style.crash if finding.status == "crashed" else marks.get(finding.severity, "[?]")
         out.append(f"{mark} {finding.id}: {finding.title}")
         out.extend(f"      {line}" for line in finding.evidence)
     if plan.proposals:
