@@ -189,8 +189,8 @@ class Applier:
                 self._symlink(proposal)
             elif proposal.kind == "search-path":
                 self._search_folder(proposal)
-        if not self.in_place:
-            self._conda_hooks()
+        if not self.in_place and self.outcome.created:
+            self.write_activation()
         return self.close()
 
     def close(self) -> Outcome:
@@ -271,14 +271,13 @@ class Applier:
         self.journal.done(action)
         self.outcome.created.append(f"search path {proposal.folder}")
 
-    def _conda_hooks(self) -> None:
-        """For a conda env: activate.d/deactivate.d scripts that put the repairs on LD_LIBRARY_PATH."""
+    def write_activation(self) -> None:
+        """For a conda env: the one pair of activate.d/deactivate.d scripts that put the shim folder and
+        the added search folders on LD_LIBRARY_PATH (fix --apply and hook install share it)."""
         prefix = self.env_prefix
         if not prefix or not os.path.isdir(os.path.join(prefix, "conda-meta")):
             return
-        folders = search_additions(prefix, self.root)
-        if not folders:
-            return
+        folders = list(dict.fromkeys([shim_dir(prefix, self.root)] + search_additions(prefix, self.root)))
         for sub, text in (("activate.d", activation_sh(folders)), ("deactivate.d", deactivation_sh())):
             self.write_file(os.path.join(prefix, "etc", "conda", sub, "libdoctor.sh"), text)
 

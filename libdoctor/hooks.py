@@ -14,7 +14,7 @@ import sys
 from typing import Optional
 
 from .errors import LibdoctorError
-from .fixer import Applier, activation_sh, deactivation_sh, load_journals, shim_dir, undo
+from .fixer import Applier, load_journals, undo
 from .statedir import state_dir, state_lock
 
 WRAPPED = ("bert-serving-start",)
@@ -44,9 +44,7 @@ def install_hook(prefix: str, libdoctor: list[str], root: Optional[str] = None) 
         applier.journal.data["hook"] = True
         os.makedirs(os.path.join(root, "journal"), mode=0o700, exist_ok=True)
         applier.journal.save()
-        shim = shim_dir(prefix, root)
-        for sub, text in (("activate.d", activation_sh([shim])), ("deactivate.d", deactivation_sh())):
-            applier.write_file(os.path.join(prefix, "etc", "conda", sub, "libdoctor-hook.sh"), text)
+        applier.write_activation()
         for command in WRAPPED:
             path = os.path.join(prefix, "bin", command)
             if os.path.exists(path + ORIGINAL_SUFFIX):

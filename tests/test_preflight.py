@@ -131,8 +131,8 @@ def test_hook_install_wrapper_activation_and_remove(bert: dict) -> None:
                          env={**env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 3 and "-max_seq_len=None" in run.stdout, run.stderr
-    activate = prefix / "etc/conda/activate.d/libdoctor-hook.sh"
-    deactivate = prefix / "etc/conda/deactivate.d/libdoctor-hook.sh"
+    activate = prefix / "etc/conda/activate.d/libdoctor.sh"
+    deactivate = prefix / "etc/conda/deactivate.d/libdoctor.sh"
     script = f'. {activate}; . {deactivate}; if [ "${{LD_LIBRARY_PATH+set}}" = set ]; then printf "[%s]" ' \
              f'"$LD_LIBRARY_PATH"; else printf UNSET; fi'
     for start, expected in ((None, "UNSET"), ("", "[]"), ("/a b::/c", "[/a b::/c]")):
