@@ -81,8 +81,8 @@ def main() -> None:
     results["libdoctor cold"] = best(cold)
     results["libdoctor warm"] = best(warm)
 
-    from libdoctor.environment import Environment
-    from libdoctor.factstore import FactsStore
+    from libdoctor.loader.environment import Environment
+    from libdoctor.loader.factstore import FactsStore
     from libdoctor.scan import run_scan
 
     # The daemon's re-verification: a fresh Environment (ld.so.cache read again), then every

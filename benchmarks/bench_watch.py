@@ -109,8 +109,8 @@ def main() -> None:
 
 
 def _needed_names(objects: list[str]) -> set[str]:
-    from libdoctor.elffacts import read_elf_facts
     from libdoctor.errors import ElfError
+    from libdoctor.loader.elffacts import read_elf_facts
 
     names: set[str] = set()
     for path in objects:

@@ -6,14 +6,18 @@
 Every 64-bit dynamic ELF file directly in each folder is resolved by libdoctor as ``ld.so --list``
 would and by ``LD_TRACE_LOADED_OBJECTS=1 ld.so FILE``; the two lists must be equal, path for path.
 """
-import os, sys, glob
+import glob
+import os
+import sys
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.conftest import ldso_trace, predicted_entries, loader_env
-from libdoctor.environment import Environment
-from libdoctor.factstore import FactsStore
-from libdoctor.resolver import Resolver, MODE_LIST
-from libdoctor.loaderinfo import probe_loader
-from libdoctor.elffacts import ET_DYN, ET_EXEC
+from libdoctor.loader.elffacts import ET_DYN, ET_EXEC
+from libdoctor.loader.environment import Environment
+from libdoctor.loader.factstore import FactsStore
+from libdoctor.loader.loaderinfo import probe_loader
+from libdoctor.loader.resolver import MODE_LIST, Resolver
+from tests.conftest import ldso_trace, loader_env, predicted_entries
+
 info = probe_loader()
 env = Environment.from_process(environ=loader_env(), cwd='/tmp', loader=info).replace(preload_file=())
 store = FactsStore(); r = Resolver(env, store)

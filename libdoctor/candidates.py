@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .environment import Environment
+from .loader.environment import Environment
 
 _SONAME_VERSION = re.compile(r"^(?P<stem>.+?\.so)(?P<version>(\.[0-9A-Za-z_]+)*)$")
 

@@ -73,7 +73,7 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     Without TARGETS: the GPU frameworks of the active Python environment, or the machine's
     CUDA installation when it has none.
     """
-    from .factstore import FactsStore
+    from .loader.factstore import FactsStore
     from .report import render_human, to_json
     from .scan import run_scan
 
@@ -111,8 +111,8 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
 
     Exit status: 0 nothing to fix (or, after --apply, healthy), 1 something to fix.
     """
-    from .factstore import FactsStore
-    from .fix import apply_plan, make_plan, plan_json
+    from .loader.factstore import FactsStore
+    from .repair.fix import apply_plan, make_plan, plan_json
     from .report import render_plan
 
     if prefix and python:
@@ -164,7 +164,7 @@ def list_rules(as_json: bool) -> None:
 @click.option("--env", "prefix", type=click.Path(), help="The environment whose repairs to activate.")
 def env_command(shell: str, prefix: Optional[str]) -> None:
     """Print the settings that activate the applied repairs: eval "$(libdoctor env)"."""
-    from .fixer import search_additions, shell_settings
+    from .repair.fixer import search_additions, shell_settings
     from .targets import python_env
 
     where = os.path.abspath(prefix) if prefix else python_env().prefix
@@ -178,8 +178,8 @@ def env_command(shell: str, prefix: Optional[str]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def undo_command(run_id: Optional[str], undo_all: bool, list_runs: bool, as_json: bool) -> None:
     """Remove exactly what a run created, while it is still what was created."""
-    from .fixer import load_journals, undo
-    from .statedir import state_dir, state_lock
+    from .repair.fixer import load_journals, undo
+    from .repair.statedir import state_dir, state_lock
 
     root = state_dir()
     if list_runs:
@@ -217,10 +217,10 @@ def watch(targets: tuple[str, ...], environments: tuple[str, ...], config_path: 
     """
     import dataclasses
 
-    from .config import load_config
-    from .factstore import FactsStore
-    from .statedir import state_dir
-    from .watch import InstanceLock, Watcher, units_of
+    from .daemon.config import load_config
+    from .daemon.watch import InstanceLock, Watcher, units_of
+    from .loader.factstore import FactsStore
+    from .repair.statedir import state_dir
 
     overrides = {k: v for k, v in (("heal", heal), ("in_place", in_place), ("interval", interval),
                                    ("debounce", debounce), ("metrics_file", metrics_file)) if v is not None}
@@ -251,7 +251,7 @@ def ps_command(as_json: bool) -> None:
 
     Exit status 1 when a process maps a replaced or deleted library or runs a framework on the CPU.
     """
-    from .ps import ps_json, scan_processes
+    from .daemon.ps import ps_json, scan_processes
 
     reports = scan_processes()
     if as_json:
@@ -343,7 +343,7 @@ def _report_lines(lines: list[str], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def hook_install(prefix: str, as_json: bool) -> None:
     """Write activate.d/deactivate.d scripts and wrap bert-serving-start with libdoctor preflight."""
-    from .hooks import install_hook, libdoctor_command
+    from .repair.hooks import install_hook, libdoctor_command
 
     _report_lines(install_hook(prefix, libdoctor_command()), as_json)
 
@@ -353,7 +353,7 @@ def hook_install(prefix: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def hook_remove(prefix: str, as_json: bool) -> None:
     """Take the hook away again; anything libdoctor did not write is left alone."""
-    from .hooks import remove_hook
+    from .repair.hooks import remove_hook
 
     lines = remove_hook(prefix)
     _report_lines(lines, as_json)
@@ -371,7 +371,7 @@ def systemd_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def systemd_install(dest: str, executable: Optional[str], as_json: bool) -> None:
     """Write the units into DEST with the path of the libdoctor executable filled in."""
-    from .units import install_units
+    from .daemon.units import install_units
 
     lines = [f"wrote {path}" for path in install_units(dest, executable)]
     if not as_json:

@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .driver import parse_version
+from .gpu.driver import parse_version
 
 OK, PARTIAL, MISSING, CRASHED = "ok", "partial", "missing", "crashed"
 MIN_TMP_BYTES = 1 << 30  # a frozen BERT graph is a few hundred MB; the checkpoint is copied into it
@@ -146,7 +146,7 @@ def bert_serving_checks(args: argparse.Namespace, report, dev: str = "/dev") -> 
         return CheckResult("tensorflow", OK, f"{tf[0].info.label} (1.10 <= version < 2.0)")
 
     def python_fit() -> CheckResult:
-        from .frameworks import tf_table_row
+        from .gpu.frameworks import tf_table_row
         from .rules.framework_env import _python_fits
 
         if not tf or not tf[0].info.python_version:
@@ -234,9 +234,9 @@ def profile_for(command: str, requested: Optional[str]) -> str:
 
 
 def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, dev: str = "/dev") -> Preflight:
-    from .environment import append_to_search_path
-    from .fix import activated_environment
-    from .fixer import search_additions
+    from .loader.environment import append_to_search_path
+    from .repair.fix import activated_environment
+    from .repair.fixer import search_additions
     from .scan import run_scan
 
     prefix = os.path.abspath(prefix) if prefix else command_prefix(command[0])

@@ -6,8 +6,17 @@ import sys
 from typing import Any, Optional, TextIO
 
 from . import __version__
-from .resolver import (CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM, FolderAttempt, LoadResult, Resolution,
-                       SourceAttempt)
+from .loader.resolver import (
+    CACHE,
+    LD_LIBRARY_PATH,
+    RPATH,
+    RUNPATH,
+    SYSTEM,
+    FolderAttempt,
+    LoadResult,
+    Resolution,
+    SourceAttempt,
+)
 from .scan import Problem, ScanReport, TargetReport
 
 SCHEMA_VERSION = 1
@@ -39,8 +48,8 @@ def install_hints(problem: Problem, report: ScanReport) -> list[str]:
     """What to install for a missing library: the framework's own pin, else the CUDA table's hint."""
     if problem.kind not in ("missing", "missing-dlopen", "driver") or not problem.soname:
         return []
-    from .cudatable import install_hint
-    from .frameworkcheck import fitting_packages
+    from .gpu.cudatable import install_hint
+    from .gpu.frameworkcheck import fitting_packages
 
     hints = fitting_packages(problem.soname, report.frameworks)
     fallback = install_hint(problem.soname)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from .candidates import Candidate, CandidateFinder
-from .environment import Environment
-from .factstore import FactsStore
-from .resolver import MODE_DLOPEN, MODE_EXEC, MODE_LIST, LoadResult, Resolution, Resolver
+from .loader.environment import Environment
+from .loader.factstore import FactsStore
+from .loader.resolver import MODE_DLOPEN, MODE_EXEC, MODE_LIST, LoadResult, Resolution, Resolver
 from .targets import Discovery, Target, discover
 
 
@@ -76,7 +76,7 @@ class ScanReport:
         if not _same_environment(env, self.env):
             return False
         if self.driver is not None:
-            from .frameworkcheck import machine_driver
+            from .gpu.frameworkcheck import machine_driver
 
             if machine_driver(env) != self.driver:
                 return False
@@ -140,7 +140,7 @@ def problems_of(target: Target, result: LoadResult, finder: CandidateFinder) -> 
 
 def dlopen_checks(resolver: Resolver, target: Target, result: LoadResult) -> tuple[DlopenCheck, ...]:
     """Resolve each probable dlopen name as a dlopen by the target itself."""
-    from .symbols import probable_dlopen_names
+    from .loader.symbols import probable_dlopen_names
 
     if result.root_error is not None or not result.objects:
         return ()
@@ -194,7 +194,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     finder: Optional[CandidateFinder] = None
     infos = {}
     if discovery.frameworks and discovery.environment:
-        from .frameworks import framework_info
+        from .gpu.frameworks import framework_info
 
         infos = {f"{f.name} {f.version}": framework_info(f, discovery.environment) for f in discovery.frameworks}
     for target in discovery.targets:
@@ -210,7 +210,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
             problems += dlopen_problems(target, checks, finder)
         report.targets.append(TargetReport(target, result, problems, checks))
     if infos:
-        from .frameworkcheck import machine_driver
+        from .gpu.frameworkcheck import machine_driver
 
         report.driver = machine_driver(env)
         finder = finder or CandidateFinder(env, sites, look_in)
@@ -218,7 +218,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
             _check_framework(report, resolver, info, label, finder)
         python = report.discovery.environment.python if report.discovery.environment else None
         if probe and python:
-            from .probe import run_probe
+            from .gpu.probe import run_probe
 
             report.probes = [run_probe(python, framework) for framework in report.frameworks]
     return report
@@ -226,8 +226,8 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
 
 def _check_framework(report: ScanReport, resolver: Resolver, info, label: str,  # noqa: ANN001
                      finder: CandidateFinder) -> None:
-    from .frameworkcheck import check_framework
-    from .frameworks import OPTIONAL
+    from .gpu.frameworkcheck import check_framework
+    from .gpu.frameworks import OPTIONAL
 
     python = report.discovery.environment.python if report.discovery.environment else None
     group = [t for t in report.targets if t.target.group == label]

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from .elffacts import is_elf
+from .loader.elffacts import is_elf
 
 FRAMEWORKS = ("torch", "tensorflow", "tensorflow-gpu", "tensorflow-cpu", "tf-nightly", "jax", "jaxlib",
               "paddlepaddle-gpu", "paddlepaddle", "mxnet", "onnxruntime-gpu")

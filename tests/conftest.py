@@ -11,10 +11,10 @@ from typing import Iterable, Optional, Sequence
 
 import pytest
 
-from libdoctor.environment import Environment
-from libdoctor.factstore import FactsStore
-from libdoctor.loaderinfo import LoaderInfo, probe_loader
-from libdoctor.resolver import MODE_LIST, LoadResult, Resolver
+from libdoctor.loader.environment import Environment
+from libdoctor.loader.factstore import FactsStore
+from libdoctor.loader.loaderinfo import LoaderInfo, probe_loader
+from libdoctor.loader.resolver import MODE_LIST, LoadResult, Resolver
 
 GCC = shutil.which("gcc") or shutil.which("cc")
 needs_gcc = pytest.mark.skipif(GCC is None, reason="gcc is not installed")

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from libdoctor.fixer import Applier, undo
+from libdoctor.repair.fixer import Applier, undo
 from libdoctor.rules.base import Proposal
 
 from .test_fix import snapshot

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from libdoctor.factstore import FactsStore
+from libdoctor.loader.factstore import FactsStore
 
 from .conftest import ElfFactory, loader_env
 
@@ -150,7 +150,7 @@ def test_facts_cache_notices_a_changed_file(elf: ElfFactory, tmp_path: Path) -> 
 
 
 def test_rescan_reuses_an_unchanged_report_and_notices_changes(field_tree: Path) -> None:
-    from libdoctor.environment import Environment
+    from libdoctor.loader.environment import Environment
     from libdoctor.scan import run_scan
 
     store = FactsStore()

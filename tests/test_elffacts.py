@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from libdoctor.elffacts import read_elf_facts
 from libdoctor.errors import ElfError, LdScriptError, NotElfError, TruncatedError
+from libdoctor.loader.elffacts import read_elf_facts
 
 from .conftest import ElfFactory
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from libdoctor.fix import apply_plan, make_plan
-from libdoctor.fixer import search_additions, undo
+from libdoctor.loader.factstore import FactsStore
+from libdoctor.repair.fix import apply_plan, make_plan
+from libdoctor.repair.fixer import search_additions, undo
 from libdoctor.rules import available_rules, run_rules
 from libdoctor.rules.base import Placement, RuleContext
 
@@ -218,7 +219,7 @@ def test_a_crashing_rule_becomes_a_finding(field: dict) -> None:
             raise RuntimeError("kaboom")
 
     plan = plan_for(field)
-    ctx = RuleContext(plan.report, plan.report.env, __import__("libdoctor.factstore").factstore.FactsStore(),
+    ctx = RuleContext(plan.report, plan.report.env, FactsStore(),
                       Placement(False, "/nonexistent"))
     findings, _ = run_rules(ctx, [Boom()] + available_rules()[:1])
     assert findings[0].status == "crashed" and "kaboom" in findings[0].title

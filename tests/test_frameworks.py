@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from libdoctor.driver import DriverInfo, driver_fit, read_driver
-from libdoctor.fix import make_plan
-from libdoctor.frameworks import tf_sonames
+from libdoctor.gpu.driver import DriverInfo, driver_fit, read_driver
+from libdoctor.gpu.frameworks import tf_sonames
+from libdoctor.loader.symbols import probable_dlopen_names
+from libdoctor.repair.fix import make_plan
 from libdoctor.scan import run_scan
-from libdoctor.symbols import probable_dlopen_names
 
 from .conftest import ElfFactory, Judge, loader_env
 

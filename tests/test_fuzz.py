@@ -8,11 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from libdoctor.elffacts import read_elf_facts
-from libdoctor.environment import split_search_path
 from libdoctor.errors import ElfError
-from libdoctor.ldcache import CacheError, parse_ld_cache
-from libdoctor.searchpath import expand_dst
+from libdoctor.loader.elffacts import read_elf_facts
+from libdoctor.loader.environment import split_search_path
+from libdoctor.loader.ldcache import CacheError, parse_ld_cache
+from libdoctor.loader.searchpath import expand_dst
 
 SETTINGS = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -105,7 +105,7 @@ def test_search_path_strings(text: str, origin) -> None:
 @SETTINGS
 @given(st.text(max_size=400))
 def test_ld_so_conf_parser(text: str) -> None:
-    from libdoctor.ldconf import parse_ld_conf
+    from libdoctor.loader.ldconf import parse_ld_conf
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "ld.so.conf")
@@ -121,7 +121,7 @@ def test_ld_so_conf_parser(text: str) -> None:
      "in_place = true", "unknown = 1", "[table]", 'environments = ["/e", 3]', "debounce = true"]),
     max_size=6).map("\n".join)))
 def test_config_parser_gives_usage_errors_only(text: str) -> None:
-    from libdoctor.config import load_config
+    from libdoctor.daemon.config import load_config
     from libdoctor.errors import UsageError
 
     with tempfile.TemporaryDirectory() as folder:

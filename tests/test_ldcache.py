@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from libdoctor.ldcache import CacheLookup, libcmp_key, load_ld_cache, parse_ld_cache
-from libdoctor.ldconf import parse_ld_conf
+from libdoctor.loader.ldcache import CacheLookup, libcmp_key, load_ld_cache, parse_ld_cache
+from libdoctor.loader.ldconf import parse_ld_conf
 
 from .conftest import ElfFactory
 

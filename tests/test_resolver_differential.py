@@ -9,8 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from libdoctor.factstore import FactsStore
-from libdoctor.resolver import CACHE, DIRECT, LD_LIBRARY_PATH, LOADED, MODE_EXEC, RPATH, RUNPATH, SYSTEM, Resolver
+from libdoctor.loader.factstore import FactsStore
+from libdoctor.loader.resolver import (
+    CACHE,
+    DIRECT,
+    LD_LIBRARY_PATH,
+    LOADED,
+    MODE_EXEC,
+    RPATH,
+    RUNPATH,
+    SYSTEM,
+    Resolver,
+)
 
 from .conftest import ElfFactory, Judge, loader_env
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from libdoctor.errors import UnsupportedError
-from libdoctor.elffacts import read_elf_facts
-from libdoctor.factstore import FactsStore
-from libdoctor.ldcache import parse_ld_cache
-from libdoctor.ldconf import parse_ld_conf
+from libdoctor.loader.elffacts import read_elf_facts
+from libdoctor.loader.factstore import FactsStore
+from libdoctor.loader.ldcache import parse_ld_cache
+from libdoctor.loader.ldconf import parse_ld_conf
+from libdoctor.loader.symbols import read_symbols
 from libdoctor.rules import available_rules, run_rules
 from libdoctor.rules.base import Placement, RuleContext
 from libdoctor.scan import run_scan
-from libdoctor.symbols import read_symbols
 
 from .conftest import ElfFactory, Judge
 

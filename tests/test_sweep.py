@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from libdoctor.elffacts import ET_DYN, ET_EXEC
-from libdoctor.environment import Environment
-from libdoctor.factstore import FactsStore
-from libdoctor.resolver import MODE_LIST, Resolver
+from libdoctor.loader.elffacts import ET_DYN, ET_EXEC
+from libdoctor.loader.environment import Environment
+from libdoctor.loader.factstore import FactsStore
+from libdoctor.loader.resolver import MODE_LIST, Resolver
 from libdoctor.targets import walk_folder
 
 from .conftest import Judge, ldso_trace, loader_env, predicted_entries

@@ -161,7 +161,7 @@ def test_ps_reports_cuda_libraries_cpu_runs_and_deleted_files(elf: ElfFactory, t
                            env=loader_env())
     try:
         assert gpu.stdout.readline().strip() == "ready" and cpu.stdout.readline().strip() == "ready"
-        from libdoctor.ps import scan_processes
+        from libdoctor.daemon.ps import scan_processes
 
         reports = {r.pid: r for r in scan_processes([gpu.pid, cpu.pid])}
         assert reports[gpu.pid].frameworks == ("torch",) and not reports[gpu.pid].on_cpu
@@ -184,7 +184,7 @@ SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
 def test_systemd_units_verify_and_are_hardened(tmp_path: Path) -> None:
-    from libdoctor.units import install_units
+    from libdoctor.daemon.units import install_units
 
     written = install_units(str(tmp_path / "units"), "/bin/true")
     done = subprocess.run([SYSTEMD_ANALYZE, "verify", *written], capture_output=True, text=True,

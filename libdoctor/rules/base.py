@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Protocol
 
-from ..environment import Environment
-from ..factstore import FactsStore
+from ..loader.environment import Environment
+from ..loader.factstore import FactsStore
 from ..scan import ScanReport
 
 SEVERITIES = ("error", "warning", "info")

@@ -10,8 +10,8 @@ import errno
 import os
 import re
 
-from ..elffacts import is_elf
 from ..errors import ElfError, LdScriptError
+from ..loader.elffacts import is_elf
 from .base import Finding, RuleContext, RuleResult, SimpleRule
 
 _LIBRARY_NAME = re.compile(r"^lib.+\.so(\.[0-9]+)+$")

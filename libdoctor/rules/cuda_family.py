@@ -1,11 +1,11 @@
 """cuda-family: name the CUDA release behind a missing CUDA soname and what this machine has instead.
 
-Soname majors do not follow the CUDA major (``data/cuda_sonames.csv``), so the family table
+Soname majors do not follow the CUDA major (``gpu/data/cuda_sonames.csv``), so the family table
 says which file stands in for which, and which pairings are known to be broken.
 """
 from __future__ import annotations
 
-from ..cudatable import describe, family_of, pairing_verdict
+from ..gpu.cudatable import describe, family_of, pairing_verdict
 from .base import Finding, RuleContext, RuleResult, SimpleRule
 
 

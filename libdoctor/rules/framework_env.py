@@ -2,7 +2,7 @@
 
 * tensorflow and tensorflow-gpu both installed (one ``tensorflow/`` folder: the last install wins);
 * a CPU-only build on a machine with an NVIDIA driver or device;
-* TensorFlow 1.x on a Python it has no wheels for (``data/tf_build_configs.csv``);
+* TensorFlow 1.x on a Python it has no wheels for (``gpu/data/tf_build_configs.csv``);
 * the CUDA toolkit (``nvcc``, ``CUDA_HOME``) against the CUDA the framework loads: explained, and
   flagged only where ``CUDA_HOME`` points to another CUDA major than the framework's.
 """
@@ -13,8 +13,8 @@ import re
 import shutil
 from typing import Optional
 
-from ..driver import parse_version
-from ..frameworks import tf_table_row
+from ..gpu.driver import parse_version
+from ..gpu.frameworks import tf_table_row
 from .base import Finding, RuleContext, RuleResult, SimpleRule
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 
-from ..ldcache import libcmp_key
+from ..loader.ldcache import libcmp_key
 from .base import Finding, Proposal, RuleContext, RuleResult, SimpleRule
 
 _SONAME_FILE = re.compile(r"^lib.+\.so\.[0-9]+$")

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 
-from ..cudatable import install_hint
-from ..frameworkcheck import fitting_packages
-from ..resolver import CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM
+from ..gpu.cudatable import install_hint
+from ..gpu.frameworkcheck import fitting_packages
+from ..loader.resolver import CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM
 from ..scan import Problem
 from .base import Finding, Proposal, RuleContext, RuleResult, SimpleRule
 

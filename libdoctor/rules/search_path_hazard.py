@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ..environment import split_search_path
+from ..loader.environment import split_search_path
 from .base import Finding, RuleContext, RuleResult, SimpleRule
 
 

@@ -6,8 +6,8 @@ import os
 import re
 from typing import Optional
 
-from ..resolver import DIRECT, LOADED
-from ..searchpath import origin_of, search_folders
+from ..loader.resolver import DIRECT, LOADED
+from ..loader.searchpath import origin_of, search_folders
 from .base import Finding, RuleContext, RuleResult, SimpleRule
 
 _CUDA_RELEASE = re.compile(r"cuda-(\d+\.\d+)")

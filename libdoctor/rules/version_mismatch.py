@@ -1,7 +1,7 @@
 """version-mismatch: a provider lacks a version node that a consumer requires."""
 from __future__ import annotations
 
-from ..cudatable import install_hint
+from ..gpu.cudatable import install_hint
 from .base import Finding, Proposal, RuleContext, RuleResult, SimpleRule
 
 

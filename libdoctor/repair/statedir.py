@@ -7,7 +7,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from .errors import LibdoctorError
+from ..errors import LibdoctorError
 
 LOCK_WAIT_SECONDS = 30.0
 

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import LibdoctorError
+from ..errors import LibdoctorError
 
 OLD_MAGIC = b"ld.so-1.7.0"
 NEW_MAGIC = b"glibc-ld.so.cache1.1"

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Optional, Union
 
-from . import errors
+from .. import errors
 from .elffacts import ElfFacts, VersionDef, VersionNeed, read_elf_facts_fd
 
 FORMAT = "libdoctor-elf-facts"

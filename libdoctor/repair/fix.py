@@ -5,14 +5,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .environment import Environment
-from .factstore import FactsStore
+from ..loader.environment import Environment
+from ..loader.factstore import FactsStore
+from ..rules import available_rules, run_rules, select_rules
+from ..rules.base import GRADES, Finding, Placement, Proposal, RuleContext
+from ..scan import ScanReport, run_scan
+from ..targets import python_env
 from .fixer import Applier, Outcome, search_additions, shim_dir
-from .rules import available_rules, run_rules, select_rules
-from .rules.base import GRADES, Finding, Placement, Proposal, RuleContext
-from .scan import ScanReport, run_scan
 from .statedir import state_dir, state_lock
-from .targets import python_env
 from .verify import verify
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Optional
 
+from ..targets import Framework, PythonEnv
 from .cudatable import soname_for
 from .driver import parse_version
-from .targets import Framework, PythonEnv
 
 GATE = "gate"  # without it the framework registers no GPU and runs on the CPU
 OPTIONAL = "optional"  # a failure only warns (profiler, NCCL, TensorRT)
@@ -125,7 +125,7 @@ def read_build_info(package_dir: str) -> dict[str, str]:
 def tf_build_table() -> tuple[dict, ...]:
     from importlib import resources
 
-    text = resources.files("libdoctor").joinpath("data/tf_build_configs.csv").read_text(encoding="utf-8")
+    text = resources.files("libdoctor.gpu").joinpath("data/tf_build_configs.csv").read_text(encoding="utf-8")
     return tuple(csv.DictReader(io.StringIO(text)))
 
 

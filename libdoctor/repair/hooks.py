@@ -13,7 +13,7 @@ import shutil
 import sys
 from typing import Optional
 
-from .errors import LibdoctorError
+from ..errors import LibdoctorError
 from .fixer import Applier, load_journals, undo
 from .statedir import state_dir, state_lock
 

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .errors import LibdoctorError
-from .rules.base import Proposal
+from ..errors import LibdoctorError
+from ..rules.base import Proposal
 from .statedir import ensure_private_dir, open_folder_nofollow, state_dir
 
 JOURNAL_VERSION = 1

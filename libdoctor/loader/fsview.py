@@ -13,8 +13,8 @@ import stat
 from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
+from ..errors import ElfError
 from .elffacts import ElfFacts
-from .errors import ElfError
 from .factstore import FactsStore, key_of
 
 MAX_LINK_DEPTH = 40  # the kernel's limit before ELOOP

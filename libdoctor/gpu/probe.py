@@ -12,8 +12,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
+from ..targets import CUDA_NAME
 from .frameworkcheck import FrameworkReport
-from .targets import CUDA_NAME
 
 PROBE_TIMEOUT = 180
 PROBE_SCRIPT = r"""

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .targets import CUDA_NAME
+from ..targets import CUDA_NAME
 
 FRAMEWORK_LIBS = {
     "torch": re.compile(r"^lib(torch|torch_cpu|torch_cuda|c10)\.so"),

@@ -85,7 +85,7 @@ class DriverRow:
 def driver_table() -> tuple[DriverRow, ...]:
     from importlib import resources
 
-    text = resources.files("libdoctor").joinpath("data/cuda_min_driver.csv").read_text(encoding="utf-8")
+    text = resources.files("libdoctor.gpu").joinpath("data/cuda_min_driver.csv").read_text(encoding="utf-8")
     rows = []
     for row in csv.DictReader(io.StringIO(text)):
         rows.append(DriverRow(row["cuda_version"], row["toolkit_release"],

@@ -6,12 +6,12 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from ..loader.environment import Environment
+from ..loader.resolver import LoadResult, Resolver
+from ..targets import CUDA_NAME
 from .cudatable import DRIVER_SONAMES, TOOLKIT_EXTRAS, WHEELS, family_of
 from .driver import DriverFit, DriverInfo, driver_fit, read_driver
-from .environment import Environment
 from .frameworks import GATE, LAZY, ExpectedLib, FrameworkInfo
-from .resolver import LoadResult, Resolver
-from .targets import CUDA_NAME
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from typing import Iterable, Optional
 
-from .candidates import stem_of
-from .cudatable import pairing_verdict, soname_major
-from .environment import Environment
-from .resolver import LoadResult, Resolver
-from .rules.base import Proposal, RuleContext
-from .scan import DlopenCheck, TargetReport, resolve_target
-from .symbols import SymbolTable, identifier_strings, symbols_of
+from ..candidates import stem_of
+from ..gpu.cudatable import pairing_verdict, soname_major
+from ..loader.environment import Environment
+from ..loader.resolver import LoadResult, Resolver
+from ..loader.symbols import SymbolTable, identifier_strings, symbols_of
+from ..rules.base import Proposal, RuleContext
+from ..scan import DlopenCheck, TargetReport, resolve_target
 
 MAX_LISTED = 8
 

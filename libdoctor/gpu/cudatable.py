@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
-from .candidates import stem_of
+from ..candidates import stem_of
 
 DRIVER_SONAMES = frozenset({"libcuda.so.1", "libnvidia-ml.so.1"})
 # The pip wheel (without its -cuXX suffix) and the cuda-toolkit extra that ship each family.
@@ -46,7 +46,7 @@ class SonameRow:
 def _read_table() -> list[SonameRow]:
     from importlib import resources
 
-    text = resources.files("libdoctor").joinpath("data/cuda_sonames.csv").read_text(encoding="utf-8")
+    text = resources.files("libdoctor.gpu").joinpath("data/cuda_sonames.csv").read_text(encoding="utf-8")
     rows = []
     for row in csv.DictReader(io.StringIO(text)):
         for soname in re.findall(r"lib[\w.+-]+?\.so(?:\.[0-9]+)*", row["soname"]):

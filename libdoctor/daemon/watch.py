@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..errors import LibdoctorError
+from ..loader.factstore import FactsStore
+from ..repair.fix import activated_environment, apply_plan, plan_from_report
+from ..scan import Problem, ScanReport, run_scan
 from .config import Config
-from .errors import LibdoctorError
-from .factstore import FactsStore
-from .fix import activated_environment, apply_plan, plan_from_report
-from .scan import Problem, ScanReport, run_scan
 from .sdnotify import notify
 
 POLL_SECONDS = 0.2  # how often the main loop looks at the stop flag: SIGTERM ends the run well within 2 s

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Optional
 
-from .errors import CorruptError, ElfError, LdScriptError, NotElfError, TruncatedError, UnsupportedError
+from ..errors import CorruptError, ElfError, LdScriptError, NotElfError, TruncatedError, UnsupportedError
 
 ELFMAG = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2

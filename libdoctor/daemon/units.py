@@ -6,7 +6,7 @@ import shutil
 import sys
 from typing import Optional
 
-from .errors import UsageError
+from ..errors import UsageError
 
 UNITS = ("libdoctor-scan.service", "libdoctor-scan.timer", "libdoctor-watch.service")
 PLACEHOLDER = "/usr/local/bin/libdoctor"
@@ -15,7 +15,7 @@ PLACEHOLDER = "/usr/local/bin/libdoctor"
 def unit_text(name: str) -> str:
     from importlib import resources
 
-    return resources.files("libdoctor").joinpath(f"data/systemd/{name}").read_text(encoding="utf-8")
+    return resources.files("libdoctor.daemon").joinpath(f"data/systemd/{name}").read_text(encoding="utf-8")
 
 
 def default_executable() -> str:

@@ -12,10 +12,24 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
-from .elffacts import (DT_GNU_HASH, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_VERDEF, DT_VERDEFNUM, DT_VERNEED,
-                       DT_VERNEEDNUM, DT_VERSYM, ELFMAG, _dynamic_entries, _parse_headers, _Reader, _version_defs,
-                       _version_needs)
-from .errors import CorruptError, ElfError, NotElfError
+from ..errors import CorruptError, ElfError, NotElfError
+from .elffacts import (
+    DT_GNU_HASH,
+    DT_HASH,
+    DT_STRTAB,
+    DT_SYMTAB,
+    DT_VERDEF,
+    DT_VERDEFNUM,
+    DT_VERNEED,
+    DT_VERNEEDNUM,
+    DT_VERSYM,
+    ELFMAG,
+    _dynamic_entries,
+    _parse_headers,
+    _Reader,
+    _version_defs,
+    _version_needs,
+)
 
 MAX_SYMBOLS = 4_000_000
 STB_WEAK = 2
