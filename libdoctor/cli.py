@@ -101,12 +101,14 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
 @click.option("--apply", "do_apply", is_flag=True, help="Make the planned changes (journalled, undoable).")
 @click.option("--in-place", is_flag=True, help="Create links beside the libraries instead of in a shim folder.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before applying.")
+@click.option("--accept", "accept", multiple=True, type=click.Choice(["risky"]),
+              help="Also apply repairs of this grade (risky: across a soname bump or a CUDA release).")
 @click.option("--force", is_flag=True, help="Also apply repairs graded broken.")
 @click.option("--rule", "only", multiple=True, help="Run only this rule (repeatable).")
 @click.option("--skip-rule", "skip", multiple=True, help="Do not run this rule (repeatable).")
 def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
-        dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], do_apply: bool, in_place: bool, yes: bool, force: bool,
-        only: tuple[str, ...], skip: tuple[str, ...]) -> None:
+        dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], do_apply: bool, in_place: bool, yes: bool,
+        accept: tuple[str, ...], force: bool, only: tuple[str, ...], skip: tuple[str, ...]) -> None:
     """Plan repairs for TARGETS (as scan picks them); with --apply, make them.
 
     Exit status: 0 nothing to fix (or, after --apply, healthy), 1 something to fix.
@@ -119,7 +121,7 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
         raise click.UsageError("--env and --python name the same thing: give one")
     store = FactsStore.default()
     kwargs = dict(prefix=prefix, python=python, caller=caller, dlopen_strings=dlopen_strings, in_place=in_place,
-                  only=only, skip=skip, force=force, store=store, look_in=look_in)
+                  only=only, skip=skip, force=force, store=store, look_in=look_in, accept=accept)
     plan = make_plan(targets, **kwargs)
     outcome = after = None
     if do_apply and plan.chosen:

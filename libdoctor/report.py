@@ -46,7 +46,7 @@ def stale_conf_folders(problem: Problem, report: ScanReport) -> list[str]:
 
 def install_hints(problem: Problem, report: ScanReport) -> list[str]:
     """What to install for a missing library: the framework's own pin, else the CUDA table's hint."""
-    if problem.kind not in ("missing", "missing-dlopen", "driver") or not problem.soname:
+    if problem.kind not in ("missing", "missing-dlopen", "driver", "impostor") or not problem.soname:
         return []
     from .gpu.cudatable import install_hint
     from .gpu.frameworkcheck import fitting_packages
@@ -67,6 +67,9 @@ def _problem_json(problem: Problem, report: ScanReport) -> dict[str, Any]:
         "search": [_source_json(s) for s in problem.resolution.sources] if problem.resolution else [],
         "candidates": [{"path": c.path, "name": c.name, "exact": c.exact} for c in problem.candidates],
         "install": install_hints(problem, report),
+        "severity": problem.severity,
+        "links": list(problem.links),
+        "made_by": link_maker(problem.links) if problem.links else None,
     }
 
 
@@ -176,6 +179,9 @@ class Style:
     def dim(self, text: str) -> str:
         return self.paint(text, "2")
 
+    def warning(self, text: str) -> str:
+        return self.paint(text, "33")
+
 
 _SOURCE_TITLES = {RPATH: "rpath", LD_LIBRARY_PATH: "LD_LIBRARY_PATH", RUNPATH: "runpath", CACHE: "ld.so.cache",
                   SYSTEM: "system folders"}
@@ -197,8 +203,33 @@ def explain(resolution: Resolution, style: Style, indent: str = "      ") -> lis
     return lines
 
 
+def link_maker(links: tuple[str, ...]) -> Optional[str]:
+    """Who made the symlinks behind an impostor: "libdoctor run RUN-ID" when a journal of ours holds one
+    of them, "by hand" when some link is not ours, None when no link is involved."""
+    if len(links) < 2:
+        return None
+    from .repair.fixer import load_journals
+    from .repair.statedir import state_dir
+
+    ours = {}
+    for journal in load_journals(state_dir()):
+        for action in journal.get("actions", ()):
+            if isinstance(action, dict) and action.get("kind") == "symlink":
+                ours[action.get("path")] = journal.get("run_id", "?")
+    current = links[0]
+    for text in links[1:]:
+        real = os.path.join(os.path.realpath(os.path.dirname(current)), os.path.basename(current))
+        if real in ours or current in ours:
+            return f"libdoctor run {ours.get(real) or ours[current]}"
+        current = os.path.normpath(os.path.join(os.path.dirname(current), text))
+    return "by hand"
+
+
 def _problem_lines(problem: Problem, style: Style, report: ScanReport, explained: set) -> list[str]:
-    lines = [f"    {style.error(problem.message)}"]
+    mark = style.error if problem.is_error else style.warning
+    lines = [f"    {mark(problem.message)}"]
+    if problem.links and len(problem.links) > 1:
+        lines.append(f"      behind the name: {' -> '.join(problem.links)} (links made {link_maker(problem.links)})")
     if problem.chain:
         lines.append("      needed by: " + " <- ".join(reversed(problem.chain)))
     if problem.resolution is not None and problem.resolution.sources:
@@ -286,11 +317,12 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
     explained: set = set()  # a search shown once; later problems with the same one point back to it
     for target in report.targets:
         count = len(target.result.closure())
-        if target.healthy:
+        if not target.problems:
             out.append(f"{style.good(style.ok)} {target.target.path}: {count} dependencies resolve")
         else:
             kinds = ", ".join(p.soname or p.kind for p in target.problems)
-            out.append(f"{style.error(style.bad)} {target.target.path}: {len(target.problems)} "
+            mark = style.error(style.bad) if not target.healthy else style.warning(style.warn)
+            out.append(f"{mark} {target.target.path}: {len(target.problems)} "
                        f"problem{'s' if len(target.problems) != 1 else ''} ({kinds})")
             for problem in target.problems:
                 out.extend(_problem_lines(problem, style, report, explained))
@@ -308,13 +340,32 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
 
 # -- fix plans ---------------------------------------------------------------------------
 
+def _unrepaired_lines(plan, style: Style) -> list[str]:  # noqa: ANN001
+    """First, in one line, what the plan leaves broken; then the install command for it."""
+    left = plan.left_unrepaired()
+    if not left:
+        return []
+    names = ", ".join(dict.fromkeys(p.soname or p.kind for p in left))
+    lines = [style.error(f"this plan leaves {len(left)} problem{'s' if len(left) != 1 else ''} unrepaired "
+                         f"({names}): the GPU stays unusable until they are fixed")]
+    hints = list(dict.fromkeys(h for p in left for h in install_hints(p, plan.report)))
+    lines.extend(f"  install: {hint}" for hint in hints)
+    for problem in left:
+        if problem.kind == "impostor":
+            lines.append(f"  {problem.message}")
+            if len(problem.links) > 1:
+                lines.append(f"    remove the link {problem.links[0]} (made {link_maker(problem.links)}) and install "
+                             f"the real {problem.soname}")
+    return lines
+
+
 _GRADE_COLORS = {"safe": "32", "risky": "33", "broken": "31"}
 
 
 def render_plan(plan, stream: TextIO = sys.stdout, outcome=None, after=None) -> None:  # noqa: ANN001
     style = Style(stream)
-    out: list[str] = []
-    if not plan.findings and not plan.proposals:
+    out: list[str] = _unrepaired_lines(plan, style)
+    if not plan.findings and not plan.proposals and not out:
         out.append(style.good("nothing to fix: every dependency resolves"))
     for finding in plan.findings:
         marks = {"error": style.bad, "warning": style.warn, "info": "[i]"}
@@ -329,7 +380,8 @@ def render_plan(plan, stream: TextIO = sys.stdout, outcome=None, after=None) -> 
         grade = proposal.grade or "hint"
         star = "*" if proposal.id in chosen else " "
         label = style.paint(f"[{grade}]", _GRADE_COLORS.get(grade, "0"))
-        out.append(f" {star} {label} {proposal.kind}: {proposal.title}")
+        ask = " (applied only with --accept risky)" if grade == "risky" and proposal.id not in chosen else ""
+        out.append(f" {star} {label} {proposal.kind}: {proposal.title}{ask}")
         if proposal.kind == "symlink":
             out.append(f"        {proposal.link} -> {proposal.target}")
         out.extend(f"        {line}" for line in proposal.evidence[:6])

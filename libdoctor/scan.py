@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .candidates import Candidate, CandidateFinder
 from .loader.environment import Environment
@@ -14,10 +14,13 @@ from .loader.factstore import FactsStore
 from .loader.resolver import MODE_DLOPEN, MODE_EXEC, MODE_LIST, LoadResult, Resolution, Resolver
 from .targets import Discovery, Target, discover
 
+if TYPE_CHECKING:
+    from .gpu.impostor import BuiltFor, Impostor
+
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # missing | missing-dlopen | version | fatal | bad-target | driver
+    kind: str  # missing | missing-dlopen | version | fatal | bad-target | driver | impostor
     target: str
     message: str
     soname: Optional[str] = None
@@ -25,6 +28,12 @@ class Problem:
     chain: tuple[str, ...] = ()
     resolution: Optional[Resolution] = None
     candidates: tuple[Candidate, ...] = ()
+    severity: str = "error"  # "warning": shown, but the exit status stays 0
+    links: tuple[str, ...] = ()  # impostor: the path asked for and each symlink's text to the real file
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class TargetReport:
 
     @property
     def healthy(self) -> bool:
-        return not self.problems
+        return not any(p.is_error for p in self.problems)
 
 
 @dataclass
@@ -89,7 +98,7 @@ class ScanReport:
 
     @property
     def healthy(self) -> bool:
-        return not self.problems
+        return not any(p.is_error for p in self.problems)
 
 
 def _same_environment(a: Environment, b: Environment) -> bool:
@@ -136,6 +145,33 @@ def problems_of(target: Target, result: LoadResult, finder: CandidateFinder) -> 
             problems.append(Problem("version", target.path, version.message, version.file, version.consumer,
                                     _chain(result, version.consumer)))
     return tuple(problems)
+
+
+def impostor_problems(target: Target, result: LoadResult, env: Environment, built: Optional[BuiltFor] = None
+                      ) -> tuple[Problem, ...]:
+    """Every name this load resolved, judged by the file behind it (a cuDNN 8 found as libcudnn.so.7)."""
+    from .gpu.impostor import judge_file
+
+    by_path = {o.path: o for o in result.objects}
+    problems = []
+    seen: set[tuple[str, str]] = set()
+    for resolution in result.relevant_resolutions():
+        obj = by_path.get(resolution.path) if resolution.path else None
+        if obj is None or (resolution.name, obj.path) in seen:
+            continue
+        seen.add((resolution.name, obj.path))
+        impostor = judge_file(resolution.name, env.absolute(obj.path), obj.facts.soname,
+                              *((built.cuda, built.cudnn, built.framework) if built else ()))
+        if impostor is not None:
+            problems.append(impostor_problem(target.path, impostor, resolution.requester,
+                                             _chain(result, resolution.requester)))
+    return tuple(problems)
+
+
+def impostor_problem(target: str, impostor: Impostor, requester: Optional[str], chain: tuple[str, ...] = ()
+                     ) -> Problem:
+    return Problem("impostor", target, impostor.message, impostor.wanted, requester, chain,
+                   severity=impostor.severity, links=impostor.chain)
 
 
 def dlopen_checks(resolver: Resolver, target: Target, result: LoadResult) -> tuple[DlopenCheck, ...]:
@@ -197,6 +233,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         from .gpu.frameworks import framework_info
 
         infos = {f"{f.name} {f.version}": framework_info(f, discovery.environment) for f in discovery.frameworks}
+    built = {label: info.built_for for label, info in infos.items()}
     for target in discovery.targets:
         info = infos.get(target.group)
         if info is not None and info.preloads:
@@ -208,6 +245,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         problems = problems_of(target, result, finder) if finder else ()
         if checks and finder:
             problems += dlopen_problems(target, checks, finder)
+        problems += impostor_problems(target, result, env, built.get(target.group))
         report.targets.append(TargetReport(target, result, problems, checks))
     if infos:
         from .gpu.frameworkcheck import machine_driver
@@ -238,21 +276,36 @@ def _check_framework(report: ScanReport, resolver: Resolver, info, label: str,  
                                 tuple(t.result for t in group), static)
     report.frameworks.append(framework)
     for check in framework.checks:
+        requester = check.lib.requester or python or label
+        if check.impostor is not None:
+            problem = impostor_problem(requester, check.impostor, requester)
+            _add_problems(report, requester, label, info.preloads, python, (problem,))
         if check.found or check.lib.family == "cuda driver" or check.lib.role == OPTIONAL:
             continue  # the driver has its own problem; optional libraries only warn
-        requester = check.lib.requester or python or label
         dlopen = DlopenCheck(check.lib.soname, check.result, python, check.lib.requester, info.preloads)
-        index = next((i for i, t in enumerate(report.targets) if t.target.path == requester), None)
-        if index is None:
-            target = Target(requester, label, MODE_DLOPEN, python, info.preloads)
-            report.targets.append(TargetReport(target, resolve_target(resolver, target), (), ()))
-            index = len(report.targets) - 1
-        existing = report.targets[index]
-        problems = dlopen_problems(existing.target, (dlopen,), finder)
+        target = Target(requester, label, MODE_DLOPEN, python, info.preloads)
+        problems = dlopen_problems(target, (dlopen,), finder)
         problems = tuple(replace(p, message=f"{check.lib.soname} not found ({check.lib.role} for {info.label}, "
                                             f"dlopened by {os.path.basename(requester)})") for p in problems)
-        report.targets[index] = replace(existing, problems=existing.problems + problems,
-                                        dlopens=existing.dlopens + (dlopen,))
+        _add_problems(report, requester, label, info.preloads, python, problems, (dlopen,))
+    _driver_problem(report, info, framework, label)
+
+
+def _add_problems(report: ScanReport, requester: str, label: str, preloads: tuple[str, ...], python: Optional[str],
+                  problems: tuple[Problem, ...], dlopens: tuple[DlopenCheck, ...] = ()) -> None:
+    """Attach problems (and the dlopens they came from) to the requester's target, adding it when new."""
+    index = next((i for i, t in enumerate(report.targets) if t.target.path == requester), None)
+    if index is None:
+        target = Target(requester, label, MODE_DLOPEN, python, preloads)
+        assert report.resolver is not None
+        report.targets.append(TargetReport(target, resolve_target(report.resolver, target), (), ()))
+        index = len(report.targets) - 1
+    existing = report.targets[index]
+    report.targets[index] = replace(existing, problems=existing.problems + problems,
+                                    dlopens=existing.dlopens + dlopens)
+
+
+def _driver_problem(report: ScanReport, info, framework, label: str) -> None:  # noqa: ANN001
     if info.cuda_build and report.driver is not None and (not report.driver.present or not framework.fit.ok):
         report.framework_problems.append(Problem("driver", label, framework.because if not report.driver.present
                                                  else framework.fit.reason, "libcuda.so.1"))

@@ -118,7 +118,7 @@ def _span(rows: list[SonameRow]) -> str:
     return ", ".join(r.cuda_versions for r in rows) or "?"
 
 
-def _range(text: str) -> Optional[tuple[tuple[int, int], tuple[int, int]]]:
+def cuda_span(text: str) -> Optional[tuple[tuple[int, int], tuple[int, int]]]:
     """"10.1-11.8" -> ((10, 1), (11, 8)); "11.x" -> ((11, 0), (11, 99)); "9.0" -> ((9, 0), (9, 0))."""
     points = re.findall(r"(\d+)\.(\d+|x)", text)
     if not points:
@@ -141,7 +141,7 @@ def soname_for(family: str, cuda: str) -> Optional[str]:
     for row in table():
         if row.family != family:
             continue
-        span = _range(row.cuda_versions)
+        span = cuda_span(row.cuda_versions)
         if span and span[0] <= wanted <= span[1]:
             return row.soname
     return None

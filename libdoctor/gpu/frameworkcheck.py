@@ -12,12 +12,14 @@ from ..targets import CUDA_NAME
 from .cudatable import DRIVER_SONAMES, TOOLKIT_EXTRAS, WHEELS, family_of
 from .driver import DriverFit, DriverInfo, driver_fit, read_driver
 from .frameworks import GATE, LAZY, ExpectedLib, FrameworkInfo
+from .impostor import Impostor, judge_file
 
 
 @dataclass(frozen=True)
 class ExpectedCheck:
     lib: ExpectedLib
     result: LoadResult
+    impostor: Optional[Impostor] = None  # found, but the file is something else
 
     @property
     def found(self) -> bool:
@@ -83,8 +85,17 @@ def check_expected(resolver: Resolver, info: FrameworkInfo, python: Optional[str
             result = resolver.dlopen(python, lib.soname, via=via, preloads=info.preloads)
         else:
             result = resolver.dlopen(lib.requester, lib.soname)  # type: ignore[arg-type]
-        checks.append(ExpectedCheck(lib, result))
+        checks.append(ExpectedCheck(lib, result, _impostor(resolver, info, lib, result)))
     return tuple(checks)
+
+
+def _impostor(resolver: Resolver, info: FrameworkInfo, lib: ExpectedLib, result: LoadResult) -> Optional[Impostor]:
+    if result.root_error is not None or result.new_from >= len(result.objects):
+        return None
+    obj = result.objects[result.new_from]
+    built = info.built_for
+    return judge_file(lib.soname, resolver.env.absolute(obj.path), obj.facts.soname, built.cuda, built.cudnn,
+                      built.framework)
 
 
 def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_missing: tuple[str, ...],
@@ -101,6 +112,11 @@ def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_miss
         reasons.append(f"no NVIDIA driver: {name} here runs on the CPU")
     elif not fit.ok:
         reasons.append(fit.reason)
+    impostors = [c.impostor for c in checks if c.impostor is not None and c.impostor.severity == "error"
+                 and c.lib.role in (GATE, LAZY)]
+    if impostors:
+        reasons.append("; ".join(f"{i.wanted} is really {i.really}" for i in impostors)
+                       + f": {name} loads {'it' if len(impostors) == 1 else 'them'} and fails at the first call")
     gates = [c.lib.soname for c in checks if not c.found and c.lib.role == GATE and c.lib.family != "cuda driver"]
     if gates:
         tail = ": TensorFlow registers no GPU and runs on the CPU" if name == "TensorFlow" else ""

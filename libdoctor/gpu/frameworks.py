@@ -24,6 +24,7 @@ from typing import Optional
 from ..targets import Framework, PythonEnv
 from .cudatable import soname_for
 from .driver import parse_version
+from .impostor import BuiltFor, built_for
 
 GATE = "gate"  # without it the framework registers no GPU and runs on the CPU
 OPTIONAL = "optional"  # a failure only warns (profiler, NCCL, TensorRT)
@@ -67,6 +68,10 @@ class FrameworkInfo:
     @property
     def label(self) -> str:
         return f"{self.name} {self.version}"
+
+    @property
+    def built_for(self) -> BuiltFor:
+        return built_for(self.label, self.cuda, self.cudnn, self.requirements)
 
 
 def python_version_of(site_packages: str) -> Optional[str]:

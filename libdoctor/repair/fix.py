@@ -9,7 +9,7 @@ from ..loader.environment import Environment
 from ..loader.factstore import FactsStore
 from ..rules import available_rules, run_rules, select_rules
 from ..rules.base import GRADES, Finding, Placement, Proposal, RuleContext
-from ..scan import ScanReport, run_scan
+from ..scan import Problem, ScanReport, run_scan
 from ..targets import python_env
 from .fixer import Applier, Outcome, search_additions, shim_dir
 from .statedir import state_dir, state_lock
@@ -26,7 +26,13 @@ class FixPlan:
 
     @property
     def needs_fixing(self) -> bool:
-        return bool(self.report.problems) or any(f.severity == "error" for f in self.findings)
+        return not self.report.healthy or any(f.severity == "error" for f in self.findings)
+
+    def left_unrepaired(self) -> list[Problem]:
+        """Error-level problems no chosen change repairs: libraries still missing, impostors, the driver."""
+        covered = {p.soname for p in self.chosen}
+        left = [p for p in self.report.problems if p.is_error and p.soname not in covered]
+        return list({(p.kind, p.soname or p.message): p for p in left}.values())
 
 
 def repair_prefix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str]) -> Optional[str]:
@@ -43,9 +49,11 @@ def activated_environment(prefix: Optional[str], root: Optional[str] = None) -> 
     return Environment.from_process().with_search_folders(search_additions(prefix, root))
 
 
-def choose(proposals: list[Proposal], force: bool, heal_only_safe: bool = False) -> list[Proposal]:
-    """Per missing soname, the safest change that verification did not grade broken."""
-    allowed = ("safe",) if heal_only_safe else ("safe", "risky", "broken") if force else ("safe", "risky")
+def choose(proposals: list[Proposal], force: bool, heal_only_safe: bool = False, accept: tuple[str, ...] = ()
+           ) -> list[Proposal]:
+    """Per missing soname, the safest change allowed: ``safe`` ones; ``risky`` ones only when asked for by
+    name (``--accept risky``); ``broken`` ones only with ``force``; the daemon's healing only ``safe``."""
+    allowed = ("safe",) if heal_only_safe else ("safe", "risky", "broken") if force else ("safe", *accept)
     chosen: dict[str, Proposal] = {}
     for proposal in sorted(proposals, key=lambda p: (GRADES.index(p.grade) if p.grade in GRADES else 9, p.rank)):
         if proposal.kind in ("symlink", "search-path") and proposal.grade in allowed and proposal.soname:
@@ -57,24 +65,26 @@ def make_plan(targets: tuple[str, ...], *, prefix: Optional[str] = None, python:
               caller: Optional[str] = None, dlopen_strings: bool = False, in_place: bool = False,
               only: tuple[str, ...] = (), skip: tuple[str, ...] = (), force: bool = False,
               store: Optional[FactsStore] = None, root: Optional[str] = None,
-              look_in: tuple[str, ...] = ()) -> FixPlan:
+              look_in: tuple[str, ...] = (), accept: tuple[str, ...] = ()) -> FixPlan:
     store = store or FactsStore()
     where = repair_prefix(targets, prefix, python)
     env = activated_environment(where, root)
     report = run_scan(targets, env=env, store=store, caller=caller, prefix=prefix, python=python,
                       dlopen_strings=dlopen_strings, look_in=look_in)
-    return plan_from_report(report, store, where, in_place=in_place, only=only, skip=skip, force=force, root=root)
+    return plan_from_report(report, store, where, in_place=in_place, only=only, skip=skip, force=force, root=root,
+                            accept=accept)
 
 
 def plan_from_report(report: ScanReport, store: FactsStore, where: Optional[str], *, in_place: bool = False,
                      only: tuple[str, ...] = (), skip: tuple[str, ...] = (), force: bool = False,
-                     root: Optional[str] = None, heal_only_safe: bool = False) -> FixPlan:
+                     root: Optional[str] = None, heal_only_safe: bool = False, accept: tuple[str, ...] = ()
+                     ) -> FixPlan:
     """Rules and verification over a scan already made (the daemon re-uses its own)."""
     placement = Placement(in_place=in_place, shim_dir=shim_dir(where, root))
     ctx = RuleContext(report, report.env, store, placement)
     findings, proposals = run_rules(ctx, select_rules(available_rules(), only, skip))
     graded = [verify(ctx, p) for p in proposals]
-    return FixPlan(report, findings, graded, choose(graded, force, heal_only_safe), where)
+    return FixPlan(report, findings, graded, choose(graded, force, heal_only_safe, accept), where)
 
 
 def apply_plan(plan: FixPlan, in_place: bool, root: Optional[str] = None) -> Outcome:

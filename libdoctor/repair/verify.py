@@ -4,9 +4,10 @@ A symlink proposal is resolved in ``Environment + link`` (plus the shim folder o
 LD_LIBRARY_PATH when links go there), then checked against the real ELF facts: the version
 nodes the consumers require of that soname (``.gnu.version_r`` against ``.gnu.version_d``),
 the symbols they import from it, and for dlopen consumers the names they keep as strings for
-``dlsym``.  Grades: ``safe`` (same family and major, all present), ``risky`` (across a soname
-bump, all present, nothing known to be broken), ``broken`` (something missing, or a pairing the
-CUDA table knows is broken).
+``dlsym``.  Grades: ``safe`` (same family, major and CUDA release, all present), ``risky``
+(across a soname bump or a CUDA release, all present, nothing known to be broken; applied only
+when asked for by name), ``broken`` (something missing, or a pairing the CUDA table knows is
+broken).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import os
 from typing import Iterable, Optional
 
 from ..candidates import stem_of
-from ..gpu.cudatable import pairing_verdict, soname_major
+from ..gpu.cudatable import cuda_span, family_of, pairing_verdict, rows_for, soname_major
+from ..gpu.impostor import cuda_release_of
 from ..loader.environment import Environment
 from ..loader.resolver import LoadResult, Resolver
 from ..loader.symbols import SymbolTable, identifier_strings, symbols_of
@@ -137,11 +139,37 @@ def verify_symlink(ctx: RuleContext, proposal: Proposal) -> Proposal:
     if broken:
         return proposal.graded("broken", tuple(dict.fromkeys(broken)) + tuple(evidence))
     same_major = stem_of(soname) == stem_of(provider_soname) and soname_major(soname) == soname_major(provider_soname)
-    if same_major:
-        return proposal.graded("safe", ("same family and major; every version node and symbol present",
-                                        *evidence))
-    return proposal.graded("risky", (f"across a soname bump ({soname} -> {provider_soname}); every version node "
-                                     "and symbol present", *evidence))
+    if not same_major:
+        return proposal.graded("risky", (f"across a soname bump ({soname} -> {provider_soname}); every version "
+                                         "node and symbol present", *evidence))
+    crossing = cuda_release_crossing(soname, provider_soname, target_path)
+    if crossing:
+        return proposal.graded("risky", (f"{crossing}; every version node and symbol present, but the same name "
+                                         "is no proof of the same library", *evidence))
+    return proposal.graded("safe", ("same family, major and CUDA release; every version node and symbol present",
+                                    *evidence))
+
+
+def cuda_release_crossing(wanted: str, provider_soname: str, provider_path: str) -> Optional[str]:
+    """Why serving ``wanted`` with this CUDA file crosses CUDA releases, or None when it provably does not.
+
+    The consumer's release is the table's span for ``wanted``; the file's is its folder or sibling
+    ``libcudart`` (``cuda_release_of``), else the table's span for its own soname.
+    """
+    rows = rows_for(wanted)
+    if not rows or family_of(wanted) in (None, "cudnn"):
+        return None
+    spans = [span for span in (cuda_span(r.cuda_versions) for r in rows) if span]
+    release = cuda_release_of(provider_path)
+    if release is not None:
+        (major, minor), how = release
+        if spans and not any(low <= (major, minor) <= high for low, high in spans):
+            return (f"{wanted} is CUDA {', '.join(r.cuda_versions for r in rows)}; the file is CUDA {major}.{minor} "
+                    f"({how})")
+        return None
+    if provider_soname != wanted:
+        return f"{wanted} and {provider_soname} are different names and the file's CUDA release is not known"
+    return None
 
 
 def verify_search_path(ctx: RuleContext, proposal: Proposal) -> Proposal:
