@@ -126,10 +126,17 @@ def to_json(report: ScanReport) -> dict[str, Any]:
             for t in report.targets
         ],
         "problems": [_problem_json(p, report) for p in report.problems],
+        "findings": [_finding_json(f) for f in report.findings],
         "notes": list(discovery.notes) + ([discovery.fallback] if discovery.fallback else []),
         "summary": {"targets": len(report.targets), "healthy": sum(t.healthy for t in report.targets),
                     "problems": len(report.problems)},
     }
+
+
+def _finding_json(finding) -> dict[str, Any]:  # noqa: ANN001
+    from .repair.fix import finding_json
+
+    return finding_json(finding)
 
 
 def _driver_json(driver) -> dict[str, Any]:  # noqa: ANN001
@@ -328,6 +335,10 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
                 out.extend(_problem_lines(problem, style, report, explained))
         if verbose and target.result.objects:
             out.extend(_tree_lines(target.result, style))
+    for finding in report.findings:
+        mark = style.error(style.bad) if finding.severity == "error" else style.warning(style.warn)
+        out.append(f"{mark} {finding.id}: {finding.title}")
+        out.extend(f"      {line}" for line in finding.evidence)
     for note in discovery.notes:
         out.append(f"{style.warn} {note}")
     if report.cache_note:

@@ -77,6 +77,7 @@ class ScanReport:
     probes: list = field(default_factory=list)  # ProbeResult, with --probe
     inputs: tuple = ()  # what run_scan was asked, to tell whether a report can be reused
     resolver: Optional[Resolver] = None
+    findings: list = field(default_factory=list)  # the rules' Findings (hazards, framework fit), with findings=True
 
     def still_valid(self, env: Environment, inputs: tuple) -> bool:
         """Nothing this report depends on has changed: the same question, environment and files."""
@@ -98,7 +99,7 @@ class ScanReport:
 
     @property
     def healthy(self) -> bool:
-        return not any(p.is_error for p in self.problems)
+        return not any(p.is_error for p in self.problems) and not any(f.severity == "error" for f in self.findings)
 
 
 def _same_environment(a: Environment, b: Environment) -> bool:
@@ -215,11 +216,11 @@ def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
 def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
              caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None,
              dlopen_strings: bool = False, look_in: tuple[str, ...] = (), probe: bool = False,
-             previous: Optional[ScanReport] = None) -> ScanReport:
+             previous: Optional[ScanReport] = None, findings: bool = True) -> ScanReport:
     """Scan; with ``previous``, a report whose inputs and files are all unchanged is returned as is."""
     store = store or FactsStore()
     env = env or Environment.from_process(probe_cache_dir=os.path.dirname(store.path) if store.path else None)
-    inputs = (tuple(paths), caller, prefix, python, dlopen_strings, tuple(look_in))
+    inputs = (tuple(paths), caller, prefix, python, dlopen_strings, tuple(look_in), findings)
     if previous is not None and previous.still_valid(env, inputs):
         return previous
     cache_paths = [e.path for e in env.cache.entries] if env.cache else []
@@ -259,6 +260,10 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
             from .gpu.probe import run_probe
 
             report.probes = [run_probe(python, framework) for framework in report.frameworks]
+    if findings:
+        from .rules import Placement, RuleContext, scan_findings
+
+        report.findings = scan_findings(RuleContext(report, env, store, Placement(False, "")))
     return report
 
 

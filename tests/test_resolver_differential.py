@@ -262,6 +262,21 @@ def test_version_needs_checked_against_provider(elf: ElfFactory, judge: Judge, t
     assert "version `libfoo.so.8' not found" in ctypes_run.stderr
 
 
+def test_a_provider_without_version_information_aborts_the_run(elf: ElfFactory, judge: Judge,
+                                                               tmp_path: Path) -> None:
+    """ldd only warns; binding the versioned symbol trips check_match's assertion (exit 127)."""
+    stub = elf.stub("libleaf.so.1", defines=["leaf"], version_script={"LEAF_1.0": ["leaf"]})
+    elf.lib("lib/libleaf.so.1", defines=["leaf"])  # rebuilt without a version script
+    program = elf.exe("app/prog", calls=["leaf"], link=[stub], runpath=str(tmp_path / "lib"))
+    result, trace = judge.compare(program, tmp_path)
+    assert "no version information available" in trace.stderr and trace.returncode == 0
+    run = subprocess.run([str(program)], env=loader_env(), capture_output=True, text=True)
+    assert run.returncode == 127 and "Inconsistency detected by ld.so" in run.stderr
+    (problem,) = result.version_problems
+    assert problem.fatal and problem.missing_verdef and "LEAF_1.0" in problem.message
+    assert not result.ok
+
+
 def test_nodeflib_skips_cache_and_system_folders(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
     user = elf.lib("app/libuser.so", extra=["-Wl,-z,nodefaultlib", "-Wl,--no-as-needed", "-lz"], body="int z_user(void){return 0;}")
     result, trace = judge.compare(user, tmp_path)

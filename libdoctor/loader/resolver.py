@@ -101,13 +101,17 @@ class VersionProblem:
     @property
     def message(self) -> str:
         if self.missing_verdef:
-            return f"{self.provider}: no version information available (required by {self.consumer})"
+            return (f"{self.provider}: no version information available (required by {self.consumer}): ld.so aborts "
+                    f"(\"Inconsistency detected\", dl-lookup.c check_match) when it binds a symbol of version "
+                    f"`{self.version}' to it")
         weak = "weak " if self.weak else ""
         return f"{self.provider}: {weak}version `{self.version}' not found (required by {self.consumer})"
 
     @property
     def fatal(self) -> bool:
-        return not (self.weak or self.missing_verdef)
+        """``ld.so --list`` only warns of a provider without version information, but binding a versioned
+        symbol to it trips an assertion in ``check_match`` (glibc elf/dl-lookup.c): the run dies, exit 127."""
+        return self.missing_verdef or not self.weak
 
 
 @dataclass(frozen=True)
@@ -621,7 +625,7 @@ class _LoadState:
                 if provider is None:
                     continue  # missing altogether: reported as not found
                 if not provider.facts.has_verdef:
-                    problems.append(VersionProblem(obj.path, provider.path, file_name, "", False, True))
+                    problems.append(VersionProblem(obj.path, provider.path, file_name, wanted[0].name, False, True))
                     continue
                 defined = provider.facts.defined_versions
                 for need in wanted:

@@ -70,7 +70,7 @@ def make_plan(targets: tuple[str, ...], *, prefix: Optional[str] = None, python:
     where = repair_prefix(targets, prefix, python)
     env = activated_environment(where, root)
     report = run_scan(targets, env=env, store=store, caller=caller, prefix=prefix, python=python,
-                      dlopen_strings=dlopen_strings, look_in=look_in)
+                      dlopen_strings=dlopen_strings, look_in=look_in, findings=False)
     return plan_from_report(report, store, where, in_place=in_place, only=only, skip=skip, force=force, root=root,
                             accept=accept)
 

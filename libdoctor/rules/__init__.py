@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Iterable
 
-from .base import Finding, Proposal, Rule, RuleContext, RuleResult
+from .base import Finding, Placement, Proposal, Rule, RuleContext, RuleResult
 
 ENTRY_POINT_GROUP = "libdoctor.rules"
 BUILTIN = (
@@ -99,6 +99,18 @@ def run_rules(ctx: RuleContext, rules: list[Rule]) -> tuple[list[Finding], list[
     return findings, _dedupe(proposals)
 
 
+# Rules whose findings repeat what the scan itself reports (missing names, version needs, a broken file
+# where a search meets it) or only inform.
+NOT_IN_SCAN = frozenset({"missing-soname", "version-mismatch", "cuda-family", "broken-file"})
+
+
+def scan_findings(ctx: RuleContext) -> list[Finding]:
+    """The findings ``scan`` shows beside its own problems: hazards, broken files, framework fit, ..."""
+    rules = [r for r in available_rules() if r.id not in NOT_IN_SCAN]
+    findings, _proposals = run_rules(ctx, rules)
+    return [f for f in findings if f.severity in ("error", "warning") or f.status == "crashed"]
+
+
 def _dedupe(proposals: list[Proposal]) -> list[Proposal]:
     seen: dict[str, Proposal] = {}
     for proposal in proposals:
@@ -106,5 +118,5 @@ def _dedupe(proposals: list[Proposal]) -> list[Proposal]:
     return sorted(seen.values(), key=lambda p: (p.soname or "", p.rank))
 
 
-__all__ = ["Finding", "Proposal", "Rule", "RuleContext", "RuleResult", "available_rules", "run_rules",
-           "select_rules"]
+__all__ = ["Finding", "Placement", "Proposal", "Rule", "RuleContext", "RuleResult", "available_rules", "run_rules",
+           "scan_findings", "select_rules"]

@@ -23,6 +23,14 @@ def _element_problems(value: str, where: str) -> list[str]:
     return problems
 
 
+def _hijack(name: str, path: str, folder: str, tag: str, requester: object) -> Finding:
+    where = "an empty element" if folder == "" else f"the relative element {folder!r}"
+    return Finding("search-path-hazard", "error",
+                   f"{name} was taken from the current folder ({path}) through {where} of {tag}: whoever controls "
+                   "the folder a program starts in decides what it loads",
+                   evidence=(f"needed by {requester}",) if requester else (), objects=(path,))
+
+
 def check(ctx: RuleContext) -> RuleResult:
     findings = []
     if ctx.env.ld_library_path is not None:
@@ -42,6 +50,9 @@ def check(ctx: RuleContext) -> RuleResult:
         for resolution in report.result.relevant_resolutions():
             for source in resolution.sources:
                 for attempt in source.folders:
+                    if attempt.outcome == "found" and not attempt.folder.startswith("/") and source.tag != "direct":
+                        findings.append(_hijack(resolution.name, resolution.path or "", attempt.folder, source.tag,
+                                                resolution.requester))
                     if attempt.folder and attempt.outcome != "no such folder":
                         folders.setdefault(ctx.env.absolute(attempt.folder), source.tag)
     for folder, tag in folders.items():
@@ -53,7 +64,7 @@ def check(ctx: RuleContext) -> RuleResult:
             findings.append(Finding("search-path-hazard", "error",
                                     f"{folder} ({tag}) is world-writable: any user can plant a library there",
                                     objects=(folder,)))
-    return RuleResult(tuple(findings))
+    return RuleResult(tuple({(f.title, f.objects): f for f in findings}.values()))
 
 
 RULE = SimpleRule("search-path-hazard", "empty or relative search-path elements, world-writable folders", check)

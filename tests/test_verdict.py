@@ -1,0 +1,48 @@
+"""What decides scan's verdict besides missing names: hazards, the driver, the activated env, 32-bit."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import ElfFactory, Judge, loader_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_scan_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    environ = loader_env(env)
+    environ.update({"NO_COLOR": "1", "PYTHONPATH": str(REPO), "LIBDOCTOR_CACHE_DIR": str(cwd / ".cache"),
+                    "LIBDOCTOR_STATE_DIR": str(cwd / ".state")})
+    return subprocess.run([sys.executable, "-m", "libdoctor", "scan", *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_library_taken_from_the_current_folder_is_an_error(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    stub = elf.stub("libhijack.so.1", defines=["h"])
+    elf.lib("good/libhijack.so.1", defines=["h"])
+    consumer = elf.lib("app/libconsumer.so", calls=["h"], link=[stub])
+    planted = elf.lib("work/libhijack.so.1", defines=["h"])
+    llp = {"LD_LIBRARY_PATH": f":{tmp_path / 'good'}"}  # "$LD_LIBRARY_PATH:/good" with the variable unset
+    result, trace = judge.compare(consumer, tmp_path / "work", llp)
+    assert trace.mapping()["libhijack.so.1"] == "libhijack.so.1"  # the loader takes ./libhijack.so.1
+    assert any(o.path == "libhijack.so.1" for o in result.objects)
+    done = run_scan_cli("--json", str(consumer), cwd=planted.parent, env=llp)
+    assert done.returncode == 1, done.stdout + done.stderr
+    findings = json.loads(done.stdout)["findings"]
+    hijack = [f for f in findings if f["severity"] == "error" and "taken from the current folder" in f["title"]]
+    assert hijack and "empty element of LD_LIBRARY_PATH" in hijack[0]["title"], findings
+    human = run_scan_cli(str(consumer), cwd=planted.parent, env=llp)
+    assert human.returncode == 1 and "search-path-hazard: libhijack.so.1 was taken from the current folder" in human.stdout
+
+
+def test_an_empty_element_that_decides_nothing_only_warns(elf: ElfFactory, tmp_path: Path) -> None:
+    stub = elf.stub("libsafe.so.1", defines=["s"])
+    elf.lib("good/libsafe.so.1", defines=["s"])
+    consumer = elf.lib("app/libconsumer.so", calls=["s"], link=[stub])
+    (tmp_path / "work").mkdir()
+    done = run_scan_cli(str(consumer), cwd=tmp_path / "work", env={"LD_LIBRARY_PATH": f"{tmp_path / 'good'}:"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[!] search-path-hazard: LD_LIBRARY_PATH" in done.stdout and "empty element" in done.stdout
