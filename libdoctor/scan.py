@@ -88,7 +88,7 @@ class ScanReport:
         if self.driver is not None:
             from .gpu.frameworkcheck import machine_driver
 
-            if machine_driver(env) != self.driver:
+            if machine_driver(env, resolver=self.resolver) != self.driver:
                 return False
         return self.discovery.unchanged() and self.resolver.view.unchanged()
 
@@ -251,7 +251,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     if infos:
         from .gpu.frameworkcheck import machine_driver
 
-        report.driver = machine_driver(env)
+        report.driver = machine_driver(env, resolver=resolver)
         finder = finder or CandidateFinder(env, sites, look_in)
         for label, info in infos.items():
             _check_framework(report, resolver, info, label, finder)

@@ -46,3 +46,40 @@ def test_an_empty_element_that_decides_nothing_only_warns(elf: ElfFactory, tmp_p
     done = run_scan_cli(str(consumer), cwd=tmp_path / "work", env={"LD_LIBRARY_PATH": f"{tmp_path / 'good'}:"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[!] search-path-hazard: LD_LIBRARY_PATH" in done.stdout and "empty element" in done.stdout
+
+
+def test_the_driver_is_found_as_a_dlopen_finds_it(elf: ElfFactory, judge: Judge, dlprobe: Path, tmp_path: Path) -> None:
+    from libdoctor.gpu.driver import driver_fit
+    from libdoctor.gpu.frameworkcheck import machine_driver
+
+    nvidia = tmp_path / "usr/local/nvidia/lib64"  # the container layout, reached through LD_LIBRARY_PATH only
+    lib = elf.lib(nvidia / "libcuda.so.580.65.06", soname="libcuda.so.1", defines=["cuInit"])
+    os.symlink(lib.name, nvidia / "libcuda.so.1")
+    root = tmp_path / "root"
+    (root / "sys/module/nvidia").mkdir(parents=True)
+    (root / "sys/module/nvidia/version").write_text("580.65.06\n")
+    llp = {"LD_LIBRARY_PATH": str(nvidia)}
+    real = subprocess.run([str(dlprobe), "libcuda.so.1"], env=loader_env(llp), capture_output=True, text=True)
+    assert real.returncode == 0 and str(nvidia / "libcuda.so.1") in real.stdout.splitlines()
+    driver = machine_driver(judge.environment(str(tmp_path), llp), str(root))
+    assert driver.present and driver.libcuda == str(nvidia / "libcuda.so.1")
+    assert driver_fit("13.0", driver).ok
+    assert not machine_driver(judge.environment(str(tmp_path)), str(root)).present  # without LD_LIBRARY_PATH
+
+
+def test_a_kernel_module_of_another_driver_is_the_version_mismatch(elf: ElfFactory, judge: Judge,
+                                                                  tmp_path: Path) -> None:
+    from libdoctor.gpu.driver import driver_fit
+    from libdoctor.gpu.frameworkcheck import machine_driver
+
+    folder = tmp_path / "drv"
+    lib = elf.lib(folder / "libcuda.so.570.86.10", soname="libcuda.so.1", defines=["cuInit"])
+    os.symlink(lib.name, folder / "libcuda.so.1")
+    root = tmp_path / "root"
+    (root / "proc/driver/nvidia").mkdir(parents=True)
+    (root / "proc/driver/nvidia/version").write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 07:09:26 UTC 2025\n")
+    driver = machine_driver(judge.environment(str(tmp_path), {"LD_LIBRARY_PATH": str(folder)}), str(root))
+    assert driver.mismatch
+    fit = driver_fit("12.4", driver)
+    assert not fit.ok and "Driver/library version mismatch" in fit.reason and "570.86.10" in fit.reason

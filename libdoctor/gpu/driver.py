@@ -40,11 +40,16 @@ class DriverInfo:
     def present(self) -> bool:
         return self.libcuda is not None
 
+    @property
+    def mismatch(self) -> bool:
+        """The classic "Driver/library version mismatch": libcuda from another driver than the loaded module."""
+        return bool(self.kernel_module and self.libcuda_version and self.kernel_module != self.libcuda_version)
+
     def summary(self) -> str:
         if not self.present:
             return "no NVIDIA driver (libcuda.so.1 not found)"
         parts = [f"driver {self.version or 'of unknown version'}"]
-        if self.kernel_module and self.libcuda_version and self.kernel_module != self.libcuda_version:
+        if self.mismatch:
             parts.append(f"(kernel module {self.kernel_module}, libcuda {self.libcuda_version}: mismatch)")
         if not self.device_nodes:
             parts.append("no /dev/nvidia* device nodes")
@@ -105,6 +110,10 @@ def driver_fit(cuda: Optional[str], driver: DriverInfo) -> DriverFit:
     """Can this driver run a CUDA ``cuda`` runtime (with minor-version compatibility from 11.x)?"""
     if not driver.present:
         return DriverFit(False, "no NVIDIA driver")
+    if driver.mismatch:
+        return DriverFit(False, f"Driver/library version mismatch: the kernel module is {driver.kernel_module}, "
+                                f"{driver.libcuda} is {driver.libcuda_version}: every CUDA call fails until they "
+                                "match (reboot, or reload the nvidia module)")
     if not cuda:
         return DriverFit(True, "no CUDA runtime to match")
     have = parse_version(driver.version or "")

@@ -70,9 +70,19 @@ def _counts(sources: tuple[tuple[str, str, str], ...]) -> str:
     return ", ".join(f"{n} {words.get(via, 'through ' + via)}" for via, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def machine_driver(env: Environment, root: str = "/") -> DriverInfo:
-    lookup = env.cache_lookup
-    return read_driver(lookup.lookup("libcuda.so.1"), lookup.lookup("libnvidia-ml.so.1"), root)
+def machine_driver(env: Environment, root: str = "/", resolver: Optional[Resolver] = None) -> DriverInfo:
+    """The driver's user-space half found as a framework's ``dlopen`` finds it (LD_LIBRARY_PATH first, so
+    container layouts such as ``/usr/local/nvidia/lib64`` count), beside the loaded kernel module."""
+    resolver = resolver or Resolver(env)
+    return read_driver(dlopen_path(resolver, "libcuda.so.1"), dlopen_path(resolver, "libnvidia-ml.so.1"), root)
+
+
+def dlopen_path(resolver: Resolver, soname: str) -> Optional[str]:
+    """Where ``dlopen(soname)`` by a program without RPATH lands: the loader itself stands in for it."""
+    result = resolver.dlopen(resolver.env.loader.interpreter, soname)
+    if result.root_error is not None or result.new_from >= len(result.objects):
+        return None
+    return resolver.env.absolute(result.objects[result.new_from].path)
 
 
 def check_expected(resolver: Resolver, info: FrameworkInfo, python: Optional[str]) -> tuple[ExpectedCheck, ...]:
