@@ -45,11 +45,13 @@ class DlopenCheck:
     caller: Optional[str] = None  # the program, when the dlopen happens inside one (python)
     via: Optional[str] = None  # the object making the call, dlopened first by the program
     preloads: tuple[str, ...] = ()
+    loaded_by: Optional[str] = None  # the extension module that brought ``via`` in
 
     def rerun(self, resolver: Resolver, target_path: str) -> LoadResult:
         """The same dlopen again (in another Environment)."""
         if self.caller:
-            return resolver.dlopen(self.caller, self.name, via=self.via, preloads=self.preloads)
+            return resolver.dlopen(self.caller, self.name, via=self.via, preloads=self.preloads,
+                                   loaded_by=self.loaded_by)
         return resolver.dlopen(target_path, self.name)
 
 
@@ -287,7 +289,8 @@ def _check_framework(report: ScanReport, resolver: Resolver, info, label: str,  
             _add_problems(report, requester, label, info.preloads, python, (problem,))
         if check.found or check.lib.family == "cuda driver" or check.lib.role == OPTIONAL:
             continue  # the driver has its own problem; optional libraries only warn
-        dlopen = DlopenCheck(check.lib.soname, check.result, python, check.lib.requester, info.preloads)
+        dlopen = DlopenCheck(check.lib.soname, check.result, python, check.lib.requester, info.preloads,
+                             check.lib.loaded_by)
         target = Target(requester, label, MODE_DLOPEN, python, info.preloads)
         problems = dlopen_problems(target, (dlopen,), finder)
         problems = tuple(replace(p, message=f"{check.lib.soname} not found ({check.lib.role} for {info.label}, "

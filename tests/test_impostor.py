@@ -192,3 +192,27 @@ def test_fix_says_first_what_it_leaves_broken(elf: ElfFactory, machine: Path, tm
     assert first.startswith("this plan leaves") and "(libcudnn.so.7" in first, done.stdout  # the driver may be listed too
     assert "nothing to fix" not in done.stdout
     assert "install: conda install cudnn=7.6.5" in done.stdout
+
+
+def test_a_tf_dlopen_searches_the_rpath_of_the_module_that_loaded_the_framework(elf: ElfFactory, judge: Judge,
+                                                                             tmp_path: Path) -> None:
+    """python -> _pywrap_tensorflow_internal.so (RPATH $ORIGIN/) -> libtensorflow_framework.so.1 -> dlopen."""
+    prefix, site = make_env(tmp_path / "tf114", "3.6")
+    framework = elf.lib(site / "tensorflow/libtensorflow_framework.so.1", body=TRY_LOAD, extra=["-ldl"])
+    pywrap = elf.lib(site / "tensorflow/python/_pywrap_tensorflow_internal.so", soname="", calls=["try_load"],
+                     link=[framework], rpath="$ORIGIN/:$ORIGIN/..")
+    cuda_config(site / "tensorflow", TF_CUDA_VERSION="10.0", TF_CUDNN_VERSION="7", TF_CUDA_LIB_VERSION="10.0")
+    dist_info(site, "tensorflow-gpu", "1.14.0", ["tensorflow/libtensorflow_framework.so.1",
+                                                 "tensorflow/python/_pywrap_tensorflow_internal.so"])
+    elf.lib(site / "tensorflow/python/libcudnn.so.7.6.5", soname="libcudnn.so.7", defines=["cudnnCreate"])
+    os.symlink("libcudnn.so.7.6.5", site / "tensorflow/python/libcudnn.so.7")
+    code = (f"import ctypes; ctypes.CDLL({str(pywrap)!r}); fw = ctypes.CDLL({str(framework)!r}); "
+            "print(fw.try_load(b'libcudnn.so.7'))")
+    real = subprocess.run([sys.executable, "-c", code], env=loader_env(), capture_output=True, text=True)
+    assert real.stdout.strip() == "1", real.stderr  # TensorFlow finds it through the pywrap module's RPATH
+    report = scan_env(judge, prefix)
+    check = next(c for c in report.frameworks[0].checks if c.lib.soname == "libcudnn.so.7")
+    assert check.found and check.path == str(site / "tensorflow/python/libcudnn.so.7")
+    resolution = next(r for r in check.result.resolutions if r.name == "libcudnn.so.7")
+    assert [s.owner for s in resolution.sources if s.tag == "rpath"][-1] == str(pywrap)
+    assert not any(p.soname == "libcudnn.so.7" for p in report.problems)

@@ -92,7 +92,8 @@ def check_expected(resolver: Resolver, info: FrameworkInfo, python: Optional[str
             continue
         if python is not None:
             via = lib.requester if lib.requester and os.path.exists(lib.requester) else None
-            result = resolver.dlopen(python, lib.soname, via=via, preloads=info.preloads)
+            result = resolver.dlopen(python, lib.soname, via=via, preloads=info.preloads,
+                                     loaded_by=lib.loaded_by if via else None)
         else:
             result = resolver.dlopen(lib.requester, lib.soname)  # type: ignore[arg-type]
         checks.append(ExpectedCheck(lib, result, _impostor(resolver, info, lib, result)))

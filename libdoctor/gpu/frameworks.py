@@ -47,6 +47,7 @@ class ExpectedLib:
     family: str
     role: str  # gate | optional | lazy
     requester: Optional[str]  # the object that dlopens it (None: the framework's own closure decides)
+    loaded_by: Optional[str] = None  # the extension module python dlopens, which brings ``requester`` in
 
 
 @dataclass(frozen=True)
@@ -187,18 +188,20 @@ def tensorflow_info(framework: Framework, site: str) -> FrameworkInfo:
     flavour = framework.name + (" (tensorflow_core layout)" if package and package.endswith("tensorflow_core") else "")
     expected: list[ExpectedLib] = []
     notes = []
-    requester = None
+    requester = loaded_by = None
     if package:
         candidates = sorted(glob.glob(os.path.join(package, "libtensorflow_framework.so*")))
         requester = candidates[0] if candidates else None
+        pywrap = os.path.join(package, "python", "_pywrap_tensorflow_internal.so")
+        loaded_by = pywrap if requester and os.path.isfile(pywrap) else None
     if cuda and not cpu_only and version >= TF_DLOPEN_FROM:
         names = tf_sonames(config, cuda, cudnn)
         for family, soname in names.items():
             if family == "curand" and version >= TF_NO_CURAND_FROM:
                 continue
             role = OPTIONAL if family in ("cupti", "nccl") else GATE
-            expected.append(ExpectedLib(soname, family, role, requester))
-        expected.append(ExpectedLib("libcuda.so.1", "cuda driver", GATE, requester))
+            expected.append(ExpectedLib(soname, family, role, requester, loaded_by))
+        expected.append(ExpectedLib("libcuda.so.1", "cuda driver", GATE, requester, loaded_by))
     elif version < TF_DLOPEN_FROM:
         notes.append("TensorFlow before 1.14 links CUDA through DT_NEEDED: import fails outright when a library "
                      "is missing")

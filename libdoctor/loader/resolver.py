@@ -217,13 +217,15 @@ class Resolver:
         state.load_dependencies(0)
         return state.result(root, mode, 0)
 
-    def dlopen(self, caller: str, target: str, via: Optional[str] = None, preloads: tuple[str, ...] = ()
-               ) -> LoadResult:
+    def dlopen(self, caller: str, target: str, via: Optional[str] = None, preloads: tuple[str, ...] = (),
+               loaded_by: Optional[str] = None) -> LoadResult:
         """``caller`` runs (its own closure loaded), then calls ``dlopen(target)``.
 
         ``preloads``: objects the program dlopened earlier, in order (torch's ``_preload_cuda_deps``).
-        ``via``: the object that makes the call (dlopened first by the program), e.g. TensorFlow's
-        ``libtensorflow_framework.so.N`` asking for ``libcudnn.so.7``: its RUNPATH/RPATH applies.
+        ``via``: the object that makes the call, e.g. TensorFlow's ``libtensorflow_framework.so.N`` asking
+        for ``libcudnn.so.7``: its RUNPATH/RPATH applies.  ``loaded_by``: the object the program dlopened
+        that brought ``via`` in as a dependency (``_pywrap_tensorflow_internal.so``): without a RUNPATH on
+        ``via``, glibc searches the RPATH of each object up that chain (``l_loader``), then the program's.
         """
         state = _LoadState(self)
         main, error = state.map_root(caller, MODE_EXEC if self.is_program(caller) else MODE_LIST)
@@ -238,13 +240,19 @@ class Resolver:
                 obj.via = PRELOAD
                 state.load_dependencies(start)
         requester = main
-        if via is not None:
+        for path in (loaded_by, via):
+            if path is None:
+                continue
+            known = state.loaded_file(path)
+            if known is not None:
+                requester = known
+                continue
             start = len(state.objects)
-            resolution, via_obj = state.map_object(main, via, depth=1)
-            if via_obj is None:
-                return state.result(target, MODE_DLOPEN, start, root_error=f"{via}: {resolution.error}")
+            resolution, obj = state.map_object(requester, path, depth=requester.depth + 1)
+            if obj is None:
+                return state.result(target, MODE_DLOPEN, start, root_error=f"{path}: {resolution.error}")
             state.load_dependencies(start)
-            requester = via_obj
+            requester = obj
         first_new = len(state.objects)
         resolution, obj = state.map_object(requester, target, depth=requester.depth + 1)
         if obj is None:
@@ -315,6 +323,11 @@ class _LoadState:
         """``_dl_lookup_map``: the first loaded object answering to ``name`` or having it as SONAME."""
         hits = [o for o in (self.by_name.get(name), self.by_soname.get(name), self._rtld_match(name)) if o]
         return min(hits, key=lambda o: o.index) if hits else None
+
+    def loaded_file(self, path: str) -> Optional[_Obj]:
+        """The object already loaded from the file at ``path`` (by file identity, whatever its name)."""
+        identity = self.view.probe(self.env.absolute(path)).identity
+        return self.by_identity.get(identity) if identity else None
 
     def match_loaded(self, name: str) -> Optional[_Obj]:
         """``find_loaded``, and the object answers to ``name`` from now on (``add_name_to_object``)."""
