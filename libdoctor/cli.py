@@ -52,6 +52,8 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in README.rst)."),
         click.option("--look-in", multiple=True, type=click.Path(),
                      help="Another folder to look in for other versions of missing libraries (repeatable)."),
+        click.option("--no-activate", is_flag=True,
+                     help="Do not apply the --env's etc/conda/activate.d scripts (applied when it is not active)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -66,8 +68,8 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
               help="Also import each framework in the environment's python (runs its code; time-limited) and "
                    "compare what it really loads with the prediction.")
 def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
-         dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], verbose: bool, no_cache: bool,
-         probe: bool) -> None:
+         dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, verbose: bool,
+         no_cache: bool, probe: bool) -> None:
     """Resolve every dependency of TARGETS (files or folders) exactly as glibc's loader would.
 
     Without TARGETS: the GPU frameworks of the active Python environment, or the machine's
@@ -84,7 +86,7 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     if store.load_problem:
         log.warning("facts cache ignored", problem=store.load_problem)
     report = run_scan(targets, store=store, caller=caller, prefix=prefix, python=python,
-                      dlopen_strings=dlopen_strings, look_in=look_in, probe=probe)
+                      dlopen_strings=dlopen_strings, look_in=look_in, probe=probe, activate=not no_activate)
     problem = store.save()
     if problem:
         log.warning("facts cache not saved", problem=problem)
@@ -107,7 +109,8 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
 @click.option("--rule", "only", multiple=True, help="Run only this rule (repeatable).")
 @click.option("--skip-rule", "skip", multiple=True, help="Do not run this rule (repeatable).")
 def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
-        dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], do_apply: bool, in_place: bool, yes: bool,
+        dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, do_apply: bool,
+        in_place: bool, yes: bool,
         accept: tuple[str, ...], force: bool, only: tuple[str, ...], skip: tuple[str, ...]) -> None:
     """Plan repairs for TARGETS (as scan picks them); with --apply, make them.
 
@@ -121,7 +124,8 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
         raise click.UsageError("--env and --python name the same thing: give one")
     store = FactsStore.default()
     kwargs = dict(prefix=prefix, python=python, caller=caller, dlopen_strings=dlopen_strings, in_place=in_place,
-                  only=only, skip=skip, force=force, store=store, look_in=look_in, accept=accept)
+                  only=only, skip=skip, force=force, store=store, look_in=look_in, accept=accept,
+                  activate=not no_activate)
     plan = make_plan(targets, **kwargs)
     outcome = after = None
     if do_apply and plan.chosen:

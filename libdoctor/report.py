@@ -114,6 +114,7 @@ def to_json(report: ScanReport) -> dict[str, Any]:
             "frameworks": [{"name": f.name, "version": f.version, "dist_info": f.location, "objects": len(f.files)}
                            for f in discovery.frameworks],
             "driver": _driver_json(report.driver) if report.driver else None,
+            "activation": [{"script": a.script, "how": a.how, "set": dict(a.changes)} for a in report.activations],
         },
         "frameworks": [_framework_json(f) for f in report.frameworks],
         "probes": [{"framework": p.framework, "imported": p.imported, "gpu": p.gpu, "error": p.error,
@@ -319,6 +320,10 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
         out.append(f"environment {env.prefix} (python: {env.python or 'not found'}): {names}")
     if discovery.fallback:
         out.append(discovery.fallback)
+    for activation in report.activations:
+        changes = ", ".join(f"{name}={value}" if value is not None else f"unset {name}"
+                            for name, value in activation.changes) or "nothing libdoctor looks at"
+        out.append(f"as activated: {activation.script} ({activation.how}) sets {changes}")
     if report.frameworks:
         out.extend(_framework_table(report, style))
     explained: set = set()  # a search shown once; later problems with the same one point back to it

@@ -12,7 +12,7 @@ from .candidates import Candidate, CandidateFinder
 from .loader.environment import Environment
 from .loader.factstore import FactsStore
 from .loader.resolver import MODE_DLOPEN, MODE_EXEC, MODE_LIST, LoadResult, Resolution, Resolver
-from .targets import Discovery, Target, discover
+from .targets import Activation, Discovery, Target, conda_activation, discover, python_env
 
 if TYPE_CHECKING:
     from .gpu.impostor import BuiltFor, Impostor
@@ -80,6 +80,7 @@ class ScanReport:
     inputs: tuple = ()  # what run_scan was asked, to tell whether a report can be reused
     resolver: Optional[Resolver] = None
     findings: list = field(default_factory=list)  # the rules' Findings (hazards, framework fit), with findings=True
+    activations: tuple = ()  # targets.Activation: what the env's conda activate.d scripts set
 
     def still_valid(self, env: Environment, inputs: tuple) -> bool:
         """Nothing this report depends on has changed: the same question, environment and files."""
@@ -215,20 +216,38 @@ def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
     return resolver.load(target.path, mode)
 
 
+def process_environ(prefix: Optional[str], activate: bool = True) -> tuple[dict[str, str], tuple[Activation, ...]]:
+    """The variables a program of ``prefix`` starts with: this process's, plus what ``conda activate`` would
+    set when ``prefix`` is a conda env other than the active one."""
+    environ = dict(os.environ)
+    if not activate or not prefix or not os.path.isdir(os.path.join(prefix, "conda-meta")):
+        return environ, ()
+    prefix = os.path.abspath(prefix)
+    if os.environ.get("CONDA_PREFIX") and os.path.abspath(os.environ["CONDA_PREFIX"]) == prefix:
+        return environ, ()  # already active: this process sees what the scripts set
+    return conda_activation(prefix, environ)
+
+
 def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
              caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None,
              dlopen_strings: bool = False, look_in: tuple[str, ...] = (), probe: bool = False,
-             previous: Optional[ScanReport] = None, findings: bool = True) -> ScanReport:
+             previous: Optional[ScanReport] = None, findings: bool = True, activate: bool = True) -> ScanReport:
     """Scan; with ``previous``, a report whose inputs and files are all unchanged is returned as is."""
     store = store or FactsStore()
-    env = env or Environment.from_process(probe_cache_dir=os.path.dirname(store.path) if store.path else None)
+    activations: tuple[Activation, ...] = ()
+    if env is None:
+        environ, activations = process_environ(prefix or (python_env(None, python).prefix if python else None),
+                                               activate)
+        env = Environment.from_process(environ=environ,
+                                       probe_cache_dir=os.path.dirname(store.path) if store.path else None)
     inputs = (tuple(paths), caller, prefix, python, dlopen_strings, tuple(look_in), findings)
     if previous is not None and previous.still_valid(env, inputs):
         return previous
     cache_paths = [e.path for e in env.cache.entries] if env.cache else []
     discovery = discover(paths, caller, prefix, python, cache_paths)
     resolver = Resolver(env, store)
-    report = ScanReport(env, discovery, cache_note=store.load_problem, inputs=inputs, resolver=resolver)
+    report = ScanReport(env, discovery, cache_note=store.load_problem, inputs=inputs, resolver=resolver,
+                        activations=activations)
     sites = discovery.environment.site_packages if discovery.environment else ()
     finder: Optional[CandidateFinder] = None
     infos = {}

@@ -10,9 +10,10 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 from .loader.elffacts import is_elf
 
@@ -275,3 +276,121 @@ def discover(paths: tuple[str, ...], caller: Optional[str], prefix: Optional[str
         if not discovery.targets:
             discovery.notes.append("no CUDA libraries found in ld.so.cache or /usr/local/cuda*")
     return discovery
+
+
+# -- the environment as `conda activate` leaves it ---------------------------------------------
+
+ACTIVATION_VARIABLES = ("LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_HOME", "CUDA_PATH", "PATH")
+ACTIVATION_TIMEOUT = 5.0  # seconds for one activate.d script
+_EXPORT = re.compile(r"^\s*(?:export\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*?)\s*(?:;\s*)?$")
+_UNSET = re.compile(r"^\s*unset\s+(?P<names>[A-Za-z_][A-Za-z0-9_ ]*)\s*$")
+_REFERENCE = re.compile(r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[+-])(?P<word>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What one ``etc/conda/activate.d`` script sets, and how libdoctor learned it."""
+
+    script: str
+    how: str  # "ran it with sh", or why it was only read
+    changes: tuple[tuple[str, Optional[str]], ...]  # (variable, new value; None: unset)
+
+
+def conda_activation(prefix: str, environ: Optional[Mapping[str, str]] = None
+                     ) -> tuple[dict[str, str], tuple[Activation, ...]]:
+    """The variables a process sees after ``conda activate PREFIX``, from the env's own activate.d scripts.
+
+    A script owned by root or by this user and writable by nobody else is run with ``sh`` in a scrubbed
+    environment under a time limit; any other is only read (its plain ``export``/``unset`` lines).
+    """
+    current = dict(os.environ if environ is None else environ)
+    current.update({"CONDA_PREFIX": prefix, "CONDA_DEFAULT_ENV": os.path.basename(prefix)})
+    activations = []
+    for script in sorted(glob.glob(os.path.join(prefix, "etc", "conda", "activate.d", "*.sh"))):
+        before = {name: current.get(name) for name in ACTIVATION_VARIABLES}
+        distrust = _distrust(script)
+        if distrust is None:
+            after, how = _run_activation(script, current)
+        else:
+            after, how = _read_activation(script, current), f"read its export lines, not run: {distrust}"
+        current = after
+        changes = tuple((n, current.get(n)) for n in ACTIVATION_VARIABLES if current.get(n) != before[n])
+        activations.append(Activation(script, how, changes))
+    return current, tuple(activations)
+
+
+def _distrust(script: str) -> Optional[str]:
+    """Why a script must not be run as this user (None: it may)."""
+    for path in (script, os.path.dirname(script)):
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            return f"cannot stat {path}: {exc.strerror}"
+        if info.st_uid not in (0, os.getuid()):
+            return f"{path} belongs to another user (uid {info.st_uid})"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{path} is writable by group or others"
+    if not stat.S_ISREG(os.stat(script).st_mode):
+        return "not a regular file"
+    return None
+
+
+def _run_activation(script: str, current: dict[str, str]) -> tuple[dict[str, str], str]:
+    keep = ("HOME", "LANG", "CONDA_PREFIX", "CONDA_DEFAULT_ENV") + ACTIVATION_VARIABLES
+    scrubbed = {k: current[k] for k in keep if k in current}
+    scrubbed.setdefault("PATH", "/usr/bin:/bin")
+    try:
+        done = subprocess.run(["sh", "-c", '. "$1" >/dev/null 2>&1 </dev/null; env -0', "sh", script],
+                              env=scrubbed, capture_output=True, timeout=ACTIVATION_TIMEOUT,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = "timed out" if isinstance(exc, subprocess.TimeoutExpired) else str(exc)
+        return _read_activation(script, current), f"read its export lines: running it {reason}"
+    if done.returncode != 0:
+        return _read_activation(script, current), f"read its export lines: sh exited {done.returncode}"
+    result = dict(current)
+    seen = dict(item.split("=", 1) for item in done.stdout.decode("utf-8", "replace").split("\0") if "=" in item)
+    for name in ACTIVATION_VARIABLES:
+        if name in seen:
+            result[name] = seen[name]
+        else:
+            result.pop(name, None)
+    return result, "ran it with sh"
+
+
+def _read_activation(script: str, current: dict[str, str]) -> dict[str, str]:
+    result = dict(current)
+    try:
+        with open(script, "rb") as handle:
+            text = handle.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return result
+    for line in text.splitlines():
+        unset = _UNSET.match(line)
+        if unset:
+            for name in unset.group("names").split():
+                result.pop(name, None)
+            continue
+        match = _EXPORT.match(line)
+        if match and match.group("name") in ACTIVATION_VARIABLES:
+            result[match.group("name")] = _expand(_unquote(match.group("value")), result)
+    return result
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _expand(value: str, variables: Mapping[str, str]) -> str:
+    def one(match: re.Match) -> str:
+        name = match.group("braced") or match.group("bare")
+        have = variables.get(name, "")
+        if match.group("op") == "+":
+            return _expand(match.group("word"), variables) if have else ""
+        if match.group("op") == "-":
+            return have or _expand(match.group("word"), variables)
+        return have
+
+    return _REFERENCE.sub(one, value)

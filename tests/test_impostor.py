@@ -216,3 +216,58 @@ def test_a_tf_dlopen_searches_the_rpath_of_the_module_that_loaded_the_framework(
     resolution = next(r for r in check.result.resolutions if r.name == "libcudnn.so.7")
     assert [s.owner for s in resolution.sources if s.tag == "rpath"][-1] == str(pywrap)
     assert not any(p.soname == "libcudnn.so.7" for p in report.problems)
+
+
+def conda_env_with_activation(elf: ElfFactory, root: Path, machine: Path) -> Path:
+    prefix, _framework = tf_env(elf, root, "bert", "1.14.0", "3.6", TF_CUDA_VERSION="10.0", TF_CUDNN_VERSION="7",
+                                TF_CUDA_LIB_VERSION="10.0")
+    (prefix / "conda-meta").mkdir()
+    activate = prefix / "etc/conda/activate.d"
+    activate.mkdir(parents=True)
+    (activate / "cuda.sh").write_text(  # the field report's activate.d line
+        f'export LD_LIBRARY_PATH="{machine}/usr/local/cuda-10.0/lib64${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"\n')
+    return prefix
+
+
+def scan_cli(*args: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = loader_env({"NO_COLOR": "1", "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"),
+                          "LIBDOCTOR_STATE_DIR": str(tmp_path / "st"), "PYTHONPATH": str(REPO), **(env or {})})
+    environ.pop("CONDA_PREFIX", None)
+    return subprocess.run([sys.executable, "-m", "libdoctor", "scan", *args], env=environ, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_scanned_from_outside_the_env_is_seen_as_activated(elf: ElfFactory, machine: Path, tmp_path: Path) -> None:
+    prefix = conda_env_with_activation(elf, tmp_path, machine)
+    done = scan_cli("--json", "--env", str(prefix), tmp_path=tmp_path)
+    assert done.returncode == 1, done.stderr
+    data = json.loads(done.stdout)
+    (activation,) = data["environment"]["activation"]
+    assert activation["how"] == "ran it with sh"
+    assert activation["set"]["LD_LIBRARY_PATH"] == f"{machine}/usr/local/cuda-10.0/lib64"
+    kinds = {p["soname"]: p["kind"] for p in data["problems"]}
+    assert kinds["libcudnn.so.7"] == "impostor"  # not "missing": the activated path holds the hand-made link
+    human = scan_cli("--env", str(prefix), tmp_path=tmp_path)
+    assert f"as activated: {prefix}/etc/conda/activate.d/cuda.sh (ran it with sh) sets LD_LIBRARY_PATH=" in human.stdout
+    bare = json.loads(scan_cli("--json", "--no-activate", "--env", str(prefix), tmp_path=tmp_path).stdout)
+    assert {p["soname"]: p["kind"] for p in bare["problems"]}["libcudnn.so.7"] == "missing-dlopen"
+    assert bare["environment"]["activation"] == []
+
+
+def test_an_activation_script_others_can_write_is_read_not_run(elf: ElfFactory, machine: Path, tmp_path: Path) -> None:
+    from libdoctor.targets import conda_activation
+
+    prefix = conda_env_with_activation(elf, tmp_path, machine)
+    script = prefix / "etc/conda/activate.d/cuda.sh"
+    marker = tmp_path / "ran"
+    script.write_text(script.read_text() + f"touch {marker}\nexport CUDA_HOME=/usr/local/cuda-10.0\n")
+    os.chmod(script, 0o666)
+    environ, (activation,) = conda_activation(str(prefix), {"PATH": "/usr/bin:/bin"})
+    assert not marker.exists()  # never run
+    assert activation.how.startswith("read its export lines, not run:") and "writable by group or others" in activation.how
+    assert environ["LD_LIBRARY_PATH"] == f"{machine}/usr/local/cuda-10.0/lib64"
+    assert environ["CUDA_HOME"] == "/usr/local/cuda-10.0"
+    os.chmod(script, 0o644)
+    environ, (activation,) = conda_activation(str(prefix), {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/old"})
+    assert marker.exists() and activation.how == "ran it with sh"
+    assert environ["LD_LIBRARY_PATH"] == f"{machine}/usr/local/cuda-10.0/lib64:/old"

@@ -9,7 +9,7 @@ from ..loader.environment import Environment
 from ..loader.factstore import FactsStore
 from ..rules import available_rules, run_rules, select_rules
 from ..rules.base import GRADES, Finding, Placement, Proposal, RuleContext
-from ..scan import Problem, ScanReport, run_scan
+from ..scan import Problem, ScanReport, process_environ, run_scan
 from ..targets import python_env
 from .fixer import Applier, Outcome, search_additions, shim_dir
 from .statedir import state_dir, state_lock
@@ -44,9 +44,11 @@ def repair_prefix(targets: tuple[str, ...], prefix: Optional[str], python: Optio
     return None
 
 
-def activated_environment(prefix: Optional[str], root: Optional[str] = None) -> Environment:
-    """The current environment plus the search-path additions already applied for ``prefix``."""
-    return Environment.from_process().with_search_folders(search_additions(prefix, root))
+def activated_environment(prefix: Optional[str], root: Optional[str] = None, activate: bool = True) -> Environment:
+    """The environment a program of ``prefix`` runs in: what its conda activate.d scripts set (when it is not
+    the active env), plus the search-path additions libdoctor applied for it."""
+    environ = process_environ(prefix, activate)[0]
+    return Environment.from_process(environ=environ).with_search_folders(search_additions(prefix, root))
 
 
 def choose(proposals: list[Proposal], force: bool, heal_only_safe: bool = False, accept: tuple[str, ...] = ()
@@ -65,10 +67,10 @@ def make_plan(targets: tuple[str, ...], *, prefix: Optional[str] = None, python:
               caller: Optional[str] = None, dlopen_strings: bool = False, in_place: bool = False,
               only: tuple[str, ...] = (), skip: tuple[str, ...] = (), force: bool = False,
               store: Optional[FactsStore] = None, root: Optional[str] = None,
-              look_in: tuple[str, ...] = (), accept: tuple[str, ...] = ()) -> FixPlan:
+              look_in: tuple[str, ...] = (), accept: tuple[str, ...] = (), activate: bool = True) -> FixPlan:
     store = store or FactsStore()
     where = repair_prefix(targets, prefix, python)
-    env = activated_environment(where, root)
+    env = activated_environment(where, root, activate)
     report = run_scan(targets, env=env, store=store, caller=caller, prefix=prefix, python=python,
                       dlopen_strings=dlopen_strings, look_in=look_in, findings=False)
     return plan_from_report(report, store, where, in_place=in_place, only=only, skip=skip, force=force, root=root,
