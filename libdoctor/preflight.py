@@ -119,8 +119,9 @@ def framework_checks(report, cpu: bool) -> list[CheckResult]:  # noqa: ANN001 - 
             details = tuple(f"{c.lib.soname} ({c.lib.role}): {c.result.root_error or 'not found'}"
                             for c in framework.checks if not c.found and c.lib.family != "cuda driver")
             details += tuple(f"{name}: missing" for name in framework.closure_missing)
+            details += tuple(c.impostor.message for c in framework.checks if c.impostor is not None)
             results.append(CheckResult(name, MISSING, f"GPU usable: no, because {framework.because}", True, details))
-    problems = [p for p in report.problems if p.kind in ("missing", "fatal", "version")]
+    problems = [p for p in report.problems if p.kind in ("missing", "fatal", "version", "impostor") and p.is_error]
     if problems and not cpu:
         results.append(CheckResult("shared libraries", MISSING, f"{len(problems)} problem(s): "
                                    + "; ".join(dict.fromkeys(p.message for p in problems[:5])), True))

@@ -271,3 +271,31 @@ def test_an_activation_script_others_can_write_is_read_not_run(elf: ElfFactory, 
     environ, (activation,) = conda_activation(str(prefix), {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/old"})
     assert marker.exists() and activation.how == "ran it with sh"
     assert environ["LD_LIBRARY_PATH"] == f"{machine}/usr/local/cuda-10.0/lib64:/old"
+
+
+def test_watch_and_preflight_see_a_link_re_pointed_at_another_major(elf: ElfFactory, machine: Path,
+                                                                    tmp_path: Path) -> None:
+    from .test_watch import Daemon, cli_env
+
+    libs = tmp_path / "libs"
+    elf.lib(libs / "libdep.so.1.2.3", soname="libdep.so.1", defines=["dep"])
+    elf.lib(libs / "libdep.so.2.0.0", soname="libdep.so.2", defines=["dep"])
+    os.symlink("libdep.so.1.2.3", libs / "libdep.so.1")
+    stub = elf.stub("libdep.so.1", defines=["dep"])
+    elf.lib(tmp_path / "app/libapp.so", calls=["dep"], link=[stub], runpath=str(libs))
+    daemon = Daemon(["--debounce", "0.2", str(tmp_path / "app")], cli_env(tmp_path))
+    try:
+        daemon.wait_for("watching")
+        start = len(daemon.events)
+        os.unlink(libs / "libdep.so.1")
+        os.symlink("libdep.so.2.0.0", libs / "libdep.so.1")  # re-pointed by hand at another major
+        regression, _ = daemon.wait_for("regression", after=start)
+        assert any(f.startswith("impostor:libdep.so.1:") for f in regression["findings"]), regression
+    finally:
+        daemon.stop()
+    prefix = conda_env_with_activation(elf, tmp_path / "pf", machine)
+    done = subprocess.run([sys.executable, "-m", "libdoctor", "preflight", "--check-only", "--env", str(prefix), "--",
+                           "bert-serving-start", "-model_dir", str(tmp_path)],
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "libcudnn.so.7 is really libcudnn.so.8" in done.stdout + done.stderr
