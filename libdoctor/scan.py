@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .gpu.impostor import BuiltFor, Impostor
 
 
+OTHER_CLASS_LOADERS = {(32, 3): "/lib/ld-linux.so.2", (32, 40): "/lib/ld-linux-armhf.so.3"}  # i386, ARM
+
+
 @dataclass(frozen=True)
 class Problem:
     kind: str  # missing | missing-dlopen | version | fatal | bad-target | driver | impostor
@@ -209,6 +212,23 @@ def dlopen_problems(target: Target, checks: tuple[DlopenCheck, ...], finder: Can
     return tuple(problems)
 
 
+def _other_class_note(resolver: Resolver, target: Target) -> Optional[str]:
+    """A program or library of the other ELF class (32-bit on a 64-bit host) is started by its own loader,
+    not by the one modelled here: say so instead of calling it broken."""
+    if target.caller:
+        return None  # dlopened by a program of this class: "wrong ELF class" is then the real failure
+    facts = resolver.view.probe(resolver.env.absolute(target.path)).facts
+    host = resolver.env.loader.host
+    if facts is None or facts.elf_class == host.elf_class:
+        return None
+    loader = facts.interp or OTHER_CLASS_LOADERS.get((facts.elf_class, facts.machine), "its loader")
+    if not os.path.exists(loader):
+        return (f"{target.path}: a {facts.elf_class}-bit object and this machine has no {facts.elf_class}-bit "
+                f"loader ({loader}), so nothing here can load it: not scanned")
+    return (f"{target.path}: a {facts.elf_class}-bit object, started by {loader}; libdoctor models the "
+            f"{host.elf_class}-bit loader only: not scanned")
+
+
 def resolve_target(resolver: Resolver, target: Target) -> LoadResult:
     if target.mode == MODE_DLOPEN and target.caller:
         return resolver.dlopen(target.caller, target.path, preloads=target.preloads)
@@ -257,6 +277,10 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         infos = {f"{f.name} {f.version}": framework_info(f, discovery.environment) for f in discovery.frameworks}
     built = {label: info.built_for for label, info in infos.items()}
     for target in discovery.targets:
+        other_class = _other_class_note(resolver, target)
+        if other_class:
+            discovery.notes.append(other_class)
+            continue
         info = infos.get(target.group)
         if info is not None and info.preloads:
             target = replace(target, preloads=info.preloads)

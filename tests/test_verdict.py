@@ -83,3 +83,42 @@ def test_a_kernel_module_of_another_driver_is_the_version_mismatch(elf: ElfFacto
     assert driver.mismatch
     fit = driver_fit("12.4", driver)
     assert not fit.ok and "Driver/library version mismatch" in fit.reason and "570.86.10" in fit.reason
+
+
+def build_32bit(folder: Path) -> tuple[Path, Path]:
+    """A real i386 program and library, made with the toolchain's 32-bit assembler and linker (no multilib C
+    library needed: the program has its own entry point)."""
+    import shutil
+
+    import pytest
+
+    if not shutil.which("gcc") or not shutil.which("ld"):
+        pytest.skip("no gcc/ld")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "x.c").write_text("int x32(void) { return 1; }\n")
+    (folder / "m.c").write_text("int x32(void);\nint _start(void) { return x32(); }\n")
+    steps = [["gcc", "-m32", "-fPIC", "-c", "x.c", "-o", "x.o"],
+             ["ld", "-m", "elf_i386", "-shared", "-soname", "libx32.so.1", "-o", "libx32.so.1", "x.o"],
+             ["gcc", "-m32", "-c", "m.c", "-o", "m.o"],
+             ["ld", "-m", "elf_i386", "-dynamic-linker", "/lib/ld-linux.so.2", "-o", "prog32", "m.o", "libx32.so.1"]]
+    for step in steps:
+        if subprocess.run(step, cwd=folder, capture_output=True).returncode != 0:
+            pytest.skip(f"cannot build 32-bit objects here: {' '.join(step)}")
+    return folder / "prog32", folder / "libx32.so.1"
+
+
+def test_a_32_bit_program_is_never_a_problem(tmp_path: Path) -> None:
+    program, library = build_32bit(tmp_path / "x32")
+    has_loader = os.path.exists("/lib/ld-linux.so.2")
+    try:
+        ran = subprocess.run([str(program)], cwd=program.parent, capture_output=True,
+                             env=loader_env({"LD_LIBRARY_PATH": str(program.parent)})).returncode
+    except OSError:
+        ran = None  # the kernel cannot find its interpreter: nothing here can run it
+    assert (ran is None) == (not has_loader)
+    done = run_scan_cli("--json", str(program), str(library), cwd=tmp_path, env={})
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    assert data["problems"] == [] and len([n for n in data["notes"] if "32-bit object" in n]) == 2
+    expected = "started by /lib/ld-linux.so.2" if has_loader else "no 32-bit loader (/lib/ld-linux.so.2)"
+    assert all(expected in n for n in data["notes"] if "32-bit object" in n), data["notes"]
