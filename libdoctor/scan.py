@@ -175,6 +175,27 @@ def impostor_problems(target: Target, result: LoadResult, env: Environment, buil
     return tuple(problems)
 
 
+def symbol_problems(target: Target, result: LoadResult, env: Environment) -> tuple[Problem, ...]:
+    """Imports no object in the lookup scope defines, one problem per consumer (a load that already misses a
+    library is not judged: the symbol may live in the missing one)."""
+    from .loader.binding import unbound_symbols
+
+    if not result.ok or not result.objects:
+        return ()
+    scope = [env.absolute(o.path) for o in result.objects]
+    consumers = scope[result.new_from:] if result.mode == MODE_DLOPEN else scope
+    by_consumer: dict[str, list] = {}
+    for unbound in unbound_symbols(consumers, scope):
+        by_consumer.setdefault(unbound.consumer, []).append(unbound)
+    problems = []
+    for consumer, missing in by_consumer.items():
+        more = f" (and {len(missing) - 1} more: {', '.join(u.name for u in missing[1:4])}" + (
+            ", ..." if len(missing) > 4 else "") + ")" if len(missing) > 1 else ""
+        problems.append(Problem("symbol", target.path, missing[0].message + more, missing[0].file, consumer,
+                                _chain(result, consumer)))
+    return tuple(problems)
+
+
 def impostor_problem(target: str, impostor: Impostor, requester: Optional[str], chain: tuple[str, ...] = ()
                      ) -> Problem:
     return Problem("impostor", target, impostor.message, impostor.wanted, requester, chain,
@@ -292,6 +313,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         if checks and finder:
             problems += dlopen_problems(target, checks, finder)
         problems += impostor_problems(target, result, env, built.get(target.group))
+        problems += symbol_problems(target, result, env)
         report.targets.append(TargetReport(target, result, problems, checks))
     if infos:
         from .gpu.frameworkcheck import machine_driver

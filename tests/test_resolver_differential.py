@@ -371,3 +371,40 @@ def test_a_file_in_ld_library_path_is_passed_over(elf: ElfFactory, judge: Judge,
     result, trace = judge.compare(user, tmp_path,
                                   {"LD_LIBRARY_PATH": f"{tmp_path / 'plain-file'}:{tmp_path / 'good'}"})
     assert trace.mapping()["libfirst.so.1"] == str(tmp_path / "good/libfirst.so.1")
+
+
+def test_a_stale_library_without_a_symbol_the_consumer_imports(elf: ElfFactory, judge: Judge, dlprobe: Path,
+                                                                tmp_path: Path) -> None:
+    """ldd (without -r) and ld.so --list are happy; a real dlopen(RTLD_NOW) says undefined symbol."""
+    from libdoctor.loader.environment import Environment
+    from libdoctor.scan import run_scan
+
+    stub = elf.stub("libleaf.so.1", defines=["leaf_v1", "leaf_v2"])
+    elf.lib("lib/libleaf.so.1", defines=["leaf_v1"])  # the stale build
+    consumer = elf.lib("lib/libconsumer.so", calls=["leaf_v1", "leaf_v2"], link=[stub], runpath="$ORIGIN")
+    judge.compare(consumer, tmp_path)  # every name resolves
+    real = subprocess.run([str(dlprobe), str(consumer)], env=loader_env(), capture_output=True, text=True)
+    assert real.returncode == 1 and "undefined symbol: leaf_v2" in real.stderr
+    report = run_scan((str(consumer),), env=judge.environment(str(tmp_path)))
+    (problem,) = [p for p in report.problems if p.kind == "symbol"]
+    assert problem.message == f"undefined symbol: leaf_v2 (required by {consumer})"
+    assert not report.healthy
+    ldd_r = subprocess.run(["ldd", "-r", str(consumer)], env=loader_env(), capture_output=True, text=True)
+    assert "undefined symbol: leaf_v2" in ldd_r.stdout + ldd_r.stderr
+    elf.lib("lib/libleaf.so.1", defines=["leaf_v1", "leaf_v2"])  # rebuilt: healthy again
+    assert not [p for p in run_scan((str(consumer),), env=Environment.from_process(
+        environ=loader_env(), cwd=str(tmp_path), loader=judge.info)).problems if p.kind == "symbol"]
+
+
+def test_a_symbol_of_the_wrong_version_node_is_unbound(elf: ElfFactory, judge: Judge, dlprobe: Path,
+                                                       tmp_path: Path) -> None:
+    from libdoctor.loader.binding import unbound_symbols
+
+    stub = elf.stub("libv.so.1", defines=["vfun"], version_script={"V_2": ["vfun"], "V_1": []})
+    elf.lib("lib/libv.so.1", defines=["vfun"], version_script={"V_1": ["vfun"], "V_2": []})
+    consumer = elf.lib("lib/libconsumer.so", calls=["vfun"], link=[stub], runpath="$ORIGIN")
+    real = subprocess.run([str(dlprobe), str(consumer)], env=loader_env(), capture_output=True, text=True)
+    assert real.returncode == 1 and "vfun" in real.stderr and "V_2" in real.stderr
+    result = judge.predict(str(consumer), str(tmp_path))
+    scope = [o.path for o in result.objects]
+    assert [(u.name, u.version) for u in unbound_symbols(scope, scope)] == [("vfun", "V_2")]
