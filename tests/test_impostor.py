@@ -82,6 +82,10 @@ def test_tf_1_14_with_cudnn_8_linked_as_7(elf: ElfFactory, judge: Judge, machine
                              str(machine / "usr/lib64/libcudnn.so"), "libcudnn.so.8", "libcudnn.so.8.0.5")
     framework_report = report.frameworks[0]
     assert framework_report.gpu_usable is False and "libcudnn.so.7 is really" in framework_report.because
+    from libdoctor.daemon.metrics import write_metrics
+
+    write_metrics(str(tmp_path / "m.prom"), [("bert", report)])
+    assert 'libdoctor_impostor_libraries{env="bert"} 1.0' in (tmp_path / "m.prom").read_text()
 
 
 def test_tf_2_3_inside_cuda_11_names_every_impostor(elf: ElfFactory, judge: Judge, machine: Path,
