@@ -261,3 +261,23 @@ def test_cli_fix_apply_json_and_killed_run(field: dict, tmp_path: Path) -> None:
     assert data["schema_version"] == 1 and data["after"]["problems"] == 0
     assert {p["grade"] for p in data["proposals"] if p["kind"] == "symlink"} >= {"safe", "broken"}
     assert {f["id"] for f in data["findings"]} >= {"missing-soname", "cuda-family"}
+
+
+def test_apply_checks_every_folder_before_the_first_change(field: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unwritable folder found only after some links were made used to leave a half-applied run."""
+    from libdoctor.errors import UsageError
+
+    plan = plan_for(field, in_place=True)
+    assert any(p.link for p in plan.chosen)
+    blocked = os.path.dirname(sorted(p.link for p in plan.chosen if p.link)[-1])  # the last folder written
+    before = snapshot(field["tree"])
+    if os.geteuid() == 0:  # root may write anywhere: stand in for the kernel's answer to another user
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: os.path.realpath(path) != os.path.realpath(
+            blocked) and real_access(path, mode, **kw))
+    else:
+        os.chmod(blocked, 0o555)
+    with pytest.raises(UsageError, match=f"cannot write {blocked}.*nothing was changed; run as its owner, or "
+                                         "without --in-place"):
+        apply_plan(plan, in_place=True)
+    assert snapshot(field["tree"]) == before

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import LibdoctorError
+from ..errors import LibdoctorError, UsageError
 from ..rules.base import Proposal
 from .statedir import ensure_private_dir, open_folder_nofollow, state_dir
 
@@ -148,6 +148,13 @@ class Journal:
         _write_json_atomic(self.path, self.data)
 
 
+def _nearest_existing(folder: str) -> str:
+    path = os.path.abspath(folder)
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
@@ -181,6 +188,7 @@ class Applier:
         self.journal = Journal(root, self.outcome.run_id, env_prefix)
 
     def apply(self, proposals: list[Proposal]) -> Outcome:
+        self.check_writable(proposals)
         os.makedirs(self.root, mode=0o755, exist_ok=True)  # shims below it must stay reachable by the loader
         ensure_private_dir(os.path.join(self.root, "journal"))
         self.journal.save()
@@ -192,6 +200,22 @@ class Applier:
         if not self.in_place and self.outcome.created:
             self.write_activation()
         return self.close()
+
+    def check_writable(self, proposals: list[Proposal]) -> None:
+        """Every folder the run will write to, checked before the first change: all or nothing."""
+        folders = {self.root: "the state folder"}
+        for proposal in proposals:
+            if proposal.kind == "symlink" and proposal.link:
+                folders.setdefault(os.path.dirname(proposal.link), "the link's folder")
+        if not self.in_place and self.env_prefix and os.path.isdir(os.path.join(self.env_prefix, "conda-meta")):
+            folders.setdefault(os.path.join(self.env_prefix, "etc", "conda"), "the env's activation folder")
+        for folder, what in folders.items():
+            existing = _nearest_existing(folder)
+            if not os.access(existing, os.W_OK | os.X_OK):
+                advice = ("run as its owner, or without --in-place (links then go to libdoctor's own folder)"
+                          if self.in_place and what == "the link's folder" else
+                          "run as its owner, or set LIBDOCTOR_STATE_DIR to a folder you can write")
+                raise UsageError(f"cannot write {existing} ({what}): nothing was changed; {advice}")
 
     def close(self) -> Outcome:
         self.journal.finish()
