@@ -64,12 +64,13 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
 @_target_options
 @click.option("-v", "--verbose", is_flag=True, help="Show the whole dependency tree of every target.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the ELF facts cache.")
+@click.option("--no-symbols", is_flag=True, help="Do not check that every imported symbol is defined (faster).")
 @click.option("--probe", is_flag=True,
               help="Also import each framework in the environment's python (runs its code; time-limited) and "
                    "compare what it really loads with the prediction.")
 def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
          dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, verbose: bool,
-         no_cache: bool, probe: bool) -> None:
+         no_cache: bool, no_symbols: bool, probe: bool) -> None:
     """Resolve every dependency of TARGETS (files or folders) exactly as glibc's loader would.
 
     Without TARGETS: the GPU frameworks of the active Python environment, or the machine's
@@ -86,7 +87,8 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     if store.load_problem:
         log.warning("facts cache ignored", problem=store.load_problem)
     report = run_scan(targets, store=store, caller=caller, prefix=prefix, python=python,
-                      dlopen_strings=dlopen_strings, look_in=look_in, probe=probe, activate=not no_activate)
+                      dlopen_strings=dlopen_strings, look_in=look_in, probe=probe, activate=not no_activate,
+                      symbols=not no_symbols)
     problem = store.save()
     if problem:
         log.warning("facts cache not saved", problem=problem)

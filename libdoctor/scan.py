@@ -175,7 +175,8 @@ def impostor_problems(target: Target, result: LoadResult, env: Environment, buil
     return tuple(problems)
 
 
-def symbol_problems(target: Target, result: LoadResult, env: Environment) -> tuple[Problem, ...]:
+def symbol_problems(target: Target, result: LoadResult, env: Environment, store: Optional[FactsStore] = None
+                    ) -> tuple[Problem, ...]:
     """Imports no object in the lookup scope defines, one problem per consumer (a load that already misses a
     library is not judged: the symbol may live in the missing one)."""
     from .loader.binding import unbound_symbols
@@ -185,7 +186,7 @@ def symbol_problems(target: Target, result: LoadResult, env: Environment) -> tup
     scope = [env.absolute(o.path) for o in result.objects]
     consumers = scope[result.new_from:] if result.mode == MODE_DLOPEN else scope
     by_consumer: dict[str, list] = {}
-    for unbound in unbound_symbols(consumers, scope):
+    for unbound in unbound_symbols(consumers, scope, store):
         by_consumer.setdefault(unbound.consumer, []).append(unbound)
     problems = []
     for consumer, missing in by_consumer.items():
@@ -272,7 +273,8 @@ def process_environ(prefix: Optional[str], activate: bool = True) -> tuple[dict[
 def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
              caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None,
              dlopen_strings: bool = False, look_in: tuple[str, ...] = (), probe: bool = False,
-             previous: Optional[ScanReport] = None, findings: bool = True, activate: bool = True) -> ScanReport:
+             previous: Optional[ScanReport] = None, findings: bool = True, activate: bool = True,
+             symbols: bool = True) -> ScanReport:
     """Scan; with ``previous``, a report whose inputs and files are all unchanged is returned as is."""
     store = store or FactsStore()
     activations: tuple[Activation, ...] = ()
@@ -281,7 +283,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
                                                activate)
         env = Environment.from_process(environ=environ,
                                        probe_cache_dir=os.path.dirname(store.path) if store.path else None)
-    inputs = (tuple(paths), caller, prefix, python, dlopen_strings, tuple(look_in), findings)
+    inputs = (tuple(paths), caller, prefix, python, dlopen_strings, tuple(look_in), findings, symbols)
     if previous is not None and previous.still_valid(env, inputs):
         return previous
     cache_paths = [e.path for e in env.cache.entries] if env.cache else []
@@ -313,7 +315,8 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         if checks and finder:
             problems += dlopen_problems(target, checks, finder)
         problems += impostor_problems(target, result, env, built.get(target.group))
-        problems += symbol_problems(target, result, env)
+        if symbols:
+            problems += symbol_problems(target, result, env, store)
         report.targets.append(TargetReport(target, result, problems, checks))
     if infos:
         from .gpu.frameworkcheck import machine_driver

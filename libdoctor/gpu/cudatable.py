@@ -60,9 +60,18 @@ def table() -> tuple[SonameRow, ...]:
 
 
 def rows_for(soname: str) -> list[SonameRow]:
-    return [r for r in table() if r.soname == soname]
+    return list(_rows_by_soname().get(soname, ()))
 
 
+@lru_cache(maxsize=1)
+def _rows_by_soname() -> dict[str, tuple[SonameRow, ...]]:
+    rows: dict[str, list[SonameRow]] = {}
+    for row in table():
+        rows.setdefault(row.soname, []).append(row)
+    return {soname: tuple(found) for soname, found in rows.items()}
+
+
+@lru_cache(maxsize=4096)
 def family_of(soname: str) -> Optional[str]:
     rows = rows_for(soname)
     if rows:

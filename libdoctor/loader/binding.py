@@ -12,9 +12,11 @@ Tables are read once per file identity.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import sys
 from array import array
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Optional
@@ -23,8 +25,9 @@ from ..errors import ElfError
 from .elffacts import (
     DT_GNU_HASH,
     DT_HASH,
-    DT_STRTAB,
+    DT_SONAME,
     DT_STRSZ,
+    DT_STRTAB,
     DT_SYMTAB,
     DT_VERDEF,
     DT_VERDEFNUM,
@@ -37,6 +40,7 @@ from .elffacts import (
     _version_defs,
     _version_needs,
 )
+from .factstore import FactsStore
 from .symbols import MAX_SYMBOLS, STB_WEAK, _open, _symbol_count
 
 STB_GLOBAL, STB_GNU_UNIQUE = 1, 10
@@ -74,23 +78,51 @@ class Import:
 
 
 class Exports:
-    """One file's dynamic symbol table, ready for lookups by name."""
+    """One file's dynamic symbol table, ready for lookups by name.
 
-    def __init__(self, path: str) -> None:
+    Only the hash table, the bloom filter and the version indexes are kept in memory (compact arrays);
+    symbol entries and names are read from the file as a lookup reaches them, so a 1 GB library with
+    480,000 symbols and 87 MB of names costs a few MB.  The file stays open only during
+    :func:`unbound_symbols`.
+    """
+
+    def __init__(self, path: str, identity: tuple[int, int, int, int] = (0, 0, 0, 0)) -> None:
+        self.path = path
+        self.identity = identity  # (device, inode, size, mtime_ns): what the caches below are keyed by
         fd, size, head = _open(path)
+        self._fd: Optional[int] = fd
         try:
-            reader = _Reader(fd, size)
-            self._load(reader, head)
+            self._load(_Reader(fd, size), head)
         except struct.error as exc:
             raise ElfError(f"corrupt symbol table: {exc}") from None
         finally:
-            os.close(fd)
+            self.release()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _pread(self, length: int, offset: int) -> bytes:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        return os.pread(self._fd, length, offset)
+
+    def _array(self, reader: _Reader, code: str, offset: int, count: int, what: str) -> array:
+        values = array(code)
+        values.frombytes(reader.read(offset, count * values.itemsize, what))
+        if (self.fmt == ">") != (sys.byteorder == "big"):
+            values.byteswap()
+        return values
 
     def _load(self, reader: _Reader, head: bytes) -> None:
         _header, layout = _parse_headers(reader, head)
         self.elf_class = layout.elf_class
+        self.fmt = layout.fmt
         self.imports: tuple[Import, ...] = ()
         self.count = 0
+        self.soname: Optional[str] = None
+        self.buckets: array = array("I")
         if layout.dynamic is None:
             return
         tags: dict[int, int] = {}
@@ -98,19 +130,17 @@ class Exports:
             tags.setdefault(tag, value)
         if DT_SYMTAB not in tags or DT_STRTAB not in tags:
             return
-        fmt = layout.fmt
         strtab = layout.offset_of(tags[DT_STRTAB], "string table")
-        self.strings = reader.read(strtab, min(tags.get(DT_STRSZ, 0), 1 << 28), "string table")
+        self.strings_at, self.strings_size = strtab, tags.get(DT_STRSZ, 0)
+        if DT_SONAME in tags:
+            self.soname = reader.cstring(strtab + tags[DT_SONAME], "soname")
         self.count = min(_symbol_count(reader, layout, tags), MAX_SYMBOLS)
         self.entry = 24 if layout.elf_class == 64 else 16
-        self.symtab = reader.read(layout.offset_of(tags[DT_SYMTAB], "symbol table"), self.count * self.entry,
-                                  "symbol table")
-        self.unpack = struct.Struct(fmt + ("IBBHQQ" if layout.elf_class == 64 else "IIIBBH")).unpack_from
-        self.versym = array("H")
-        if DT_VERSYM in tags:
-            self.versym.frombytes(reader.read(layout.offset_of(tags[DT_VERSYM], "versym"), 2 * self.count, "versym"))
-            if (fmt == ">") != (sys.byteorder == "big"):
-                self.versym.byteswap()
+        self.symtab_at = layout.offset_of(tags[DT_SYMTAB], "symbol table")
+        self.layout_code = "IBBHQQ" if layout.elf_class == 64 else "IIIBBH"
+        self.unpack = struct.Struct(self.fmt + self.layout_code).unpack
+        self.versym = (self._array(reader, "H", layout.offset_of(tags[DT_VERSYM], "versym"), self.count, "versym")
+                       if DT_VERSYM in tags else array("H"))
         self.defined_versions: dict[int, str] = {}
         needs: dict[int, tuple[str, str]] = {}
         if DT_VERDEF in tags:
@@ -120,64 +150,65 @@ class Exports:
             for need in _version_needs(reader, layout, strtab, tags[DT_VERNEED], tags.get(DT_VERNEEDNUM, 0)):
                 needs[need.index] = (need.name, need.file)
         self._load_hash(reader, layout, tags)
-        self.imports = tuple(self._imports(needs))
+        self.imports = tuple(self._imports(reader, needs))
 
     def _load_hash(self, reader: _Reader, layout, tags: dict[int, int]) -> None:  # noqa: ANN001
-        fmt = layout.fmt
         self.gnu = DT_GNU_HASH in tags
+        self.symoffset = 0
         if self.gnu:
             at = layout.offset_of(tags[DT_GNU_HASH], "GNU hash table")
-            nbuckets, self.symoffset, bloom_size, self.shift = struct.unpack(fmt + "IIII",
+            nbuckets, self.symoffset, bloom_size, self.shift = struct.unpack(self.fmt + "IIII",
                                                                              reader.read(at, 16, "GNU hash table"))
             word = 8 if layout.elf_class == 64 else 4
             self.bits = word * 8
-            self.bloom = struct.unpack(f"{fmt}{bloom_size}{'Q' if word == 8 else 'I'}",
-                                       reader.read(at + 16, bloom_size * word, "GNU hash bloom filter"))
+            self.bloom = self._array(reader, "Q" if word == 8 else "I", at + 16, bloom_size, "GNU hash bloom filter")
             buckets_at = at + 16 + bloom_size * word
-            self.buckets = struct.unpack(f"{fmt}{nbuckets}I", reader.read(buckets_at, 4 * nbuckets, "GNU hash"))
-            chains = max(0, self.count - self.symoffset)
-            self.chains = struct.unpack(f"{fmt}{chains}I",
-                                        reader.read(buckets_at + 4 * nbuckets, 4 * chains, "GNU hash chains"))
+            self.buckets = self._array(reader, "I", buckets_at, nbuckets, "GNU hash buckets")
+            self.chains = self._array(reader, "I", buckets_at + 4 * nbuckets, max(0, self.count - self.symoffset),
+                                      "GNU hash chains")
         elif DT_HASH in tags:
             at = layout.offset_of(tags[DT_HASH], "hash table")
-            nbucket, nchain = struct.unpack(fmt + "II", reader.read(at, 8, "hash table"))
-            self.buckets = struct.unpack(f"{fmt}{nbucket}I", reader.read(at + 8, 4 * nbucket, "hash buckets"))
-            self.chains = struct.unpack(f"{fmt}{nchain}I", reader.read(at + 8 + 4 * nbucket, 4 * nchain, "chains"))
-        else:
-            self.buckets = ()
+            nbucket, nchain = struct.unpack(self.fmt + "II", reader.read(at, 8, "hash table"))
+            self.buckets = self._array(reader, "I", at + 8, nbucket, "hash buckets")
+            self.chains = self._array(reader, "I", at + 8 + 4 * nbucket, nchain, "hash chains")
 
     def _symbol(self, index: int) -> tuple[int, int, int, int, int]:
         """(name offset, info, other, section index, value)."""
-        values = self.unpack(self.symtab, index * self.entry)
+        values = self.unpack(self._pread(self.entry, self.symtab_at + index * self.entry).ljust(self.entry, b"\0"))
         if self.elf_class == 64:
             name, info, other, shndx, value, _size = values
         else:
             name, value, _size, info, other, shndx = values
         return name, info, other, shndx, value
 
-    def _name(self, offset: int) -> bytes:
-        end = self.strings.find(b"\0", offset)
-        return self.strings[offset:end if end >= 0 else len(self.strings)]
-
-    def _imports(self, needs: dict[int, tuple[str, str]]) -> Iterable[Import]:
-        for index in range(1, self.count):
-            name_at, info, _other, shndx, _value = self._symbol(index)
-            if shndx != SHN_UNDEF or not name_at or info >> 4 == 0:  # defined, nameless or local
-                continue
+    def _imports(self, reader: _Reader, needs: dict[int, tuple[str, str]]) -> Iterable[Import]:
+        # With DT_GNU_HASH the linker puts every symbol it does not hash (the undefined ones) below symoffset.
+        end = min(self.symoffset, self.count) if self.gnu else self.count
+        raw = reader.read(self.symtab_at, end * self.entry, "symbol table")
+        wanted: list[tuple[int, int, int]] = []  # (name offset, symbol index, binding)
+        for index, values in enumerate(struct.iter_unpack(self.fmt + self.layout_code, raw)):
+            name_at, info, shndx = (values[0], values[1], values[3]) if self.elf_class == 64 else (
+                values[0], values[3], values[5])
+            if index and shndx == SHN_UNDEF and name_at and info >> 4:  # undefined, named, not local
+                wanted.append((name_at, index, info >> 4))
+        names = _read_names(reader, self.strings_at, self.strings_size, sorted(w[0] for w in wanted))
+        for name_at, index, binding in wanted:
             version = file = None
             if self.versym:
                 need = needs.get(self.versym[index] & 0x7FFF)
                 if need:
                     version, file = need
-            yield Import(self._name(name_at).decode("utf-8", "replace"), version, file, info >> 4 == STB_WEAK)
+            yield Import(names.get(name_at, ""), version, file, binding == STB_WEAK)
 
     def defines(self, name: bytes, hashes: tuple[int, int], version: Optional[str]) -> bool:
         """``do_lookup_x`` for one object: is ``name`` (of ``version``) defined here?"""
         if not self.count or not self.buckets:
             return False
-        return any(self._matches(index, name, version) for index in self._candidates(name, hashes))
+        if not self.gnu and hashes[1] < 0:
+            hashes = (hashes[0], sysv_hash(name))
+        return any(self._matches(index, name, version) for index in self._candidates(hashes))
 
-    def _candidates(self, name: bytes, hashes: tuple[int, int]) -> Iterable[int]:
+    def _candidates(self, hashes: tuple[int, int]) -> Iterable[int]:
         if self.gnu:
             value = hashes[0]
             bits = self.bits
@@ -210,7 +241,7 @@ class Exports:
             return False
         if kind not in ALLOWED_TYPES or binding not in (STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE):
             return False
-        if self._name(name_at) != name:
+        if self._pread(len(name) + 1, self.strings_at + name_at) != name + b"\0":
             return False
         if not self.versym:
             return True
@@ -222,26 +253,63 @@ class Exports:
         return defined == version or (defined is None and not entry & VERSYM_HIDDEN)
 
 
-@lru_cache(maxsize=512)
-def _exports_by_identity(path: str, identity: tuple[int, int, int, int]) -> Optional[Exports]:
-    try:
-        return Exports(path)
-    except (ElfError, OSError, ValueError):
-        return None
+NAME_WINDOW = 1 << 20  # bytes of the string table read at once when collecting names
+
+
+def _read_names(reader: _Reader, at: int, size: int, offsets: list[int]) -> dict[int, str]:
+    """The NUL-terminated names at ``offsets`` (sorted) of a string table, read in windows of at most 1 MB."""
+    names: dict[int, str] = {}
+    position = 0
+    while position < len(offsets):
+        first = offsets[position]
+        last = position
+        while last + 1 < len(offsets) and offsets[last + 1] - first < NAME_WINDOW:
+            last += 1
+        length = min(offsets[last] - first + 4096, max(0, size - first)) if size else offsets[last] - first + 4096
+        chunk = os.pread(reader.fd, length, at + first)
+        for offset in offsets[position:last + 1]:
+            start = offset - first
+            end = chunk.find(b"\0", start)
+            if end < 0:  # longer than the window: read it on its own
+                end_chunk = os.pread(reader.fd, 1 << 16, at + offset)
+                names[offset] = end_chunk.split(b"\0", 1)[0].decode("utf-8", "replace")
+            else:
+                names[offset] = chunk[start:end].decode("utf-8", "replace")
+        position = last + 1
+    return names
+
+
+_TABLES: "OrderedDict[tuple[int, int, int, int], Optional[Exports]]" = OrderedDict()
+MAX_TABLES = 512  # files whose tables are kept between calls (each a few MB at most)
 
 
 def exports_of(path: str) -> Optional[Exports]:
+    """The tables of the file at ``path``, read once per file identity, whatever path it is reached by."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return _exports_by_identity(path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if identity in _TABLES:
+        _TABLES.move_to_end(identity)
+        return _TABLES[identity]
+    try:
+        table: Optional[Exports] = Exports(path, identity)
+    except (ElfError, OSError, ValueError):
+        table = None
+    _TABLES[identity] = table
+    while len(_TABLES) > MAX_TABLES:
+        _TABLES.popitem(last=False)
+    return table
 
 
 @lru_cache(maxsize=1 << 16)
 def _hashes(name: str) -> tuple[bytes, tuple[int, int]]:
+    """The name's bytes, its GNU hash, and its SysV hash (-1: computed when a table without DT_GNU_HASH asks)."""
     raw = name.encode("utf-8", "surrogateescape")
-    return raw, (gnu_hash(raw), sysv_hash(raw))
+    return raw, (gnu_hash(raw), -1)
 
 
 @dataclass(frozen=True)
@@ -259,23 +327,123 @@ class Unbound:
         return f"undefined symbol: {self.name}{version} (required by {self.consumer})"
 
 
-def unbound_symbols(consumers: Iterable[str], scope: Iterable[str]) -> list[Unbound]:
+# (name, version) -> the tables known to define it: existence in a file never changes for its identity,
+# so a lookup first asks the providers that answered before (the libc, libstdc++ or framework library
+# that serves most imports), and probes the whole scope only for a name not seen yet.
+_DEFINERS: dict[tuple[str, Optional[str]], list[tuple[int, int, int, int]]] = {}
+# consumer -> {provider identity (None: none found): its imports served by it}: the same object is judged
+# in many loads of one scan, each with its own scope; a provider still in scope answers for all its imports.
+_SUPPLIERS: dict[tuple[int, int, int, int], dict[Optional[tuple[int, int, int, int]], list[Import]]] = {}
+MAX_REMEMBERED = 1 << 19  # entries; the memos start afresh past it (the daemon's memory stays bounded)
+
+
+def _provider_in_scope(wanted: Import, tables: list[Exports], in_scope: set, by_soname: dict[str, Exports]
+                       ) -> Optional[tuple[int, int, int, int]]:
+    """The identity of an object in scope defining ``wanted``, or None."""
+    key = (wanted.name, wanted.version)
+    known = _DEFINERS.get(key)
+    if known is not None:
+        for identity in known:
+            if identity in in_scope:
+                return identity
+    raw, hashes = _hashes(wanted.name)
+    named = by_soname.get(wanted.file) if wanted.file else None  # a version need names its library: ask it first
+    for table in ([named] + tables) if named else tables:
+        if (known is None or table.identity not in known) and table.defines(raw, hashes, wanted.version):
+            _DEFINERS.setdefault(key, []).append(table.identity)
+            return table.identity
+    return None
+
+
+def _unbound_imports(own: Exports, tables: list[Exports], in_scope: set, by_soname: dict[str, Exports]
+                     ) -> tuple[list[Import], set[tuple[int, int, int, int]]]:
+    """The imports of ``own`` nothing in scope defines, and the providers that served the others."""
+    suppliers = _SUPPLIERS.get(own.identity)
+    if suppliers is None:
+        groups: dict[Optional[tuple[int, int, int, int]], list[Import]] = {}
+        for wanted in own.imports:
+            if not wanted.weak:
+                groups.setdefault(_provider_in_scope(wanted, tables, in_scope, by_soname), []).append(wanted)
+        _SUPPLIERS[own.identity] = groups
+        return groups.get(None, []), {p for p in groups if p is not None}
+    missing = []
+    used = set()
+    for provider, imports in suppliers.items():
+        if provider is not None and provider in in_scope:
+            used.add(provider)
+            continue  # the object that served them before is here again: all still defined
+        for wanted in imports:
+            found = _provider_in_scope(wanted, tables, in_scope, by_soname)
+            if found is None:
+                missing.append(wanted)
+            else:
+                used.add(found)
+    return missing, used
+
+
+class _Scope:
+    """The lookup scope of one load, its tables read only when some consumer needs a lookup."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.identities = {i for i in (_identity(p) for p in paths) if i}
+        self._tables: Optional[list[Exports]] = None
+
+    @property
+    def tables(self) -> list[Exports]:
+        if self._tables is None:
+            self._tables = [t for t in (exports_of(path) for path in self.paths) if t is not None]
+            self.by_soname: dict[str, Exports] = {}
+            for table in self._tables:
+                if table.soname:
+                    self.by_soname.setdefault(table.soname, table)
+            self.has_python = any(t.count and t.defines(*_hashes("Py_Initialize"), None) for t in self._tables)
+        return self._tables
+
+    def release(self) -> None:
+        for table in self._tables or ():
+            table.release()  # no file stays open between calls
+
+
+def _identity(path: str) -> Optional[tuple[int, int, int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optional[FactsStore] = None
+                    ) -> list[Unbound]:
     """Every non-weak import of ``consumers`` (paths) that no object of ``scope`` (paths, load order) defines.
 
     An object that cannot be read is left out of both (its own problem is reported elsewhere).  Imports of
     the Python C API are not judged when no interpreter is in scope: an extension module is loaded by one.
+    With ``store``, a consumer whose imports were all served last time by objects still in scope is not
+    read again (a warm re-scan reads no symbol table).
     """
-    tables = [table for table in (exports_of(path) for path in scope) if table is not None]
-    has_python = any(table.count and table.defines(*_hashes("Py_Initialize"), None) for table in tables)
+    if len(_DEFINERS) > MAX_REMEMBERED or len(_SUPPLIERS) > MAX_REMEMBERED // 64:
+        _DEFINERS.clear()
+        _SUPPLIERS.clear()
+    lookup = _Scope(list(scope))
     unbound: list[Unbound] = []
-    for consumer in consumers:
-        own = exports_of(consumer)
-        if own is None:
-            continue
-        for wanted in own.imports:
-            if wanted.weak or (not has_python and wanted.name.startswith(PYTHON_PREFIXES)):
+    try:
+        for consumer in consumers:
+            identity = _identity(consumer)
+            if identity is None:
                 continue
-            raw, hashes = _hashes(wanted.name)
-            if not any(table.defines(raw, hashes, wanted.version) for table in tables):
-                unbound.append(Unbound(consumer, wanted.name, wanted.version, wanted.file))
+            remembered = store.binding(identity) if store is not None else None
+            if remembered is not None and not remembered[1] and remembered[0] <= lookup.identities:
+                continue  # every import was served by objects that are all still here
+            own = exports_of(consumer)
+            if own is None:
+                continue
+            tables = lookup.tables
+            missing, used = _unbound_imports(own, tables, lookup.identities, lookup.by_soname)
+            if store is not None:
+                store.remember_binding(identity, used, [(w.name, w.version) for w in missing])
+            unbound.extend(Unbound(consumer, w.name, w.version, w.file) for w in missing
+                           if lookup.has_python or not w.name.startswith(PYTHON_PREFIXES))
+    finally:
+        lookup.release()
     return unbound

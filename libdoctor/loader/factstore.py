@@ -18,6 +18,8 @@ from .elffacts import ElfFacts, VersionDef, VersionNeed, read_elf_facts_fd
 FORMAT = "libdoctor-elf-facts"
 FORMAT_VERSION = 2  # 2: VersionNeed.index
 MAX_ENTRIES = 50_000
+MAX_BINDINGS = 20_000
+MAX_REMEMBERED_UNBOUND = 64  # per consumer: more unbound imports than this are recomputed, not stored
 
 Key = tuple[int, int, int, int]
 Entry = Union[ElfFacts, errors.ElfError]
@@ -70,6 +72,7 @@ class FactsStore:
         self.path = path
         self._entries: dict[Key, Entry] = {}
         self._raw: dict[str, dict] = {}
+        self._bindings: dict[str, dict] = {}  # consumer identity -> {"providers": [...], "unbound": [...]}
         self._dirty = False
         self.parsed = 0  # files parsed by this store (a warm run parses none)
         self.load_problem: Optional[str] = None
@@ -90,6 +93,8 @@ class FactsStore:
             if not isinstance(raw, dict):
                 raise ValueError("bad entries")
             self._raw = raw
+            bindings = data.get("bindings", {})
+            self._bindings = bindings if isinstance(bindings, dict) else {}
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -130,6 +135,27 @@ class FactsStore:
         finally:
             os.close(fd)
 
+    def binding(self, consumer: Key) -> Optional[tuple[frozenset[Key], tuple[tuple[str, Optional[str]], ...]]]:
+        """What the last symbol check of ``consumer`` needed: the providers that served its imports, and the
+        imports none served.  Anything malformed reads as nothing remembered."""
+        raw = self._bindings.get("%d:%d:%d:%d" % consumer)
+        try:
+            providers = frozenset(tuple(int(n) for n in p.split(":")) for p in raw["providers"])  # type: ignore
+            unbound = tuple((str(n), v if v is None else str(v)) for n, v in raw["unbound"])  # type: ignore
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return None
+        if any(len(p) != 4 for p in providers):
+            return None
+        return providers, unbound  # type: ignore[return-value]
+
+    def remember_binding(self, consumer: Key, providers: set[Key], unbound: list[tuple[str, Optional[str]]]
+                         ) -> None:
+        if len(unbound) > MAX_REMEMBERED_UNBOUND:
+            return
+        self._bindings["%d:%d:%d:%d" % consumer] = {"providers": ["%d:%d:%d:%d" % p for p in sorted(providers)],
+                                                     "unbound": [list(u) for u in unbound]}
+        self._dirty = True
+
     def save(self) -> Optional[str]:
         """Write the store atomically; returns a problem description instead of raising."""
         if not self.path or not self._dirty:
@@ -147,8 +173,9 @@ class FactsStore:
             fd, tmp = tempfile.mkstemp(prefix=".elf-facts-", dir=folder)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump({"format": FORMAT, "version": FORMAT_VERSION, "entries": entries}, handle,
-                              separators=(",", ":"))
+                    bindings = dict(list(self._bindings.items())[-MAX_BINDINGS:])
+                    json.dump({"format": FORMAT, "version": FORMAT_VERSION, "entries": entries,
+                               "bindings": bindings}, handle, separators=(",", ":"))
                 os.replace(tmp, self.path)
             except BaseException:
                 os.unlink(tmp)

@@ -35,11 +35,13 @@ def expand_dst(text: str, origin: Optional[str], lib: str, platform: Optional[st
     out = []
     pos = 0
     while pos < len(text):
-        char = text[pos]
-        if char != "$":
-            out.append(char)
-            pos += 1
-            continue
+        dollar = text.find("$", pos)
+        if dollar < 0:
+            out.append(text[pos:])
+            break
+        out.append(text[pos:dollar])
+        pos = dollar
+        char = "$"
         for name, value in (("ORIGIN", origin), ("PLATFORM", platform), ("LIB", lib)):
             length = _dst_at(text, pos + 1, name)
             if length:
