@@ -122,3 +122,17 @@ def test_a_32_bit_program_is_never_a_problem(tmp_path: Path) -> None:
     assert data["problems"] == [] and len([n for n in data["notes"] if "32-bit object" in n]) == 2
     expected = "started by /lib/ld-linux.so.2" if has_loader else "no 32-bit loader (/lib/ld-linux.so.2)"
     assert all(expected in n for n in data["notes"] if "32-bit object" in n), data["notes"]
+
+
+def test_a_probable_dlopen_from_a_string_is_a_warning_naming_the_library(elf: ElfFactory, dlprobe: Path,
+                                                                         tmp_path: Path) -> None:
+    body = '#include <dlfcn.h>\nint hook(void) { return dlopen("libnotthere.so.3", RTLD_NOW) != 0; }\n'
+    lib = elf.lib("app/libhooks.so", body=body, extra=["-ldl"])
+    done = run_scan_cli("--json", "--dlopen-strings", str(lib), cwd=tmp_path, env={})
+    assert done.returncode == 0, done.stdout + done.stderr  # a guess never decides the verdict
+    (problem,) = json.loads(done.stdout)["problems"]
+    assert (problem["kind"], problem["soname"], problem["severity"]) == ("missing-dlopen", "libnotthere.so.3",
+                                                                        "warning")
+    human = run_scan_cli("--dlopen-strings", str(lib), cwd=tmp_path, env={})
+    assert "[!]" in human.stdout and "libnotthere.so.3 not found" in human.stdout
+    assert json.loads(run_scan_cli("--json", str(lib), cwd=tmp_path, env={}).stdout)["problems"] == []
