@@ -257,7 +257,8 @@ def watch(targets: tuple[str, ...], environments: tuple[str, ...], config_path: 
 def ps_command(as_json: bool) -> None:
     """Processes with TensorFlow or PyTorch loaded: their CUDA libraries, stale mappings, CPU-only runs.
 
-    Exit status 1 when a process maps a replaced or deleted library or runs a framework on the CPU.
+    Exit status 1 when a process maps a replaced or deleted library, an impostor (a CUDA library of another
+    major than its framework asks for), or runs a framework on the CPU.
     """
     from .daemon.ps import ps_json, scan_processes
 
@@ -275,7 +276,9 @@ def ps_command(as_json: bool) -> None:
                 click.echo(f"    {mapped.path}")
             for mapped in report.stale:
                 click.echo(f"    restart needed: {mapped.path} was {'deleted' if mapped.deleted else 'replaced'}")
-    bad = any(r.stale or r.on_cpu for r in reports)
+            for impostor in report.impostors:
+                click.echo(f"    impostor in use: {impostor}")
+    bad = any(r.stale or r.on_cpu or r.impostors for r in reports)
     sys.exit(EXIT_PROBLEMS if bad else EXIT_OK)
 
 

@@ -303,3 +303,23 @@ def test_watch_and_preflight_see_a_link_re_pointed_at_another_major(elf: ElfFact
                           env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "libcudnn.so.7 is really libcudnn.so.8" in done.stdout + done.stderr
+
+
+def test_ps_names_an_impostor_a_running_framework_has_mapped(elf: ElfFactory, machine: Path, tmp_path: Path) -> None:
+    from libdoctor.daemon.ps import scan_processes
+
+    from .test_watch import PS_CHILD
+
+    prefix, framework = tf_env(elf, tmp_path, "bert", "1.14.0", "3.6", TF_CUDA_VERSION="10.0",
+                               TF_CUDNN_VERSION="7", TF_CUDA_LIB_VERSION="10.0")
+    impostor = machine / "usr/local/cuda-10.0/lib64/libcudnn.so.7"  # -> cuDNN 8.0.5
+    child = subprocess.Popen([sys.executable, "-c", PS_CHILD, str(framework), str(impostor)],
+                             stdout=subprocess.PIPE, text=True, env=loader_env())
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        (report,) = scan_processes([child.pid])
+        assert report.frameworks == ("tensorflow",)
+        (line,) = report.impostors
+        assert line.startswith("libcudnn.so.7 is really libcudnn.so.8") and "tensorflow-gpu 1.14.0" in line
+    finally:
+        child.kill()

@@ -38,6 +38,7 @@ class ProcessReport:
     frameworks: tuple[str, ...]
     cuda: tuple[Mapped, ...]
     stale: tuple[Mapped, ...]
+    impostors: tuple[str, ...] = ()  # CUDA libraries in use that are not what the framework was built for
 
     @property
     def on_cpu(self) -> bool:
@@ -84,7 +85,46 @@ def inspect_process(pid: int, name: str, cmdline: str, proc: str = "/proc") -> O
     if not frameworks and not cuda:
         return None
     stale = tuple(m for m in maps if m.stale and _interesting(os.path.basename(m.path)))
-    return ProcessReport(pid, name, cmdline, frameworks, cuda, stale)
+    return ProcessReport(pid, name, cmdline, frameworks, cuda, stale, impostors_in_use(maps, cuda))
+
+
+def _environment_of(path: str) -> Optional[str]:
+    """The Python environment prefix a mapped framework file belongs to (``PREFIX/lib/pythonX.Y/site-packages``)."""
+    parts = path.split("/")
+    if "site-packages" not in parts:
+        return None
+    site = "/".join(parts[:parts.index("site-packages") + 1])
+    return os.path.dirname(os.path.dirname(os.path.dirname(site)))
+
+
+def impostors_in_use(maps: list[Mapped], cuda: tuple[Mapped, ...]) -> tuple[str, ...]:
+    """CUDA files a framework process has mapped whose own SONAME is another major of a library the framework
+    dlopens by name (a TensorFlow built for cuDNN 7 running on cuDNN 8 through a hand-made link)."""
+    from ..candidates import stem_of
+    from ..gpu.frameworks import framework_info
+    from ..loader.factstore import FactsStore
+    from ..targets import find_frameworks, python_env
+
+    prefixes = {p for p in (_environment_of(m.path) for m in maps
+                            if any(f.match(os.path.basename(m.path)) for f in FRAMEWORK_LIBS.values())) if p}
+    wanted: dict[str, tuple[str, str]] = {}  # stem -> (the soname asked for, the framework asking)
+    for prefix in prefixes:
+        env = python_env(prefix)
+        for framework in find_frameworks(env):
+            info = framework_info(framework, env)
+            for lib in info.expected:
+                wanted.setdefault(stem_of(lib.soname), (lib.soname, info.label))
+    if not wanted:
+        return ()
+    store = FactsStore()
+    found = []
+    for mapped in cuda:
+        facts = store.get_path(mapped.path)
+        soname = getattr(facts, "soname", None)
+        asked = wanted.get(stem_of(soname)) if soname else None
+        if asked and soname != asked[0]:
+            found.append(f"{asked[0]} is really {soname} ({mapped.path}): {asked[1]} was built for {asked[0]}")
+    return tuple(found)
 
 
 def scan_processes(pids: Optional[Iterable[int]] = None) -> list[ProcessReport]:
@@ -107,5 +147,6 @@ def ps_json(reports: list[ProcessReport]) -> dict:
         {"pid": r.pid, "name": r.name, "cmdline": r.cmdline, "frameworks": list(r.frameworks),
          "on_cpu": r.on_cpu, "cuda_libraries": [{"path": m.path, "deleted": m.deleted, "replaced": m.replaced}
                                                 for m in r.cuda],
-         "stale": [{"path": m.path, "deleted": m.deleted, "replaced": m.replaced} for m in r.stale]}
+         "stale": [{"path": m.path, "deleted": m.deleted, "replaced": m.replaced} for m in r.stale],
+         "impostors": list(r.impostors)}
         for r in reports]}
