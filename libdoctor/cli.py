@@ -1,6 +1,7 @@
 """The ``libdoctor`` command line.  Exit status: 0 healthy, 1 problems found, 2 usage or internal error."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ from typing import Optional
 import click
 
 from . import __version__
-from .errors import LibdoctorError
+from .errors import LibdoctorError, UsageError
 from .logs import configure_logging, get_logger
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
@@ -39,6 +40,49 @@ class _Group(click.Group):
 def main(log_level: str) -> None:
     """Diagnose and repair shared-library problems of GPU machine-learning environments."""
     configure_logging(log_level)
+
+
+def _path_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be read as given (None: it can)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if os.path.islink(path):
+            if exc.errno == errno.ELOOP:
+                return "a symlink loop"
+            return f"a dangling symlink (-> {os.readlink(path)})"
+        return exc.strerror.lower() if exc.strerror else "cannot be read"
+    return None
+
+
+def check_inputs(targets: tuple[str, ...] = (), prefixes: tuple[str, ...] = (), python: Optional[str] = None,
+                 caller: Optional[str] = None, look_in: tuple[str, ...] = (), config: Optional[str] = None) -> None:
+    """Every path a user typed exists and is what the option wants, or one line and exit 2: never a fallback."""
+    named = [(t, "TARGET") for t in targets] + [(f, "--look-in") for f in look_in]
+    named += [(p, "--env") for p in prefixes] + [(x, o) for x, o in ((python, "--python"), (caller, "--dlopen-from"),
+                                                                     (config, "--config")) if x]
+    for path, option in named:
+        problem = _path_problem(path)
+        if problem:
+            raise UsageError(f"{option} {path}: {problem}")
+    for folder in look_in:
+        if not os.path.isdir(folder):
+            raise UsageError(f"--look-in {folder}: not a folder")
+    for prefix in prefixes:
+        if not is_python_environment(prefix):
+            raise UsageError(f"--env {prefix}: not a Python environment (no bin/python, no "
+                             "lib/pythonX.Y/site-packages, no conda-meta)")
+    if python and not os.path.isfile(python):
+        raise UsageError(f"--python {python}: not a file")
+
+
+def is_python_environment(prefix: str) -> bool:
+    import glob
+
+    return os.path.isdir(prefix) and any((
+        os.path.isdir(os.path.join(prefix, "conda-meta")), os.path.isfile(os.path.join(prefix, "pyvenv.cfg")),
+        bool(glob.glob(os.path.join(prefix, "bin", "python*"))),
+        bool(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages")))))
 
 
 def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbing
@@ -82,6 +126,7 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
 
     if prefix and python:
         raise click.UsageError("--env and --python name the same thing: give one")
+    check_inputs(targets, (prefix,) if prefix else (), python, caller, look_in)
     log = get_logger()
     store = FactsStore() if no_cache else FactsStore.default()
     if store.load_problem:
@@ -124,6 +169,7 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
 
     if prefix and python:
         raise click.UsageError("--env and --python name the same thing: give one")
+    check_inputs(targets, (prefix,) if prefix else (), python, caller, look_in)
     store = FactsStore.default()
     kwargs = dict(prefix=prefix, python=python, caller=caller, dlopen_strings=dlopen_strings, in_place=in_place,
                   only=only, skip=skip, force=force, store=store, look_in=look_in, accept=accept,
@@ -175,6 +221,7 @@ def env_command(shell: str, prefix: Optional[str]) -> None:
     from .repair.fixer import search_additions, shell_settings
     from .targets import python_env
 
+    check_inputs(prefixes=(prefix,) if prefix else ())
     where = os.path.abspath(prefix) if prefix else python_env().prefix
     click.echo(shell_settings(search_additions(where), shell), nl=False)
 
@@ -230,6 +277,7 @@ def watch(targets: tuple[str, ...], environments: tuple[str, ...], config_path: 
     from .loader.factstore import FactsStore
     from .repair.statedir import state_dir
 
+    check_inputs(targets, environments, config=config_path)
     overrides = {k: v for k, v in (("heal", heal), ("in_place", in_place), ("interval", interval),
                                    ("debounce", debounce), ("metrics_file", metrics_file)) if v is not None}
 
@@ -298,6 +346,7 @@ def preflight(prefix: Optional[str], profile: Optional[str], warn_only: bool, ch
     """
     from .preflight import exec_command, profile_for, run_checks
 
+    check_inputs(prefixes=(prefix,) if prefix else ())
     result = run_checks(command, prefix, profile_for(command[0], profile))
     stream = sys.stdout if check_only else sys.stderr
     if as_json:

@@ -79,13 +79,14 @@ def test_scan_healthy_exits_zero(field_tree: Path) -> None:
 def test_bad_inputs_are_one_line_and_the_run_goes_on(field_tree: Path, tmp_path: Path) -> None:
     (tmp_path / "libscript.so").write_text("/* GNU ld script */\nGROUP ( libc.so.6 )\n")
     (tmp_path / "libtext.so").write_text("hello")
-    done = run_cli("scan", str(tmp_path / "libscript.so"), str(tmp_path / "libtext.so"), str(tmp_path / "nope.so"),
+    done = run_cli("scan", str(tmp_path / "libscript.so"), str(tmp_path / "libtext.so"),
                    str(field_tree / "site/tensorflow/libok.so"), cwd=tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     assert "GNU ld script" in done.stdout and "libc.so.6" in done.stdout
-    assert "nope.so: No such file or directory" in done.stdout
     assert "libok.so: " in done.stdout  # the good target was still scanned
+    typo = run_cli("scan", str(tmp_path / "nope.so"), str(field_tree / "site/tensorflow/libok.so"), cwd=tmp_path)
+    assert typo.returncode == 2 and f"TARGET {tmp_path / 'nope.so'}: no such file or directory" in typo.stderr
 
 
 def test_usage_error_exits_two(tmp_path: Path) -> None:

@@ -136,3 +136,32 @@ def test_a_probable_dlopen_from_a_string_is_a_warning_naming_the_library(elf: El
     human = run_scan_cli("--dlopen-strings", str(lib), cwd=tmp_path, env={})
     assert "[!]" in human.stdout and "libnotthere.so.3 not found" in human.stdout
     assert json.loads(run_scan_cli("--json", str(lib), cwd=tmp_path, env={}).stdout)["problems"] == []
+
+
+def test_a_typo_in_any_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "notenv").mkdir()
+    os.symlink("missing.so", tmp_path / "dangling.so")
+    os.symlink("loop.so", tmp_path / "loop.so")
+    cases = [
+        (["scan", "/no/such.so"], "TARGET /no/such.so: no such file or directory"),
+        (["scan", str(tmp_path / "dangling.so")], "a dangling symlink (-> missing.so)"),
+        (["scan", str(tmp_path / "loop.so")], "a symlink loop"),
+        (["scan", "--env", "/no/such/env"], "--env /no/such/env: no such file or directory"),
+        (["scan", "--env", str(tmp_path / "notenv")], "not a Python environment"),
+        (["scan", "--python", "/nonexistent"], "--python /nonexistent"),
+        (["scan", "--look-in", "/no/such/folder"], "--look-in /no/such/folder"),
+        (["fix", "--env", "/no/such/env"], "--env /no/such/env"),
+        (["watch", "--once", "--env", "/no/such/env"], "--env /no/such/env"),
+        (["watch", "--once", "--config", "/no/such.toml"], "--config /no/such.toml"),
+        (["env", "--env", "/no/such/env"], "--env /no/such/env"),
+        (["preflight", "--env", "/no/such/env", "--check-only", "--", "true"], "--env /no/such/env"),
+    ]
+    for args, expected in cases:
+        environ = loader_env({"NO_COLOR": "1", "PYTHONPATH": str(REPO), "LIBDOCTOR_CACHE_DIR": str(tmp_path / "c"),
+                              "LIBDOCTOR_STATE_DIR": str(tmp_path / "s")})
+        done = subprocess.run([sys.executable, "-m", "libdoctor", *args], cwd=tmp_path, env=environ,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and "Traceback" not in done.stderr, (args, done.stderr)
+        assert done.stdout == "", (args, done.stdout)
