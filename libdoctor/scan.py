@@ -175,6 +175,27 @@ def impostor_problems(target: Target, result: LoadResult, env: Environment, buil
     return tuple(problems)
 
 
+def _needed_by_group(resolver: Resolver, targets: list[Target]) -> dict[str, set[str]]:
+    """Per group (a framework, a folder), every name its objects need."""
+    needed: dict[str, set[str]] = {}
+    for target in targets:
+        facts = resolver.view.probe(resolver.env.absolute(target.path)).facts
+        if facts is not None:
+            needed.setdefault(target.group, set()).update(facts.needed)
+    return needed
+
+
+def _loaded_by_others(resolver: Resolver, target: Target, needed_in_group: dict[str, set[str]]) -> bool:
+    """A framework library another object of the framework needs is never loaded alone: its imports are
+    judged in that object's load, where the rest of the framework (libc10_cuda for libtorch_nvshmem) is
+    in scope.  Judged alone it would miss symbols the real process has."""
+    if not target.caller:
+        return False
+    facts = resolver.view.probe(resolver.env.absolute(target.path)).facts
+    names = {os.path.basename(target.path)} | ({facts.soname} if facts is not None and facts.soname else set())
+    return bool(names & needed_in_group.get(target.group, set()))
+
+
 def symbol_problems(target: Target, result: LoadResult, env: Environment, store: Optional[FactsStore] = None
                     ) -> tuple[Problem, ...]:
     """Imports no object in the lookup scope defines, one problem per consumer (a load that already misses a
@@ -299,6 +320,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
 
         infos = {f"{f.name} {f.version}": framework_info(f, discovery.environment) for f in discovery.frameworks}
     built = {label: info.built_for for label, info in infos.items()}
+    needed_in_group = _needed_by_group(resolver, discovery.targets) if symbols else {}
     for target in discovery.targets:
         other_class = _other_class_note(resolver, target)
         if other_class:
@@ -316,7 +338,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
             # optional hooks such as libittnotify.so): shown as a warning naming the library, never the verdict
             problems += tuple(replace(p, severity="warning") for p in dlopen_problems(target, checks, finder))
         problems += impostor_problems(target, result, env, built.get(target.group))
-        if symbols:
+        if symbols and not _loaded_by_others(resolver, target, needed_in_group):
             problems += symbol_problems(target, result, env, store)
         report.targets.append(TargetReport(target, result, problems, checks))
     if infos:

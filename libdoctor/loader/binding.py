@@ -25,6 +25,7 @@ from ..errors import ElfError
 from .elffacts import (
     DT_GNU_HASH,
     DT_HASH,
+    DT_NEEDED,
     DT_SONAME,
     DT_STRSZ,
     DT_STRTAB,
@@ -54,8 +55,8 @@ PYTHON_PREFIXES = ("Py", "_Py")  # the interpreter defines these for its extensi
 def gnu_hash(name: bytes) -> int:
     value = 5381
     for byte in name:
-        value = (value * 33 + byte) & 0xFFFFFFFF
-    return value
+        value = value * 33 + byte  # reduced once at the end: the same value modulo 2**32, fewer operations
+    return value & 0xFFFFFFFF
 
 
 def sysv_hash(name: bytes) -> int:
@@ -122,11 +123,13 @@ class Exports:
         self.imports: tuple[Import, ...] = ()
         self.count = 0
         self.soname: Optional[str] = None
+        self.needed: tuple[str, ...] = ()
         self.buckets: array = array("I")
         if layout.dynamic is None:
             return
         tags: dict[int, int] = {}
-        for tag, value in _dynamic_entries(reader, layout):
+        entries = _dynamic_entries(reader, layout)
+        for tag, value in entries:
             tags.setdefault(tag, value)
         if DT_SYMTAB not in tags or DT_STRTAB not in tags:
             return
@@ -134,6 +137,7 @@ class Exports:
         self.strings_at, self.strings_size = strtab, tags.get(DT_STRSZ, 0)
         if DT_SONAME in tags:
             self.soname = reader.cstring(strtab + tags[DT_SONAME], "soname")
+        self.needed = tuple(reader.cstring(strtab + value, "needed") for tag, value in entries if tag == DT_NEEDED)
         self.count = min(_symbol_count(reader, layout, tags), MAX_SYMBOLS)
         self.entry = 24 if layout.elf_class == 64 else 16
         self.symtab_at = layout.offset_of(tags[DT_SYMTAB], "symbol table")
@@ -204,18 +208,18 @@ class Exports:
         """``do_lookup_x`` for one object: is ``name`` (of ``version``) defined here?"""
         if not self.count or not self.buckets:
             return False
+        if self.gnu and self.bloom:
+            value, bits = hashes[0], self.bits
+            word = self.bloom[(value // bits) % len(self.bloom)]
+            if (word >> (value % bits)) & (word >> ((value >> self.shift) % bits)) & 1 == 0:
+                return False  # the bloom filter says no: the usual answer, at the cost of one word
         if not self.gnu and hashes[1] < 0:
             hashes = (hashes[0], sysv_hash(name))
         return any(self._matches(index, name, version) for index in self._candidates(hashes))
 
     def _candidates(self, hashes: tuple[int, int]) -> Iterable[int]:
-        if self.gnu:
+        if self.gnu:  # the bloom filter was asked first (defines)
             value = hashes[0]
-            bits = self.bits
-            word = self.bloom[(value // bits) % len(self.bloom)] if self.bloom else 0
-            mask = (1 << (value % bits)) | (1 << ((value >> self.shift) % bits))
-            if word & mask != mask:
-                return  # the bloom filter says no: the usual answer, at the cost of one word
             index = self.buckets[value % len(self.buckets)]
             if index == 0:
                 return
@@ -337,7 +341,7 @@ _SUPPLIERS: dict[tuple[int, int, int, int], dict[Optional[tuple[int, int, int, i
 MAX_REMEMBERED = 1 << 19  # entries; the memos start afresh past it (the daemon's memory stays bounded)
 
 
-def _provider_in_scope(wanted: Import, tables: list[Exports], in_scope: set, by_soname: dict[str, Exports]
+def _provider_in_scope(wanted: Import, ordered: list[Exports], in_scope: set, by_soname: dict[str, Exports]
                        ) -> Optional[tuple[int, int, int, int]]:
     """The identity of an object in scope defining ``wanted``, or None."""
     key = (wanted.name, wanted.version)
@@ -347,9 +351,16 @@ def _provider_in_scope(wanted: Import, tables: list[Exports], in_scope: set, by_
             if identity in in_scope:
                 return identity
     raw, hashes = _hashes(wanted.name)
-    named = by_soname.get(wanted.file) if wanted.file else None  # a version need names its library: ask it first
-    for table in ([named] + tables) if named else tables:
-        if (known is None or table.identity not in known) and table.defines(raw, hashes, wanted.version):
+    # Any definer will do (existence, not interposition, is the question): ask the likely ones first, the
+    # library a version need names, then the consumer's own dependencies and the rest of the scope.
+    named = by_soname.get(wanted.file) if wanted.file else None
+    if named is not None and (known is None or named.identity not in known) and named.defines(
+            raw, hashes, wanted.version):
+        _DEFINERS.setdefault(key, []).append(named.identity)
+        return named.identity
+    for table in ordered:
+        if table is not named and (known is None or table.identity not in known) and table.defines(
+                raw, hashes, wanted.version):
             _DEFINERS.setdefault(key, []).append(table.identity)
             return table.identity
     return None
@@ -359,11 +370,13 @@ def _unbound_imports(own: Exports, tables: list[Exports], in_scope: set, by_sona
                      ) -> tuple[list[Import], set[tuple[int, int, int, int]]]:
     """The imports of ``own`` nothing in scope defines, and the providers that served the others."""
     suppliers = _SUPPLIERS.get(own.identity)
+    preferred = [by_soname[n] for n in own.needed if n in by_soname]
+    ordered = preferred + [t for t in tables if t not in preferred]
     if suppliers is None:
         groups: dict[Optional[tuple[int, int, int, int]], list[Import]] = {}
         for wanted in own.imports:
             if not wanted.weak:
-                groups.setdefault(_provider_in_scope(wanted, tables, in_scope, by_soname), []).append(wanted)
+                groups.setdefault(_provider_in_scope(wanted, ordered, in_scope, by_soname), []).append(wanted)
         _SUPPLIERS[own.identity] = groups
         return groups.get(None, []), {p for p in groups if p is not None}
     missing = []
@@ -373,7 +386,7 @@ def _unbound_imports(own: Exports, tables: list[Exports], in_scope: set, by_sona
             used.add(provider)
             continue  # the object that served them before is here again: all still defined
         for wanted in imports:
-            found = _provider_in_scope(wanted, tables, in_scope, by_soname)
+            found = _provider_in_scope(wanted, ordered, in_scope, by_soname)
             if found is None:
                 missing.append(wanted)
             else:
