@@ -67,6 +67,20 @@ def impostors(report) -> dict[str, object]:  # noqa: ANN001
     return {p.soname: p for p in report.problems if p.kind == "impostor"}
 
 
+def bert_env(elf: ElfFactory, root: Path) -> Path:
+    """The field's env: tensorflow-gpu 1.14 (CUDA 10.0, cuDNN 7) on Python 3.6."""
+    return tf_env(elf, root, "bert", "1.14.0", "3.6", TF_CUDA_VERSION="10.0", TF_CUDNN_VERSION="7",
+                  TF_CUDA_LIB_VERSION="10.0")[0]
+
+
+def libdoctor(*args: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = loader_env({"NO_COLOR": "1", "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"),
+                          "LIBDOCTOR_STATE_DIR": str(tmp_path / "st"), "PYTHONPATH": str(REPO), **(env or {})})
+    environ.pop("CONDA_PREFIX", None)
+    return subprocess.run([sys.executable, "-m", "libdoctor", *args], env=environ, capture_output=True, text=True,
+                          timeout=120)
+
+
 def test_tf_1_14_with_cudnn_8_linked_as_7(elf: ElfFactory, judge: Judge, machine: Path, tmp_path: Path) -> None:
     prefix, framework = tf_env(elf, tmp_path, "bert", "1.14.0", "3.6", TF_CUDA_VERSION="10.0", TF_CUDNN_VERSION="7",
                                TF_CUDA_LIB_VERSION="10.0")
@@ -114,18 +128,13 @@ def test_tf_2_3_inside_cuda_11_names_every_impostor(elf: ElfFactory, judge: Judg
 
 def test_scan_exits_1_and_names_the_link_chain_and_who_made_it(elf: ElfFactory, machine: Path,
                                                               tmp_path: Path) -> None:
-    prefix, _framework = tf_env(elf, tmp_path, "bert", "1.14.0", "3.6", TF_CUDA_VERSION="10.0",
-                                TF_CUDNN_VERSION="7", TF_CUDA_LIB_VERSION="10.0")
-    environ = loader_env({"LD_LIBRARY_PATH": str(machine / "usr/local/cuda-10.0/lib64"), "NO_COLOR": "1",
-                          "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"), "LIBDOCTOR_STATE_DIR": str(tmp_path / "st"),
-                          "PYTHONPATH": str(REPO)})
-    human = subprocess.run([sys.executable, "-m", "libdoctor", "scan", "--python", str(prefix / "bin/python3")],
-                           env=environ, capture_output=True, text=True, timeout=120)
+    prefix = bert_env(elf, tmp_path)
+    llp = {"LD_LIBRARY_PATH": str(machine / "usr/local/cuda-10.0/lib64")}
+    human = libdoctor("scan", "--python", str(prefix / "bin/python3"), tmp_path=tmp_path, env=llp)
     assert human.returncode == 1, human.stdout + human.stderr
     assert "libcudnn.so.7 is really libcudnn.so.8 (cuDNN 8.0.5)" in human.stdout
     assert "-> libcudnn.so.8 -> libcudnn.so.8.0.5 (links made by hand)" in human.stdout
-    done = subprocess.run([sys.executable, "-m", "libdoctor", "scan", "--json", "--python",
-                           str(prefix / "bin/python3")], env=environ, capture_output=True, text=True, timeout=120)
+    done = libdoctor("scan", "--json", "--python", str(prefix / "bin/python3"), tmp_path=tmp_path, env=llp)
     assert done.returncode == 1
     (problem,) = [p for p in json.loads(done.stdout)["problems"] if p["kind"] == "impostor"]
     assert problem["severity"] == "error" and problem["made_by"] == "by hand"
@@ -184,13 +193,9 @@ def test_fix_offers_no_cuda_10_name_linked_to_a_cuda_11_file_as_safe(elf: ElfFac
 
 
 def test_fix_says_first_what_it_leaves_broken(elf: ElfFactory, machine: Path, tmp_path: Path) -> None:
-    prefix, _framework = tf_env(elf, tmp_path, "bert", "1.14.0", "3.6", TF_CUDA_VERSION="10.0",
-                                TF_CUDNN_VERSION="7", TF_CUDA_LIB_VERSION="10.0")
-    environ = loader_env({"LD_LIBRARY_PATH": str(machine / "usr/local/cuda-10.0/lib64"), "NO_COLOR": "1",
-                          "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"), "LIBDOCTOR_STATE_DIR": str(tmp_path / "st"),
-                          "PYTHONPATH": str(REPO)})
-    done = subprocess.run([sys.executable, "-m", "libdoctor", "fix", "--python", str(prefix / "bin/python3")],
-                          env=environ, capture_output=True, text=True, timeout=120)
+    prefix = bert_env(elf, tmp_path)
+    done = libdoctor("fix", "--python", str(prefix / "bin/python3"), tmp_path=tmp_path,
+                     env={"LD_LIBRARY_PATH": str(machine / "usr/local/cuda-10.0/lib64")})
     assert done.returncode == 1, done.stdout + done.stderr
     first = done.stdout.splitlines()[0]
     assert first.startswith("this plan leaves") and "(libcudnn.so.7" in first, done.stdout  # the driver may be listed too
@@ -223,8 +228,7 @@ def test_a_tf_dlopen_searches_the_rpath_of_the_module_that_loaded_the_framework(
 
 
 def conda_env_with_activation(elf: ElfFactory, root: Path, machine: Path) -> Path:
-    prefix, _framework = tf_env(elf, root, "bert", "1.14.0", "3.6", TF_CUDA_VERSION="10.0", TF_CUDNN_VERSION="7",
-                                TF_CUDA_LIB_VERSION="10.0")
+    prefix = bert_env(elf, root)
     (prefix / "conda-meta").mkdir()
     activate = prefix / "etc/conda/activate.d"
     activate.mkdir(parents=True)
@@ -233,17 +237,9 @@ def conda_env_with_activation(elf: ElfFactory, root: Path, machine: Path) -> Pat
     return prefix
 
 
-def scan_cli(*args: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    environ = loader_env({"NO_COLOR": "1", "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"),
-                          "LIBDOCTOR_STATE_DIR": str(tmp_path / "st"), "PYTHONPATH": str(REPO), **(env or {})})
-    environ.pop("CONDA_PREFIX", None)
-    return subprocess.run([sys.executable, "-m", "libdoctor", "scan", *args], env=environ, capture_output=True,
-                          text=True, timeout=120)
-
-
 def test_scanned_from_outside_the_env_is_seen_as_activated(elf: ElfFactory, machine: Path, tmp_path: Path) -> None:
     prefix = conda_env_with_activation(elf, tmp_path, machine)
-    done = scan_cli("--json", "--env", str(prefix), tmp_path=tmp_path)
+    done = libdoctor("scan", "--json", "--env", str(prefix), tmp_path=tmp_path)
     assert done.returncode == 1, done.stderr
     data = json.loads(done.stdout)
     (activation,) = data["environment"]["activation"]
@@ -251,9 +247,9 @@ def test_scanned_from_outside_the_env_is_seen_as_activated(elf: ElfFactory, mach
     assert activation["set"]["LD_LIBRARY_PATH"] == f"{machine}/usr/local/cuda-10.0/lib64"
     kinds = {p["soname"]: p["kind"] for p in data["problems"]}
     assert kinds["libcudnn.so.7"] == "impostor"  # not "missing": the activated path holds the hand-made link
-    human = scan_cli("--env", str(prefix), tmp_path=tmp_path)
+    human = libdoctor("scan", "--env", str(prefix), tmp_path=tmp_path)
     assert f"as activated: {prefix}/etc/conda/activate.d/cuda.sh (ran it with sh) sets LD_LIBRARY_PATH=" in human.stdout
-    bare = json.loads(scan_cli("--json", "--no-activate", "--env", str(prefix), tmp_path=tmp_path).stdout)
+    bare = json.loads(libdoctor("scan", "--json", "--no-activate", "--env", str(prefix), tmp_path=tmp_path).stdout)
     assert {p["soname"]: p["kind"] for p in bare["problems"]}["libcudnn.so.7"] == "missing-dlopen"
     assert bare["environment"]["activation"] == []
 
@@ -310,8 +306,8 @@ def test_ps_names_an_impostor_a_running_framework_has_mapped(elf: ElfFactory, ma
 
     from .test_watch import PS_CHILD
 
-    prefix, framework = tf_env(elf, tmp_path, "bert", "1.14.0", "3.6", TF_CUDA_VERSION="10.0",
-                               TF_CUDNN_VERSION="7", TF_CUDA_LIB_VERSION="10.0")
+    prefix = bert_env(elf, tmp_path)
+    framework = prefix / "lib/python3.6/site-packages/tensorflow/libtensorflow_framework.so.1"
     impostor = machine / "usr/local/cuda-10.0/lib64/libcudnn.so.7"  # -> cuDNN 8.0.5
     child = subprocess.Popen([sys.executable, "-c", PS_CHILD, str(framework), str(impostor)],
                              stdout=subprocess.PIPE, text=True, env=loader_env())
