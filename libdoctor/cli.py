@@ -174,11 +174,15 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
     kwargs = dict(prefix=prefix, python=python, caller=caller, dlopen_strings=dlopen_strings, in_place=in_place,
                   only=only, skip=skip, force=force, store=store, look_in=look_in, accept=accept,
                   activate=not no_activate)
+    if do_apply and not yes and not sys.stdin.isatty():
+        raise UsageError("fix --apply changes this machine: without a terminal to ask on, give --yes")
     plan = make_plan(targets, **kwargs)
     outcome = after = None
+    shown = False
     if do_apply and plan.chosen:
         if sys.stdin.isatty() and not yes and not as_json:
             render_plan(plan, sys.stdout)
+            shown = True
             if not click.confirm("apply the changes marked *?", default=False):
                 sys.exit(EXIT_PROBLEMS)
         outcome = apply_plan(plan, in_place)
@@ -192,7 +196,7 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
     if as_json:
         click.echo(json.dumps(plan_json(plan, outcome, after), indent=1))
     else:
-        render_plan(plan, sys.stdout, outcome, after)
+        render_plan(plan, sys.stdout, outcome, after, show_plan=not shown)
     final = after or plan
     sys.exit(EXIT_PROBLEMS if final.needs_fixing else EXIT_OK)
 

@@ -378,29 +378,36 @@ def _unrepaired_lines(plan, style: Style) -> list[str]:  # noqa: ANN001
 _GRADE_COLORS = {"safe": "32", "risky": "33", "broken": "31"}
 
 
-def render_plan(plan, stream: TextIO = sys.stdout, outcome=None, after=None) -> None:  # noqa: ANN001
-    style = Style(stream)
-    out: list[str] = _unrepaired_lines(plan, style)
-    if not plan.findings and not plan.proposals and not out:
-        out.append(style.good("nothing to fix: every dependency resolves"))
-    for finding in plan.findings:
-        marks = {"error": style.bad, "warning": style.warn, "info": "[i]"}
-        mark = style.crash if finding.status == "crashed" else marks.get(finding.severity, "[?]")
-        out.append(f"{mark} {finding.id}: {finding.title}")
-        out.extend(f"      {line}" for line in finding.evidence)
-    if plan.proposals:
-        out.append("")
-        out.append("proposed repairs (safest first; * = what --apply does):")
+def plan_groups(plan) -> list[tuple[object, tuple[str, ...], bool]]:  # noqa: ANN001
+    """The proposals as a person reads them, safest first: (proposal, the sonames it serves, chosen).
+
+    One line per change: a folder added for six names, or the same install command, is one line
+    naming what it serves (the JSON keeps one proposal per name)."""
     chosen = {p.id for p in plan.chosen}
+    groups: dict[tuple, list] = {}
     for proposal in plan.proposals:
-        grade = proposal.grade or "hint"
-        star = "*" if proposal.id in chosen else " "
-        label = style.paint(f"[{grade}]", _GRADE_COLORS.get(grade, "0"))
-        ask = " (applied only with --accept risky)" if grade == "risky" and proposal.id not in chosen else ""
-        out.append(f" {star} {label} {proposal.kind}: {proposal.title}{ask}")
-        if proposal.kind == "symlink":
-            out.append(f"        {proposal.link} -> {proposal.target}")
-        out.extend(f"        {line}" for line in proposal.evidence[:6])
+        if proposal.kind == "search-path":
+            key: tuple = ("search-path", proposal.folder, proposal.grade)
+        elif proposal.kind == "install":
+            key = ("install", proposal.command)
+        else:
+            key = ("symlink", proposal.id)
+        groups.setdefault(key, []).append(proposal)
+    rows = []
+    for members in groups.values():
+        sonames = tuple(dict.fromkeys(p.soname for p in members if p.soname))
+        rows.append((members[0], sonames, any(p.id in chosen for p in members)))
+    order = {"safe": 0, "risky": 1, "broken": 2}
+    rows.sort(key=lambda row: (order.get(row[0].grade or "", 3), row[0].rank, row[1]))
+    return rows
+
+
+def render_plan(plan, stream: TextIO = sys.stdout, outcome=None, after=None, show_plan: bool = True  # noqa: ANN001
+                ) -> None:
+    style = Style(stream)
+    out: list[str] = _unrepaired_lines(plan, style) if show_plan else []
+    if show_plan:
+        out.extend(_plan_lines(plan, style))
     if outcome is not None:
         out.append("")
         out.append(f"applied (run {outcome.run_id or '-'}; `libdoctor undo {outcome.run_id}` reverts it):"
@@ -409,7 +416,34 @@ def render_plan(plan, stream: TextIO = sys.stdout, outcome=None, after=None) -> 
         out.extend(f"  already present {c}" for c in outcome.kept)
         out.extend(f"  {style.error('refused')} {r}" for r in outcome.refused)
     if after is not None:
-        before_n, after_n = len(plan.report.problems), len(after.report.problems)
-        line = f"before: {before_n} problems; after: {after_n} problems"
+        before_n = sum(p.is_error for p in plan.report.problems)
+        after_n = sum(p.is_error for p in after.report.problems)
+        line = f"before: {before_n} problem{'s' if before_n != 1 else ''}; after: {after_n}"
         out.append(style.good(line) if after_n == 0 else style.error(line))
     stream.write("\n".join(out) + "\n")
+
+
+def _plan_lines(plan, style: Style) -> list[str]:  # noqa: ANN001
+    out: list[str] = []
+    if not plan.findings and not plan.proposals and not plan.left_unrepaired():
+        out.append(style.good("nothing to fix: every dependency resolves"))
+    for finding in plan.findings:
+        marks = {"error": style.bad, "warning": style.warn, "info": "[i]"}
+        mark = style.crash if finding.status == "crashed" else marks.get(finding.severity, "[?]")
+        out.append(f"{mark} {finding.id}: {finding.title}")
+        out.extend(f"      {line}" for line in finding.evidence)
+    rows = plan_groups(plan)
+    if rows:
+        out.append("")
+        out.append("proposed repairs, safest first (* = what --apply does):")
+    for proposal, sonames, chosen in rows:
+        grade = proposal.grade or "hint"
+        label = style.paint(f"[{grade}]", _GRADE_COLORS.get(grade, "0"))
+        ask = " (applied only with --accept risky)" if grade == "risky" and not chosen else ""
+        serves = f" (for {', '.join(sonames)})" if len(sonames) > 1 else ""
+        title = f"add {proposal.folder} to the search path" if proposal.kind == "search-path" else proposal.title
+        out.append(f" {'*' if chosen else ' '} {label} {proposal.kind}: {title}{serves}{ask}")
+        if proposal.kind == "symlink":
+            out.append(f"        {proposal.link} -> {proposal.target}")
+        out.extend(f"        {line}" for line in proposal.evidence[:6])
+    return out

@@ -229,7 +229,7 @@ def test_a_crashing_rule_becomes_a_finding(field: dict) -> None:
 def test_cli_fix_apply_json_and_killed_run(field: dict, tmp_path: Path) -> None:
     env = loader_env({"LIBDOCTOR_STATE_DIR": str(field["state"]), "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"),
                       "PYTHONPATH": str(REPO), "LIBDOCTOR_TEST_PAUSE_AFTER_CHANGE": "0.5"})
-    args = [sys.executable, "-m", "libdoctor.cli", "fix", "--apply", "--json", "--dlopen-strings", "--env",
+    args = [sys.executable, "-m", "libdoctor.cli", "fix", "--apply", "--yes", "--json", "--dlopen-strings", "--env",
             str(field["env"]), str(field["needed"]), str(field["dlopened"])]
     for folder in field["look_in"]:
         args += ["--look-in", folder]
@@ -281,3 +281,22 @@ def test_apply_checks_every_folder_before_the_first_change(field: dict, monkeypa
                                          "without --in-place"):
         apply_plan(plan, in_place=True)
     assert snapshot(field["tree"]) == before
+
+
+def test_fix_plan_is_printed_once_deduplicated_and_safest_first(field: dict, tmp_path: Path) -> None:
+    env = loader_env({"LIBDOCTOR_STATE_DIR": str(field["state"]), "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"),
+                      "PYTHONPATH": str(REPO), "NO_COLOR": "1"})
+    args = [sys.executable, "-m", "libdoctor.cli", "fix", "--dlopen-strings", "--env", str(field["env"]),
+            str(field["needed"]), str(field["dlopened"])]
+    for folder in field["look_in"]:
+        args += ["--look-in", folder]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("  * [", "    [", " * [", "   ["))]
+    assert len(lines) == len(set(lines)), done.stdout  # no line twice
+    grades = [line.split("[")[1].split("]")[0] for line in lines]
+    order = {"safe": 0, "risky": 1, "broken": 2, "hint": 3}
+    assert grades == sorted(grades, key=order.__getitem__), grades  # really safest first
+    assert sum("search-path" in line for line in lines) <= 1, done.stdout  # one folder, one line
+    refused = subprocess.run(args + ["--apply"], env=env, capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and "give --yes" in refused.stderr and refused.stdout == ""
