@@ -106,7 +106,9 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
 
 @main.command()
 @_target_options
-@click.option("-v", "--verbose", is_flag=True, help="Show the whole dependency tree of every target.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Every object, every search and the whole dependency tree of every target.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the verdict line (and the exit status).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the ELF facts cache.")
 @click.option("--no-symbols", is_flag=True, help="Do not check that every imported symbol is defined (faster).")
 @click.option("--probe", is_flag=True,
@@ -114,14 +116,14 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
                    "compare what it really loads with the prediction.")
 def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
          dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, verbose: bool,
-         no_cache: bool, no_symbols: bool, probe: bool) -> None:
+         quiet: bool, no_cache: bool, no_symbols: bool, probe: bool) -> None:
     """Resolve every dependency of TARGETS (files or folders) exactly as glibc's loader would.
 
     Without TARGETS: the GPU frameworks of the active Python environment, or the machine's
     CUDA installation when it has none.
     """
     from .loader.factstore import FactsStore
-    from .report import render_human, to_json
+    from .report import render_human, render_summary, to_json
     from .scan import run_scan
 
     if prefix and python:
@@ -140,9 +142,39 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     log.info("scan finished", targets=len(report.targets), problems=len(report.problems), parsed=store.parsed)
     if as_json:
         click.echo(json.dumps(to_json(report), separators=(",", ":")))
+    elif quiet:
+        render_summary(report, sys.stdout, quiet=True)
     else:
         render_human(report, sys.stdout, verbose)
     sys.exit(EXIT_OK if report.healthy else EXIT_PROBLEMS)
+
+
+@main.command()
+@click.argument("soname")
+@_target_options
+def explain(soname: str, targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
+            caller: Optional[str], dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...],
+            no_activate: bool) -> None:
+    """Every folder the loader searches for SONAME, in order, for each object that asks for it.
+
+    TARGETS and the options pick what to scan, as for scan.  Exit status 1 when SONAME is not found
+    for some object.
+    """
+    from .loader.factstore import FactsStore
+    from .report import Style, explain_lines
+    from .scan import run_scan
+
+    if prefix and python:
+        raise click.UsageError("--env and --python name the same thing: give one")
+    check_inputs(targets, (prefix,) if prefix else (), python, caller, look_in)
+    store = FactsStore.default()
+    report = run_scan(targets, store=store, caller=caller, prefix=prefix, python=python, dlopen_strings=dlopen_strings,
+                      look_in=look_in, activate=not no_activate, findings=False, symbols=False)
+    store.save()
+    lines = explain_lines(report, soname, Style(sys.stdout))
+    click.echo("\n".join(lines))
+    missing = any(p.soname == soname and p.kind in ("missing", "missing-dlopen", "fatal") for p in report.problems)
+    sys.exit(EXIT_PROBLEMS if missing else EXIT_OK)
 
 
 @main.command()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Optional, TextIO
 
 from . import __version__
@@ -45,7 +46,8 @@ def stale_conf_folders(problem: Problem, report: ScanReport) -> list[str]:
 
 
 def install_hints(problem: Problem, report: ScanReport) -> list[str]:
-    """What to install for a missing library: the framework's own pin, else the CUDA table's hint."""
+    """What to install for a missing library: the framework's own pin, else the CUDA table's hint; each
+    command aimed at the environment examined (its own python's pip, conda's ``-p PREFIX``)."""
     if problem.kind not in ("missing", "missing-dlopen", "driver", "impostor") or not problem.soname:
         return []
     from .gpu.cudatable import install_hint
@@ -53,7 +55,20 @@ def install_hints(problem: Problem, report: ScanReport) -> list[str]:
 
     hints = fitting_packages(problem.soname, report.frameworks)
     fallback = install_hint(problem.soname)
-    return hints or ([fallback] if fallback else [])
+    return [aimed(h, report) for h in (hints or ([fallback] if fallback else []))]
+
+
+def aimed(command: str, report: ScanReport) -> str:
+    """``pip install X`` -> ``ENV/bin/python -m pip install X``; ``conda install X`` -> ``conda install -p ENV X``:
+    run from another env (conda's base, say), a bare command installs into the wrong one."""
+    env = report.discovery.environment
+    if env is None:
+        return command
+    if command.startswith("pip install ") and env.python:
+        return f"{env.python} -m {command}"
+    if command.startswith("conda install ") and os.path.isdir(os.path.join(env.prefix, "conda-meta")):
+        return f"conda install -p {env.prefix} {command[len('conda install '):]}"
+    return command
 
 
 def _problem_json(problem: Problem, report: ScanReport) -> dict[str, Any]:
@@ -310,7 +325,206 @@ def _framework_table(report: ScanReport, style: Style) -> list[str]:
     return lines
 
 
+# -- the default report: verdict, one block per cause, one next step ----------------------
+
+@dataclass
+class Cause:
+    """One root cause, as a person reads it: what is wrong, what it affects, and what to run."""
+
+    error: bool
+    title: str
+    details: list[str] = field(default_factory=list)
+    fix: Optional[str] = None
+
+
+def _plural(count: int, word: str, plural: Optional[str] = None) -> str:
+    return f"{count} {word if count == 1 else (plural or word + 's')}"
+
+
+def _named(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _searched(problem: Problem) -> Optional[str]:
+    if problem.resolution is None or not problem.resolution.sources:
+        return None
+    parts = []
+    for source in problem.resolution.sources:
+        title = _SOURCE_TITLES.get(source.tag, source.tag)
+        if source.owner and source.tag in (RPATH, RUNPATH):
+            title += f" of {os.path.basename(source.owner)}"
+        if source.folders:
+            title += f" ({_plural(len(source.folders), 'folder')})"
+        elif source.note in ("not set", "no entry"):
+            title += f" ({source.note})"
+        elif source.note:
+            continue
+        parts.append(title)
+    return "searched: " + ", ".join(parts)
+
+
+def _one_command(hints: list[str]) -> Optional[str]:
+    """The hints of one cause as one pasteable command: a framework's own extra wins; pip installs with the
+    same python are merged."""
+    if not hints:
+        return None
+    extra = next((h for h in hints if "[and-cuda]" in h or "[cuda" in h), None)
+    if extra:
+        return extra
+    pip = [h for h in hints if " -m pip install " in h or h.startswith("pip install ")]
+    if len(pip) > 1 and len({h.split(" install ", 1)[0] for h in pip}) == 1:
+        return pip[0].split(" install ", 1)[0] + " install " + " ".join(h.split(" install ", 1)[1] for h in pip)
+    return hints[0]
+
+
+def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
+    groups: dict[tuple[str, bool], list[Problem]] = {}
+    for problem in problems:
+        framework = problem.target if problem.kind == "driver" else _group_of(report, problem.target)
+        groups.setdefault((framework, problem.is_error), []).append(problem)
+    causes = []
+    for (group, error), members in groups.items():
+        names = list(dict.fromkeys(p.soname for p in members if p.soname))
+        requesters = list(dict.fromkeys(os.path.basename(p.needed_by) for p in members if p.needed_by))
+        gpu = any(f.info.label == group for f in report.frameworks)
+        what = f"needed for the GPU by {group}" if gpu else f"needed by {_named(requesters, 2)}"
+        cause = Cause(error, f"{_plural(len(names), 'library', 'libraries')} {what} "
+                             f"{'is' if len(names) == 1 else 'are'} not there: {_named(names)}")
+        searched = _searched(members[0])
+        if searched:
+            cause.details.append(searched)
+        elsewhere = list(dict.fromkeys(c.describe() for p in members for c in p.candidates))
+        if elsewhere:
+            cause.details.append("elsewhere on this machine: " + "; ".join(elsewhere[:2]))
+        stale = list(dict.fromkeys(f for p in members for f in stale_conf_folders(p, report)))
+        for folder in stale:
+            cause.details.append(f"{folder} is configured in ld.so.conf, but ld.so.cache has no entry: run ldconfig "
+                                 "(the loader reads only the cache)")
+        hints = list(dict.fromkeys(h for p in members for h in install_hints(p, report)))
+        cause.fix = "ldconfig  # as root" if stale else _one_command(hints)
+        causes.append(cause)
+    return causes
+
+
+def _group_of(report: ScanReport, target: str) -> str:
+    return next((t.target.group for t in report.targets if t.target.path == target), target)
+
+
+def causes_of(report: ScanReport) -> list[Cause]:
+    """Problems that share a cause as one block, errors first."""
+    from .gpu.cudatable import DRIVER_SONAMES
+
+    no_driver = report.driver is not None and not report.driver.present
+    missing = [p for p in report.problems if p.kind in ("missing", "missing-dlopen")
+               and not (no_driver and p.soname in DRIVER_SONAMES)]  # the driver's block says it
+    causes = _missing_causes(report, missing)
+    seen: set[tuple[str, str]] = set()
+    for problem in report.problems:
+        key = (problem.kind, problem.message if problem.kind != "driver" else "driver")
+        if problem.kind in ("missing", "missing-dlopen") or key in seen:
+            continue
+        seen.add(key)
+        cause = Cause(problem.is_error, problem.message)
+        if problem.kind == "driver":
+            users = list(dict.fromkeys(p.target for p in report.problems if p.kind == "driver"))
+            cause.title = (f"no NVIDIA driver (libcuda.so.1 not found): {_named(users)} "
+                           f"run{'s' if len(users) == 1 else ''} on the CPU" if no_driver else problem.message)
+            cause.fix = "install the NVIDIA driver that matches the kernel module (see the distribution's guide)"
+        elif problem.kind == "impostor" and len(problem.links) > 1:
+            cause.details.append(f"behind the name: {' -> '.join(problem.links)} (links made "
+                                 f"{link_maker(problem.links)})")
+            hint = _one_command(install_hints(problem, report))
+            cause.fix = f"rm {problem.links[0]}" + (f" && {hint}" if hint else "")
+        elif problem.needed_by and problem.chain:
+            cause.details.append("needed by: " + " <- ".join(os.path.basename(c) for c in reversed(problem.chain)))
+        causes.append(cause)
+    for finding in report.findings:
+        causes.append(Cause(finding.severity == "error", f"{finding.title}", list(finding.evidence[:2])))
+    causes.sort(key=lambda c: not c.error)
+    return causes
+
+
+def verdict_line(report: ScanReport, causes: list[Cause]) -> str:
+    errors = sum(c.error for c in causes)
+    frameworks = [f for f in report.frameworks if f.info.cuda_build]
+    usable = [f for f in frameworks if f.gpu_usable]
+    unusable = [f.info.label for f in frameworks if f.gpu_usable is False]
+    if not errors:
+        what = (f"{_named([f.info.label for f in usable])} can use the GPU" if usable and not unusable else
+                f"every library resolves ({_plural(len(report.targets), 'object')} checked)")
+        warn = f"; {_plural(len(causes), 'warning')}" if causes else ""
+        return f"healthy: {what}{warn}"
+    if unusable:
+        return f"not healthy: {_named(unusable, 2)} cannot use the GPU ({_plural(errors, 'cause')})"
+    return f"not healthy: {_plural(errors, 'cause')} of failure in {_plural(len(report.targets), 'object')} checked"
+
+
+def render_summary(report: ScanReport, stream: TextIO = sys.stdout, quiet: bool = False) -> None:
+    """The default report: a verdict, the driver, one block per cause, one next step."""
+    style = Style(stream)
+    causes = causes_of(report)
+    verdict = verdict_line(report, causes)
+    out = [style.good(verdict) if report.healthy else style.error(verdict)]
+    if quiet:
+        stream.write(out[0] + "\n")
+        return
+    if report.driver is not None:
+        out.append(f"  driver: {report.driver.summary()}")
+    env = report.discovery.environment
+    if env is not None:
+        names = ", ".join(f.info.label + (f" (built for CUDA {f.info.cuda})" if f.info.cuda else "")
+                          for f in report.frameworks) or "no GPU framework"
+        out.append(f"  environment: {env.prefix}: {names}")
+    if report.discovery.fallback:
+        out.append(f"  {report.discovery.fallback}")
+    for activation in report.activations:
+        if activation.changes:
+            out.append(f"  as activated: {os.path.basename(activation.script)} sets "
+                       + ", ".join(name for name, _ in activation.changes))
+    for cause in causes:
+        mark = style.error(style.bad) if cause.error else style.warning(style.warn)
+        out.append(f"{mark} {cause.title}")
+        out.extend(f"    {line}" for line in cause.details)
+        if cause.fix:
+            out.append(f"    fix: {cause.fix}")
+    if report.discovery.notes:
+        out.append(f"{style.warn} {_plural(len(report.discovery.notes), 'input')} skipped (-v names them)")
+    step = next((c.fix for c in causes if c.error and c.fix), None)
+    if step:
+        out.append(f"next step: {step}")
+    out.append(style.dim(f"{_plural(len(report.targets), 'object')} checked; -v: every object and search; "
+                         "`libdoctor explain NAME`: every folder searched for NAME"))
+    stream.write("\n".join(out) + "\n")
+
+
+def explain_lines(report: ScanReport, soname: str, style: Style) -> list[str]:
+    """``libdoctor explain SONAME``: every search the loader makes for SONAME in this report, once each."""
+    results = [t.result for t in report.targets] + [c.result for t in report.targets for c in t.dlopens]
+    results += [c.result for f in report.frameworks for c in f.checks]
+    seen: set = set()
+    out: list[str] = []
+    for result in results:
+        for resolution in result.resolutions:
+            key = (resolution.requester, resolution.path, tuple(f.folder for s in resolution.sources
+                                                                   for f in s.folders))
+            if resolution.name != soname or key in seen or resolution.via == "loaded":
+                continue
+            seen.add(key)
+            state = (f"found: {resolution.path} (through {resolution.via})" if resolution.found
+                     else style.error(f"not found: {resolution.error}"))
+            out.append(f"{soname}, needed by {resolution.requester or 'LD_PRELOAD'}: {state}")
+            out.extend(explain(resolution, style, indent="  "))
+    problems = [p for p in report.problems if p.soname == soname and p.candidates]
+    if problems:
+        out.append("elsewhere on this machine: " + "; ".join(c.describe() for c in problems[0].candidates[:6]))
+    return out or [f"nothing in this scan asks for {soname}"]
+
+
 def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool = False) -> None:
+    if not verbose:
+        render_summary(report, stream)
+        return
     style = Style(stream)
     out = []
     discovery = report.discovery

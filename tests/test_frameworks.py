@@ -137,8 +137,9 @@ def test_tensorflow_2_15_resolves_through_its_runpath(elf: ElfFactory, judge: Ju
     missing = next(p for p in report.problems if p.soname == "libcudnn.so.8")
     assert missing.needed_by == str(framework)
     from libdoctor.report import install_hints
-    assert install_hints(missing, report) == ["pip install 'nvidia-cudnn-cu12==8.9.4.25'",
-                                              "pip install 'tensorflow[and-cuda]==2.15.1'"]
+    python = report.discovery.environment.python
+    assert install_hints(missing, report) == [f"{python} -m pip install 'nvidia-cudnn-cu12==8.9.4.25'",
+                                              f"{python} -m pip install 'tensorflow[and-cuda]==2.15.1'"]
 
 
 @pytest.fixture
@@ -197,7 +198,8 @@ def test_torch_without_cudnn_names_the_package(torch_env: tuple[Path, Path], jud
     missing = [p for p in report.problems if p.soname == "libcudnn.so.9"]
     assert missing and missing[0].needed_by == str(site / "torch/lib/libtorch_cuda.so")
     from libdoctor.report import install_hints
-    assert install_hints(missing[0], report) == ["pip install 'nvidia-cudnn-cu13==9.24.0.43'"]
+    assert install_hints(missing[0], report) == [
+        f"{report.discovery.environment.python} -m pip install 'nvidia-cudnn-cu13==9.24.0.43'"]
     assert "libcudnn.so.9" in report.frameworks[0].missing
 
 

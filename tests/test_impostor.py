@@ -248,7 +248,9 @@ def test_scanned_from_outside_the_env_is_seen_as_activated(elf: ElfFactory, mach
     kinds = {p["soname"]: p["kind"] for p in data["problems"]}
     assert kinds["libcudnn.so.7"] == "impostor"  # not "missing": the activated path holds the hand-made link
     human = libdoctor("scan", "--env", str(prefix), tmp_path=tmp_path)
-    assert f"as activated: {prefix}/etc/conda/activate.d/cuda.sh (ran it with sh) sets LD_LIBRARY_PATH=" in human.stdout
+    assert "  as activated: cuda.sh sets LD_LIBRARY_PATH" in human.stdout
+    verbose = libdoctor("scan", "-v", "--env", str(prefix), tmp_path=tmp_path)
+    assert f"as activated: {prefix}/etc/conda/activate.d/cuda.sh (ran it with sh) sets LD_LIBRARY_PATH=" in verbose.stdout
     bare = json.loads(libdoctor("scan", "--json", "--no-activate", "--env", str(prefix), tmp_path=tmp_path).stdout)
     assert {p["soname"]: p["kind"] for p in bare["problems"]}["libcudnn.so.7"] == "missing-dlopen"
     assert bare["environment"]["activation"] == []

@@ -90,8 +90,14 @@ def _read(path: str, limit: int = 1 << 20) -> Optional[str]:
 
 def _requirements(dist_info: str) -> tuple[str, ...]:
     text = _read(os.path.join(dist_info, "METADATA")) or _read(os.path.join(dist_info, "PKG-INFO")) or ""
-    return tuple(line.split(":", 1)[1].strip() for line in text.splitlines()
+    return tuple(modern_requirement(line.split(":", 1)[1].strip()) for line in text.splitlines()
                  if line.startswith("Requires-Dist:") and re.search(r"nvidia|cuda-toolkit", line))
+
+
+def modern_requirement(requirement: str) -> str:
+    """``nvidia-cublas-cu12 (==12.2.5.6); extra == "and-cuda"`` (old metadata) -> ``nvidia-cublas-cu12==12.2.5.6; ...``,
+    the form pip accepts on a command line."""
+    return re.sub(r"^([A-Za-z0-9_.\-]+(?:\[[^\]]*\])?)\s*\(([^)]*)\)", r"\1\2", requirement)
 
 
 # -- TensorFlow --------------------------------------------------------------------------

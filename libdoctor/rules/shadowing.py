@@ -57,11 +57,12 @@ def check(ctx: RuleContext) -> RuleResult:
                 if other_real == chosen.realpath or (chosen.realpath, other_real) in reported:
                     continue
                 older = _version(chosen.realpath) < _version(other_real) if _version(other_real) else False
-                release = _release(chosen.realpath) != _release(other_real) and _release(other_real) is not None
+                mine, theirs = _release(chosen.realpath), _release(other_real)
+                release = mine is not None and theirs is not None and mine != theirs
                 if not (older or release):
                     continue
                 reported.add((chosen.realpath, other_real))
-                why = "an older copy" if older else f"CUDA {_release(chosen.realpath)} where CUDA {_release(other_real)} is also present"
+                why = "an older copy" if older else f"CUDA {mine} where CUDA {theirs} is also present"
                 findings.append(Finding(
                     "shadowing", "warning", f"{resolution.name}: {chosen.realpath} ({resolution.via}) shadows "
                     f"{other_real}: {why}", evidence=(f"needed by {resolution.requester}",),
