@@ -342,8 +342,16 @@ def _plural(count: int, word: str, plural: Optional[str] = None) -> str:
 
 
 def _named(names: list[str], limit: int = 4) -> str:
+    if len(names) == 2:
+        return f"{names[0]} and {names[1]}"
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _framework_label(report: ScanReport, group: str) -> Optional[str]:
+    """The framework a target group ("torch 2.14.1", from its dist-info) is, as its report names it."""
+    return next((f.info.label for f in report.frameworks if group == f.info.label or group.startswith(
+        f.info.name + " ")), None)
 
 
 def _searched(problem: Problem) -> Optional[str]:
@@ -387,8 +395,8 @@ def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
     for (group, error), members in groups.items():
         names = list(dict.fromkeys(p.soname for p in members if p.soname))
         requesters = list(dict.fromkeys(os.path.basename(p.needed_by) for p in members if p.needed_by))
-        gpu = any(f.info.label == group for f in report.frameworks)
-        what = f"needed for the GPU by {group}" if gpu else f"needed by {_named(requesters, 2)}"
+        framework = _framework_label(report, group)
+        what = f"needed for the GPU by {framework}" if framework else f"needed by {_named(requesters, 2)}"
         cause = Cause(error, f"{_plural(len(names), 'library', 'libraries')} {what} "
                              f"{'is' if len(names) == 1 else 'are'} not there: {_named(names)}")
         searched = _searched(members[0])
@@ -427,7 +435,8 @@ def causes_of(report: ScanReport) -> list[Cause]:
         seen.add(key)
         cause = Cause(problem.is_error, problem.message)
         if problem.kind == "driver":
-            users = list(dict.fromkeys(p.target for p in report.problems if p.kind == "driver"))
+            users = list(dict.fromkeys(_framework_label(report, p.target) or p.target
+                                       for p in report.problems if p.kind == "driver"))
             cause.title = (f"no NVIDIA driver (libcuda.so.1 not found): {_named(users)} "
                            f"run{'s' if len(users) == 1 else ''} on the CPU" if no_driver else problem.message)
             cause.fix = "install the NVIDIA driver that matches the kernel module (see the distribution's guide)"
@@ -482,6 +491,12 @@ def render_summary(report: ScanReport, stream: TextIO = sys.stdout, quiet: bool 
         if activation.changes:
             out.append(f"  as activated: {os.path.basename(activation.script)} sets "
                        + ", ".join(name for name, _ in activation.changes))
+    for probe in report.probes:
+        state = "imported" if probe.imported else f"did not import ({probe.error})"
+        agreement = ": they agree" if probe.agrees else ""
+        out.append(f"  probe {probe.framework}: {state}; GPU per the framework: {probe.gpu}; "
+                   f"{len(probe.loaded)} CUDA libraries loaded, {len(probe.predicted)} predicted{agreement}")
+        out.extend(f"    {style.warn} {line}" for line in probe.findings)
     for cause in causes:
         mark = style.error(style.bad) if cause.error else style.warning(style.warn)
         out.append(f"{mark} {cause.title}")
