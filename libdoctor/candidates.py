@@ -49,7 +49,8 @@ class CandidateFinder:
 
     def __init__(self, env: Environment, site_packages: Iterable[str] = (), look_in: Iterable[str] = ()) -> None:
         self.env = env
-        nvidia = list(look_in) + [f for site in site_packages
+        # Candidates become link targets and search folders: never relative to the folder libdoctor ran in.
+        nvidia = [env.absolute(f) for f in look_in] + [f for site in site_packages
                                   for f in sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib")))]
         self._listings: list[tuple[str, list[str]]] = []
         for folder in _places(env, nvidia):

@@ -410,9 +410,24 @@ def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
             cause.details.append(f"{folder} is configured in ld.so.conf, but ld.so.cache has no entry: run ldconfig "
                                  "(the loader reads only the cache)")
         hints = list(dict.fromkeys(h for p in members for h in install_hints(p, report)))
-        cause.fix = "ldconfig  # as root" if stale else _one_command(hints)
+        same_version = any(c.name.startswith(p.soname or "\0") for p in members for c in p.candidates)
+        cause.fix = ("ldconfig  # as root" if stale else fix_command(report) if same_version
+                     else _one_command(hints))
         causes.append(cause)
     return causes
+
+
+def fix_command(report: ScanReport) -> str:
+    """``libdoctor fix`` with the scan's own question: the same targets, environment and folders."""
+    import shlex
+
+    paths, caller, prefix, python, _strings, look_in = report.inputs[:6] if report.inputs else ((),) + (None,) * 5
+    words = ["libdoctor", "fix"]
+    words += ["--env", prefix] if prefix else ["--python", python] if python else []
+    words += ["--dlopen-from", caller] if caller else []
+    for folder in look_in or ():
+        words += ["--look-in", folder]
+    return " ".join(shlex.quote(w) for w in words + list(paths or ()))
 
 
 def _group_of(report: ScanReport, target: str) -> str:
@@ -642,7 +657,7 @@ def render_plan(plan, stream: TextIO = sys.stdout, outcome=None, after=None, sho
         out.append(f"applied (run {outcome.run_id or '-'}; `libdoctor undo {outcome.run_id}` reverts it):"
                    if outcome.run_id else "applied: nothing new")
         out.extend(f"  created {c}" for c in outcome.created)
-        out.extend(f"  already present {c}" for c in outcome.kept)
+        out.extend(f"  already present {c}" for c in dict.fromkeys(outcome.kept) if c not in outcome.created)
         out.extend(f"  {style.error('refused')} {r}" for r in outcome.refused)
     if after is not None:
         before_n = sum(p.is_error for p in plan.report.problems)

@@ -300,3 +300,13 @@ def test_fix_plan_is_printed_once_deduplicated_and_safest_first(field: dict, tmp
     refused = subprocess.run(args + ["--apply"], env=env, capture_output=True, text=True, timeout=120,
                              stdin=subprocess.DEVNULL)
     assert refused.returncode == 2 and "give --yes" in refused.stderr and refused.stdout == ""
+
+
+def test_a_relative_look_in_folder_gives_absolute_links(field: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(field["tree"])
+    look_in = tuple(os.path.relpath(f, field["tree"]) for f in field["look_in"])
+    plan = make_plan((str(field["needed"]),), prefix=str(field["env"]), look_in=look_in)
+    links = [p for p in plan.proposals if p.kind == "symlink"]
+    assert links and all(p.target.startswith("/") for p in links), [p.target for p in links]
+    assert all(p.folder.startswith("/") for p in plan.proposals if p.kind == "search-path")
+    assert by_link(plan, "libcudnn.so.7", "cudnn-7.6").grade == "safe"
