@@ -12,6 +12,7 @@ import click
 from . import __version__
 from .errors import LibdoctorError, UsageError
 from .logs import configure_logging, get_logger
+from .targets import active_environment
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
@@ -119,8 +120,8 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
          quiet: bool, no_cache: bool, no_symbols: bool, probe: bool) -> None:
     """Resolve every dependency of TARGETS (files or folders) exactly as glibc's loader would.
 
-    Without TARGETS: the GPU frameworks of the active Python environment, or the machine's
-    CUDA installation when it has none.
+    Without TARGETS: the GPU frameworks of the active Python environment; with none active, of every
+    Python environment on the machine that has one; without any, the machine's CUDA installation.
     """
     from .loader.factstore import FactsStore
     from .report import render_human, render_summary, to_json
@@ -133,9 +134,20 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     store = FactsStore() if no_cache else FactsStore.default()
     if store.load_problem:
         log.warning("facts cache ignored", problem=store.load_problem)
-    report = run_scan(targets, store=store, caller=caller, prefix=prefix, python=python,
-                      dlopen_strings=dlopen_strings, look_in=look_in, probe=probe, activate=not no_activate,
-                      symbols=not no_symbols)
+    kwargs = dict(store=store, caller=caller, dlopen_strings=dlopen_strings, look_in=look_in, probe=probe,
+                  activate=not no_activate, symbols=not no_symbols)
+    if not (targets or prefix or python) and not active_environment():
+        reports = [run_scan(prefix=p, **kwargs) for p in framework_environments()]
+        if reports:
+            store.save()
+            _show_reports(reports, as_json, quiet, verbose)
+            sys.exit(EXIT_OK if all(r.healthy for r in reports) else EXIT_PROBLEMS)
+        report = run_scan(prefix=sys.prefix, **kwargs)  # its own env has no framework: the CUDA install is checked
+        report.discovery.environment = None
+        report.discovery.fallback = ("no Python environment with a GPU framework found (none active; conda's envs, "
+                                     "pyenv's versions, python3 on PATH); checked the machine's CUDA installation")
+    else:
+        report = run_scan(targets, prefix=prefix, python=python, **kwargs)
     problem = store.save()
     if problem:
         log.warning("facts cache not saved", problem=problem)
@@ -147,6 +159,36 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     else:
         render_human(report, sys.stdout, verbose)
     sys.exit(EXIT_OK if report.healthy else EXIT_PROBLEMS)
+
+
+def framework_environments() -> list[str]:
+    """The machine's Python environments that have a GPU framework (no active one: scan's default)."""
+    from .targets import find_frameworks, machine_environments, python_env
+
+    return [p for p in machine_environments() if find_frameworks(python_env(p))]
+
+
+def _show_reports(reports: list, as_json: bool, quiet: bool, verbose: bool) -> None:  # noqa: ANN001
+    """Several environments: each report in turn (JSON: ``{"schema_version", "environments": [report]}``)."""
+    from .report import render_human, render_summary, to_json
+
+    if as_json:
+        click.echo(json.dumps({"schema_version": 1, "environments": [to_json(r) for r in reports]},
+                              separators=(",", ":")))
+        return
+    names = ", ".join(r.discovery.environment.prefix for r in reports if r.discovery.environment)
+    click.echo(f"no environment is active: checking the {_count(len(reports), 'environment')} with a GPU "
+               f"framework ({names})")
+    for report in reports:
+        click.echo("")
+        if quiet:
+            render_summary(report, sys.stdout, quiet=True)
+        else:
+            render_human(report, sys.stdout, verbose)
+
+
+def _count(number: int, word: str) -> str:
+    return f"{number} {word}{'' if number == 1 else 's'}"
 
 
 @main.command()

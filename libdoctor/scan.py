@@ -341,10 +341,11 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         if symbols and not _loaded_by_others(resolver, target, needed_in_group):
             problems += symbol_problems(target, result, env, store)
         report.targets.append(TargetReport(target, result, problems, checks))
-    if infos:
+    if infos or discovery.fallback:  # the driver verdict leads every report about a GPU stack
         from .gpu.frameworkcheck import machine_driver
 
         report.driver = machine_driver(env, resolver=resolver)
+    if infos:
         finder = finder or CandidateFinder(env, sites, look_in)
         for label, info in infos.items():
             _check_framework(report, resolver, info, label, finder)

@@ -190,6 +190,43 @@ def python_env(prefix: Optional[str] = None, python: Optional[str] = None) -> Py
     return PythonEnv(prefix, python, _site_packages(prefix))
 
 
+CONDA_INSTALLS = ("/opt/conda", "/opt/miniconda3", "/opt/anaconda3", "/opt/miniforge3", "/usr/local/miniconda3",
+                  "/usr/local/anaconda3", "~/miniconda3", "~/anaconda3", "~/miniforge3", "~/mambaforge", "~/.conda")
+
+
+def active_environment() -> Optional[str]:
+    """The environment the user activated (venv or conda), if any."""
+    return os.environ.get("VIRTUAL_ENV") or os.environ.get("CONDA_PREFIX") or None
+
+
+def machine_environments() -> list[str]:
+    """Every Python environment libdoctor can find without running anything: conda's
+    ``environments.txt`` and the ``envs/`` of the usual conda installs, pyenv's versions, and the
+    ``python3`` on PATH; libdoctor's own environment left out."""
+    home = os.path.expanduser("~")
+    found: list[str] = []
+    for listing in (os.path.join(home, ".conda", "environments.txt"),):
+        try:
+            with open(listing, encoding="utf-8", errors="replace") as handle:
+                found += [line.strip() for line in handle if line.strip().startswith("/")]
+        except OSError:
+            pass
+    for install in CONDA_INSTALLS:
+        install = os.path.expanduser(install)
+        found += [install] + sorted(glob.glob(os.path.join(install, "envs", "*")))
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.join(home, ".pyenv")
+    found += sorted(glob.glob(os.path.join(pyenv, "versions", "*")))
+    on_path = shutil.which("python3")
+    if on_path and is_elf(os.path.realpath(on_path)):
+        found.append(_prefix_of(on_path) or "")
+    own = os.path.realpath(sys.prefix)
+    unique: dict[str, str] = {}
+    for prefix in found:
+        if prefix and os.path.isdir(prefix) and _site_packages(prefix) and os.path.realpath(prefix) != own:
+            unique.setdefault(os.path.realpath(prefix), prefix)
+    return list(unique.values())
+
+
 def _dist_name(folder: str) -> tuple[str, str]:
     base = os.path.basename(folder).rsplit(".", 1)[0]
     name, _, version = base.partition("-")

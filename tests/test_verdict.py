@@ -16,6 +16,8 @@ def run_scan_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Compl
     environ = loader_env(env)
     environ.update({"NO_COLOR": "1", "PYTHONPATH": str(REPO), "LIBDOCTOR_CACHE_DIR": str(cwd / ".cache"),
                     "LIBDOCTOR_STATE_DIR": str(cwd / ".state")})
+    for name in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        environ.pop(name, None)
     return subprocess.run([sys.executable, "-m", "libdoctor", "scan", *args], cwd=cwd, env=environ,
                           capture_output=True, text=True, timeout=120)
 
@@ -165,3 +167,28 @@ def test_a_typo_in_any_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0] and "Traceback" not in done.stderr, (args, done.stderr)
         assert done.stdout == "", (args, done.stdout)
+
+
+def test_with_no_env_active_every_env_with_a_framework_is_scanned(elf: ElfFactory, tmp_path: Path) -> None:
+    from .test_frameworks import TRY_LOAD, cuda_config, dist_info, make_env
+
+    prefix, site = make_env(tmp_path / "envs/bert", "3.6")
+    elf.lib(site / "tensorflow/libtensorflow_framework.so.1", body=TRY_LOAD, extra=["-ldl"])
+    cuda_config(site / "tensorflow", TF_CUDA_VERSION="10.0", TF_CUDNN_VERSION="7", TF_CUDA_LIB_VERSION="10.0")
+    dist_info(site, "tensorflow-gpu", "1.14.0", ["tensorflow/libtensorflow_framework.so.1"])
+    make_env(tmp_path / "envs/plain")  # no framework: not listed
+    home = tmp_path / "home"
+    (home / ".conda").mkdir(parents=True)
+    (home / ".conda/environments.txt").write_text(f"{prefix}\n{tmp_path / 'envs/plain'}\n")
+    environ = {"HOME": str(home), "PYENV_ROOT": str(tmp_path / "nopyenv"), "PATH": "/usr/bin:/bin"}
+    done = run_scan_cli(cwd=tmp_path, env=environ)
+    assert done.returncode == 1, done.stdout + done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first == f"no environment is active: checking the 1 environment with a GPU framework ({prefix})"
+    assert "tensorflow-gpu 1.14.0 cannot use the GPU" in done.stdout and "  driver: " in done.stdout
+    data = json.loads(run_scan_cli("--json", cwd=tmp_path, env=environ).stdout)
+    assert [e["environment"]["python_env"]["prefix"] for e in data["environments"]] == [str(prefix)]
+    (home / ".conda/environments.txt").write_text(f"{tmp_path / 'envs/plain'}\n")
+    fallback = run_scan_cli(cwd=tmp_path, env=environ)
+    lines = fallback.stdout.splitlines()
+    assert lines[1].startswith("  driver: ") and "checked the machine's CUDA installation" in lines[2], lines
