@@ -71,14 +71,19 @@ def tree(elf: ElfFactory, tmp_path: Path) -> Path:
 def test_regression_recovery_burst_and_sigterm(tree: Path, tmp_path: Path) -> None:
     daemon = Daemon([str(tree / "app"), "--debounce", "0.3"], cli_env(tmp_path))
     try:
-        daemon.wait_for("watching", timeout=30)
+        watching, _ = daemon.wait_for("watching", timeout=30)
+        assert watching["level"] == "warning" and watching["summary"].startswith("watching ")
+        assert watching["summary"].endswith(f"folders for {tree / 'app'}")
         (tree / "libs/libdep.so.1").unlink()
         event, seconds = daemon.wait_for("regression", timeout=5)
         assert event["findings"] == [f"missing:libdep.so.1:{tree / 'app/libapp.so'}"]
+        assert event["summary"] == "libdep.so.1 no longer found"  # words, with the ids kept as fields
         assert str(tree / "libs/libdep.so.1") in event["changed"] and seconds < 5
         mark = len(daemon.events)
         os.symlink("libdep.so.1.2.3", tree / "libs/libdep.so.1")
         event, _ = daemon.wait_for("recovery", timeout=5, after=mark)
+        assert event["level"] == "warning"  # as loud as the regression it ends
+        assert event["summary"] == f"libdep.so.1 found again: {tree / 'app'} is healthy again"
         before = daemon.count("verified")
         mark = len(daemon.events)
         for i in range(2000):

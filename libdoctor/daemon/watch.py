@@ -16,7 +16,7 @@ import queue
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..errors import LibdoctorError
 from ..loader.factstore import FactsStore
@@ -34,6 +34,26 @@ def problem_id(problem: Problem) -> str:
     return f"{problem.kind}:{problem.soname or '-'}:{problem.target}"
 
 
+def in_words(problems: Iterable[Problem], report: ScanReport, label: str, recovered: bool = False) -> str:
+    """"libcudnn.so.7 no longer found: tensorflow-gpu 1.14.0 cannot use the GPU" (ids stay in the fields)."""
+    phrases = []
+    for problem in problems:
+        name = problem.soname or os.path.basename(problem.target)
+        if problem.kind in ("missing", "missing-dlopen"):
+            phrases.append(f"{name} found again" if recovered else f"{name} no longer found")
+        elif problem.kind == "impostor":
+            phrases.append(f"{name} is the right library again" if recovered else problem.message.split(":")[0])
+        else:
+            phrases.append(f"fixed: {problem.message}" if recovered else problem.message)
+    text = "; ".join(dict.fromkeys(phrases)) or ("problems resolved" if recovered else "problems")
+    unusable = [f.info.label for f in report.frameworks if f.gpu_usable is False and f.info.cuda_build]
+    if unusable and not recovered:
+        text += f": {', '.join(unusable)} cannot use the GPU"
+    elif recovered and report.healthy:
+        text += f": {label} is healthy again"
+    return text
+
+
 @dataclass(frozen=True)
 class Unit:
     """One thing to keep healthy: a Python environment, or a set of files and folders."""
@@ -41,6 +61,11 @@ class Unit:
     label: str
     targets: tuple[str, ...] = ()
     prefix: Optional[str] = None
+
+    @property
+    def described(self) -> str:
+        """What a person calls it: the environment, or the files and folders watched."""
+        return ", ".join(self.targets) if self.targets else self.label
 
 
 def units_of(config: Config, targets: tuple[str, ...], environments: tuple[str, ...]) -> list[Unit]:
@@ -120,6 +145,7 @@ class Watcher:
         self.load_config = load_config
         self.events: "queue.Queue[str]" = queue.Queue()
         self.previous: dict[str, set[str]] = {}
+        self.previous_problems: dict[str, dict[str, Problem]] = {}
         self.reports: dict[str, ScanReport] = {}
         self.stopping = False
         self.reload = False
@@ -145,20 +171,27 @@ class Watcher:
         for unit in self.units:
             report = self.scan_unit(unit)
             self.reports[unit.label] = report
-            ids = {problem_id(p) for p in report.problems}
+            problems = {problem_id(p): p for p in report.problems}
+            ids = set(problems)
             total += len(ids)
             before = self.previous.get(unit.label)
             if before is None:
                 if ids:
-                    self.log.warning("problems", env=unit.label, findings=sorted(ids))
+                    self.log.warning("problems", env=unit.label, findings=sorted(ids),
+                                     summary=in_words(problems.values(), report, unit.label))
             else:
                 if ids - before:
                     self.log.warning("regression", env=unit.label, findings=sorted(ids - before),
+                                     summary=in_words([problems[i] for i in sorted(ids - before)], report, unit.label),
                                      changed=changed[:20], changed_count=len(changed))
-                if before - ids:
-                    self.log.info("recovery", env=unit.label, resolved=sorted(before - ids),
-                                  changed=changed[:20], changed_count=len(changed))
+                if before - ids:  # as loud as a regression: the person who fixed it wants to see it worked
+                    old = self.previous_problems.get(unit.label, {})
+                    self.log.warning("recovery", env=unit.label, resolved=sorted(before - ids),
+                                     summary=in_words([old[i] for i in sorted(before - ids) if i in old], report,
+                                                      unit.described, recovered=True),
+                                     changed=changed[:20], changed_count=len(changed))
             self.previous[unit.label] = ids
+            self.previous_problems[unit.label] = problems
         self.log.info("verified", units=len(self.units), problems=total, changed_count=len(changed),
                       seconds=round(time.monotonic() - started, 3))
         if total and self.config.heal == "safe" and self.heal():
@@ -291,7 +324,10 @@ class Watcher:
             self.verify([])
             self.reschedule()
             notify("READY=1")
-            self.log.info("watching", folders=len(self.scheduled), polling=self.polling, heal=self.config.heal)
+            # At warning level so that the default log level shows it: a daemon says once what it watches.
+            self.log.warning("watching", folders=len(self.scheduled), polling=self.polling, heal=self.config.heal,
+                          summary=f"watching {len(self.scheduled)} folders for "
+                                  f"{', '.join(u.described for u in self.units)}")
             next_periodic = time.monotonic() + self.config.interval
             while not self.stopping:
                 if self.reload:
