@@ -454,7 +454,7 @@ def _render_preflight(result, stream) -> None:  # noqa: ANN001
 
     style = Style(stream)
     marks = {"ok": style.ok, "partial": style.warn, "missing": style.bad, "crashed": style.crash}
-    lines = [f"libdoctor preflight: {os.path.basename(result.command[0])} (profile {result.profile}, "
+    lines = [f"libdoctor preflight: {result.shown_command} (profile {result.profile}, "
              f"env {result.prefix or 'none'})"]
     for check in result.results:
         mark = marks.get(check.status, "[?]")
@@ -462,8 +462,10 @@ def _render_preflight(result, stream) -> None:  # noqa: ANN001
         lines.append(f"{mark} {check.name}: {check.message}")
         lines.extend(f"      {detail}" for detail in check.details)
     blocking = sum(r.blocking for r in result.results)
-    lines.append(style.error(f"blocked: {blocking} problem(s) stop the start (--warn-only starts anyway)")
-                 if blocking else style.good("ready"))
+    lines.append(style.error(f"blocked: {blocking} problem{'s' if blocking != 1 else ''} stop the start "
+                             "(--warn-only starts anyway)") if blocking else style.good("ready"))
+    if blocking and result.next_step:
+        lines.append(f"next step: {result.next_step}")
     stream.write("\n".join(lines) + "\n")
 
 

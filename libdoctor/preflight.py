@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .gpu.driver import parse_version
+from .repair.hooks import shown_name
 
 OK, PARTIAL, MISSING, CRASHED = "ok", "partial", "missing", "crashed"
 MIN_TMP_BYTES = 1 << 30  # a frozen BERT graph is a few hundred MB; the checkpoint is copied into it
@@ -29,6 +30,7 @@ class CheckResult:
     message: str
     blocking: bool = False  # a "missing" that stops the start
     details: tuple[str, ...] = ()
+    fix: Optional[str] = None  # what to run or change, when one thing fixes it
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,15 @@ class Preflight:
     prefix: Optional[str]
     results: tuple[CheckResult, ...]
     ld_library_path: Optional[str]  # what COMMAND runs with (the applied repairs active)
+
+    @property
+    def shown_command(self) -> str:
+        """The command as the user knows it (never the name the hook moved the original to)."""
+        return shown_name(self.command[0])
+
+    @property
+    def next_step(self) -> Optional[str]:
+        return next((r.fix for r in self.results if r.blocking and r.fix), None)
 
     @property
     def blocked(self) -> bool:
@@ -94,6 +105,21 @@ def port_free(port: int, host: str = "0.0.0.0") -> Optional[str]:
     return None
 
 
+def port_holder(port: int) -> Optional[str]:
+    """The process listening on ``port``: "python3 (pid 4242)", when this user may see it."""
+    try:
+        import psutil
+
+        for connection in psutil.net_connections(kind="inet"):
+            if connection.laddr and connection.laddr.port == port and connection.status == psutil.CONN_LISTEN:
+                if connection.pid is None:
+                    return "another user's process"
+                return f"{psutil.Process(connection.pid).name()} (pid {connection.pid})"
+    except Exception:  # noqa: BLE001 - naming the holder is a courtesy, never a failure
+        return None
+    return None
+
+
 def visible_gpus(device_map: list[int], dev: str = "/dev") -> tuple[int, str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
@@ -120,7 +146,11 @@ def framework_checks(report, cpu: bool) -> list[CheckResult]:  # noqa: ANN001 - 
                             for c in framework.checks if not c.found and c.lib.family != "cuda driver")
             details += tuple(f"{name}: missing" for name in framework.closure_missing)
             details += tuple(c.impostor.message for c in framework.checks if c.impostor is not None)
-            results.append(CheckResult(name, MISSING, f"GPU usable: no, because {framework.because}", True, details))
+            from .report import causes_of
+
+            step = next((c.fix for c in causes_of(report) if c.error and c.fix), None)
+            results.append(CheckResult(name, MISSING, f"GPU usable: no, because {framework.because}", True, details,
+                                       fix=step))
     problems = [p for p in report.problems if p.kind in ("missing", "fatal", "version", "impostor") and p.is_error]
     if problems and not cpu:
         results.append(CheckResult("shared libraries", MISSING, f"{len(problems)} problem(s): "
@@ -161,6 +191,9 @@ def bert_serving_checks(args: argparse.Namespace, report, dev: str = "/dev") -> 
     def model() -> CheckResult:
         model_dir = os.path.expanduser(args.model_dir)
         ckpt_dir = os.path.expanduser(args.tuned_model_dir or args.model_dir)
+        if not os.path.isdir(model_dir):
+            return CheckResult("model", MISSING, f"-model_dir {args.model_dir}: no such folder", True,
+                               fix="give -model_dir the folder of an unpacked BERT model")
         missing = []
         if not os.path.isfile(os.path.join(model_dir, args.config_name)):
             missing.append(os.path.join(model_dir, args.config_name))
@@ -179,9 +212,17 @@ def bert_serving_checks(args: argparse.Namespace, report, dev: str = "/dev") -> 
     def ports() -> CheckResult:
         wanted = [("-port", args.port), ("-port_out", args.port_out)] + (
             [("-http_port", args.http_port)] if args.http_port else [])
-        busy = [f"{flag} {port}: {why}" for flag, port in wanted if (why := port_free(port))]
+        seen: dict[int, str] = {}
+        for flag, port in wanted:
+            if port in seen:
+                return CheckResult("ports", MISSING, f"{seen[port]} and {flag} are both {port}: the second bind fails",
+                                   True, fix=f"give {flag} another port")
+            seen[port] = flag
+        busy = [f"{flag} {port}: {why}" + (f" (by {holder})" if (holder := port_holder(port)) else "")
+                for flag, port in wanted if (why := port_free(port))]
         if busy:
-            return CheckResult("ports", MISSING, "; ".join(busy), True)
+            return CheckResult("ports", MISSING, "; ".join(busy), True,
+                               fix="stop the process holding the port, or give -port/-port_out free ones")
         return CheckResult("ports", OK, ", ".join(f"{port} free" for _flag, port in wanted))
 
     def tmp() -> CheckResult:
@@ -215,6 +256,16 @@ def bert_serving_checks(args: argparse.Namespace, report, dev: str = "/dev") -> 
 
 
 # -- running -----------------------------------------------------------------------------
+
+def command_check(command: str) -> CheckResult:
+    found = command if os.sep in command else shutil.which(command)
+    if not found or not os.path.isfile(found):
+        return CheckResult("command", MISSING, f"{shown_name(command)}: not found" + ("" if os.sep in command else
+                           " on PATH"), True, fix=f"install it, or give its full path ({shown_name(command)})")
+    if not os.access(found, os.X_OK):
+        return CheckResult("command", MISSING, f"{found}: not executable", True, fix=f"chmod +x {found}")
+    where = os.path.join(os.path.dirname(found), shown_name(found))  # the wrapper the user ran, not the original
+    return CheckResult("command", OK, f"{shown_name(command)}: {where}")
 
 def command_prefix(command: str) -> Optional[str]:
     """The environment a command lives in (``PREFIX/bin/COMMAND``), if it is a Python environment."""
@@ -254,6 +305,7 @@ def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, de
         else:
             cpu = args.cpu
             results.extend(bert_serving_checks(args, report, dev))
+    results.insert(0, _guard("command", lambda: command_check(command[0])))
     try:
         results.extend(framework_checks(report, cpu))
     except Exception as exc:  # noqa: BLE001 - a crashing check is a result, not an aborted run
@@ -263,8 +315,14 @@ def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, de
 
 
 def exec_command(preflight: Preflight) -> None:
-    """Replace this process with the command (same pid: signals and the exit status pass through)."""
+    """Replace this process with the command (same pid: signals and the exit status pass through); a console
+    script the hook moved aside still sees its own name."""
+    from .repair.hooks import launch_words
+
     env = dict(os.environ)
     if preflight.ld_library_path is not None:
         env["LD_LIBRARY_PATH"] = preflight.ld_library_path
-    os.execvpe(preflight.command[0], list(preflight.command), env)
+    command = list(preflight.command)
+    found = command[0] if os.sep in command[0] else shutil.which(command[0]) or command[0]
+    words = launch_words(found) if shown_name(found) != os.path.basename(found) else [command[0]]
+    os.execvpe(words[0], words + command[1:], env)

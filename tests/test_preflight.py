@@ -20,6 +20,9 @@ from .test_watch import cli_env
 
 FAKE_SERVER = """#!{python}
 import os, sys
+if sys.argv[1:] and sys.argv[1] in ("-h", "--help", "-version"):
+    print("usage:", os.path.basename(sys.argv[0]), flush=True)
+    sys.exit(0)
 print(os.getpid(), os.environ.get("LD_LIBRARY_PATH", "<unset>"), " ".join(sys.argv[1:]), flush=True)
 sys.exit(int(os.environ.get("FAKE_EXIT", "3")))
 """
@@ -131,6 +134,11 @@ def test_hook_install_wrapper_activation_and_remove(bert: dict) -> None:
                          env={**env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 3 and "-max_seq_len=None" in run.stdout, run.stderr
+    assert "bert-serving-start.libdoctor-orig" not in run.stderr + run.stdout  # the user's name everywhere
+    for flag in ("-h", "--help", "-version"):  # straight to the real command, which sees its own name
+        asked = subprocess.run([str(prefix / "bin/bert-serving-start"), flag], env=env, capture_output=True,
+                               text=True, timeout=60)
+        assert (asked.returncode, asked.stdout, asked.stderr) == (0, "usage: bert-serving-start\n", ""), flag
     activate = prefix / "etc/conda/activate.d/libdoctor.sh"
     deactivate = prefix / "etc/conda/deactivate.d/libdoctor.sh"
     script = f'. {activate}; . {deactivate}; if [ "${{LD_LIBRARY_PATH+set}}" = set ]; then printf "[%s]" ' \
@@ -146,3 +154,24 @@ def test_hook_install_wrapper_activation_and_remove(bert: dict) -> None:
     assert done.returncode == 0, done.stdout
     assert snapshot(prefix) == before
     assert hashlib.sha256(bert["server"].read_bytes()).digest() == hashlib.sha256(original).digest()
+
+
+def test_preflight_names_what_is_wrong_and_the_next_step(bert: dict) -> None:
+    port = bert["ports"][0]
+    same = preflight(bert, "--check-only", extra_args=("-cpu", "-port_out", str(port)))
+    assert same.returncode == 1 and f"-port and -port_out are both {port}" in same.stdout
+    assert "next step: give -port_out another port" in same.stdout
+    typo = subprocess.run([sys.executable, "-m", "libdoctor.cli", "preflight", "--env", str(bert["prefix"]),
+                           "--check-only", "--", str(bert["server"]), "-model_dir", str(bert["model"]) + "x", "-cpu"],
+                          env=cli_env(bert["tmp"]), capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 1 and f"-model_dir {bert['model']}x: no such folder" in typo.stdout
+    missing = subprocess.run([sys.executable, "-m", "libdoctor.cli", "preflight", "--env", str(bert["prefix"]),
+                              "--check-only", "--", "bert-serving-strat", *bert["args"], "-cpu"],
+                             env=cli_env(bert["tmp"]), capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "bert-serving-strat: not found on PATH" in missing.stdout
+    assert "ready" not in missing.stdout.splitlines()[-1]
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", port))
+        holder.listen()
+        busy = preflight(bert, "--check-only", extra_args=("-cpu",))
+    assert f"-port {port}: in use (by " in busy.stdout and f"(pid {os.getpid()})" in busy.stdout

@@ -19,6 +19,7 @@ from .statedir import state_dir, state_lock
 
 WRAPPED = ("bert-serving-start",)
 ORIGINAL_SUFFIX = ".libdoctor-orig"
+PASS_THROUGH = ("-h", "--help", "-version", "--version")  # answered by the real command, no checks first
 
 
 def libdoctor_command() -> list[str]:
@@ -29,9 +30,37 @@ def libdoctor_command() -> list[str]:
 
 def wrapper_text(libdoctor: list[str], prefix: str, command: str) -> str:
     original = os.path.join(prefix, "bin", command + ORIGINAL_SUFFIX)
+    direct = " ".join(shlex.quote(w) for w in launch_words(original))
     return (f"#!/bin/sh\n# written by libdoctor: `libdoctor hook remove` removes it\n"
+            f"for arg in \"$@\"; do case \"$arg\" in {'|'.join(PASS_THROUGH)}) exec {direct} \"$@\";; esac; done\n"
             f"exec {shlex.join(libdoctor)} preflight --env {shlex.quote(prefix)} --profile bert-serving -- "
             f"{shlex.quote(original)} \"$@\"\n")
+
+
+def shown_name(command: str) -> str:
+    """A command's name as its user knows it, never the name the hook moved the original to."""
+    name = os.path.basename(command)
+    return name[: -len(ORIGINAL_SUFFIX)] if name.endswith(ORIGINAL_SUFFIX) else name
+
+
+# runpy.run_path would put the file's own path back into argv[0]: the script is compiled and run by hand.
+RUN_AS = ("import sys; shown, path = sys.argv[1:3]; sys.argv = [shown] + sys.argv[3:]; "
+          "code = compile(open(path, 'rb').read(), path, 'exec'); "
+          "exec(code, {'__name__': '__main__', '__file__': path, '__builtins__': __builtins__})")
+
+
+def launch_words(path: str) -> list[str]:
+    """How to start a (possibly moved-aside) command so that it sees its own name in ``argv[0]``: a Python
+    console script through its interpreter (argparse's usage lines then say ``bert-serving-start``)."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(512).decode("utf-8", "replace")
+    except OSError:
+        return [path]
+    interpreter = first[2:].strip().split()[0] if first.startswith("#!") and first[2:].strip() else ""
+    if "python" not in os.path.basename(interpreter):
+        return [path]
+    return [interpreter, "-c", RUN_AS, shown_name(path), path]
 
 
 def install_hook(prefix: str, libdoctor: list[str], root: Optional[str] = None) -> list[str]:
