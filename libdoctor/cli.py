@@ -12,7 +12,7 @@ import click
 from . import __version__
 from .errors import LibdoctorError, UsageError
 from .logs import configure_logging, get_logger
-from .targets import active_environment
+from .targets import active_environment, framework_environments
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
@@ -159,13 +159,6 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     else:
         render_human(report, sys.stdout, verbose)
     sys.exit(EXIT_OK if report.healthy else EXIT_PROBLEMS)
-
-
-def framework_environments() -> list[str]:
-    """The machine's Python environments that have a GPU framework (no active one: scan's default)."""
-    from .targets import find_frameworks, machine_environments, python_env
-
-    return [p for p in machine_environments() if find_frameworks(python_env(p))]
 
 
 def _show_reports(reports: list, as_json: bool, quiet: bool, verbose: bool) -> None:  # noqa: ANN001
@@ -511,10 +504,11 @@ def systemd_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def systemd_install(dest: str, executable: Optional[str], as_json: bool) -> None:
     """Write the units into DEST with the path of the libdoctor executable filled in."""
-    from .daemon.units import install_units
+    from .daemon.units import SYSTEMD_FOLDERS, install_config, install_units
 
     lines = [f"wrote {path}" for path in install_units(dest, executable)]
-    if not as_json:
+    lines.append(install_config(dest, framework_environments()))
+    if not as_json and os.path.abspath(dest) in SYSTEMD_FOLDERS:
         lines.append("then: systemctl daemon-reload && systemctl enable --now libdoctor-scan.timer "
                      "libdoctor-watch.service")
     _report_lines(lines, as_json)

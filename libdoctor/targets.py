@@ -227,6 +227,11 @@ def machine_environments() -> list[str]:
     return list(unique.values())
 
 
+def framework_environments() -> list[str]:
+    """The machine's Python environments that have a GPU framework."""
+    return [p for p in machine_environments() if find_frameworks(python_env(p))]
+
+
 def _dist_name(folder: str) -> tuple[str, str]:
     base = os.path.basename(folder).rsplit(".", 1)[0]
     name, _, version = base.partition("-")

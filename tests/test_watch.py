@@ -218,3 +218,37 @@ def test_a_folder_that_appears_later_is_picked_up(elf: ElfFactory, tmp_path: Pat
         assert event["resolved"] == [f"missing:libdep.so.1:{tmp_path / 'app/libapp.so'}"]
     finally:
         daemon.stop()
+
+
+def test_systemd_install_writes_a_config_listing_the_envs_and_the_daemon_needs_something(tmp_path: Path,
+                                                                                       elf: ElfFactory) -> None:
+    from .test_frameworks import dist_info, make_env
+
+    prefix, site = make_env(tmp_path / "envs/torchenv")
+    dist_info(site, "torch", "2.14.1", [])
+    home = tmp_path / "home"
+    (home / ".conda").mkdir(parents=True)
+    (home / ".conda/environments.txt").write_text(f"{prefix}\n")
+    env = cli_env(tmp_path, HOME=str(home), PYENV_ROOT=str(tmp_path / "nopyenv"))
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("CONDA_PREFIX", None)
+    root = tmp_path / "root"
+    dest = root / "etc/systemd/system"
+    args = [sys.executable, "-m", "libdoctor.cli", "systemd", "install", "--dest", str(dest), "--executable",
+            "/bin/true"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    config = root / "etc/libdoctor/config.toml"
+    assert f"wrote {config} (1 environment listed)" in done.stdout
+    assert "systemctl" not in done.stdout  # a folder systemd does not read: no advice to reload it
+    from libdoctor.daemon.config import load_config
+
+    assert load_config(str(config)).environments == (str(prefix),)
+    assert oct(config.stat().st_mode & 0o777) == "0o644"
+    config.write_text("heal = \"off\"\n")
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert f"kept {config} (it exists)" in again.stdout and config.read_text() == "heal = \"off\"\n"
+    nothing = subprocess.run([sys.executable, "-m", "libdoctor.cli", "watch", "--once", "--config", str(config)],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert nothing.returncode == 2 and "nothing to watch" in nothing.stderr
+    assert len(nothing.stderr.strip().splitlines()) == 1

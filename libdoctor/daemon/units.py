@@ -10,6 +10,8 @@ from ..errors import UsageError
 
 UNITS = ("libdoctor-scan.service", "libdoctor-scan.timer", "libdoctor-watch.service")
 PLACEHOLDER = "/usr/local/bin/libdoctor"
+SYSTEMD_FOLDERS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system", "/run/systemd/system")
+CONFIG = "etc/libdoctor/config.toml"  # below the root the units are installed into; what they name
 
 
 def unit_text(name: str) -> str:
@@ -40,3 +42,38 @@ def install_units(dest: str, executable: Optional[str] = None) -> list[str]:
         os.replace(tmp, path)
         written.append(path)
     return written
+
+
+def config_text(environments: list[str]) -> str:
+    listed = "".join(f'    "{e}",\n' for e in environments)
+    found = (f"environments = [\n{listed}]\n" if environments else
+             '# environments = ["/opt/conda/envs/bert"]  # none with a GPU framework was found when this was written\n')
+    return ("# libdoctor's configuration, read by libdoctor-watch.service and libdoctor-scan.service.\n"
+            "# Written by `libdoctor systemd install` with the Python environments it found that have a GPU\n"
+            "# framework; edit freely, libdoctor never overwrites this file.  Keys: README.rst, \"Configuration\".\n"
+            "\n# The Python environments (prefixes) whose frameworks to keep healthy:\n" + found +
+            "\n# Files or folders to keep healthy as well:\n# targets = [\"/opt/app/lib\"]\n"
+            "\n# Repair what is graded safe by itself (off | safe):\nheal = \"off\"\n"
+            "\n# A Prometheus textfile for node_exporter's textfile collector:\n"
+            "# metrics_file = \"/var/lib/node_exporter/textfile_collector/libdoctor.prom\"\n")
+
+
+def install_config(dest: str, environments: list[str]) -> str:
+    """Write ``/etc/libdoctor/config.toml`` (below the root ``dest`` is in) unless one exists; a line saying what
+    happened."""
+    dest = os.path.abspath(dest)
+    root = next((dest[: -len(folder)] for folder in SYSTEMD_FOLDERS if dest.endswith(folder)), None)
+    if root is None:
+        return f"no configuration written: {dest} is not a systemd unit folder (the units read /{CONFIG})"
+    path = os.path.join(root or "/", CONFIG)
+    if os.path.exists(path):
+        return f"kept {path} (it exists)"
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = f"{path}.libdoctor-new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(config_text(environments))
+    os.chmod(tmp, 0o644)
+    os.link(tmp, path)  # never replaces a file that appeared meanwhile
+    os.unlink(tmp)
+    return f"wrote {path} ({len(environments)} environment{'s' if len(environments) != 1 else ''} listed)"

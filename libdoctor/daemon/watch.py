@@ -18,10 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
-from ..errors import LibdoctorError
+from ..errors import LibdoctorError, UsageError
 from ..loader.factstore import FactsStore
 from ..repair.fix import activated_environment, apply_plan, plan_from_report
 from ..scan import Problem, ScanReport, run_scan
+from ..targets import active_environment
 from .config import Config
 from .sdnotify import notify
 
@@ -74,6 +75,9 @@ def units_of(config: Config, targets: tuple[str, ...], environments: tuple[str, 
     if all_targets:
         units.append(Unit("targets", targets=tuple(os.path.abspath(t) for t in all_targets)))
     if not units:
+        if not active_environment():
+            raise UsageError("nothing to watch: give TARGETS or --env, or list environments in the configuration "
+                             "(libdoctor systemd install writes /etc/libdoctor/config.toml with the ones it finds)")
         units.append(Unit("active environment"))
     return units
 
