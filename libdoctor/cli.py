@@ -196,7 +196,7 @@ def explain(soname: str, targets: tuple[str, ...], prefix: Optional[str], python
     for some object.
     """
     from .loader.factstore import FactsStore
-    from .report import Style, explain_lines
+    from .report import Style, explain_json, explain_lines
     from .scan import run_scan
 
     if prefix and python:
@@ -206,8 +206,10 @@ def explain(soname: str, targets: tuple[str, ...], prefix: Optional[str], python
     report = run_scan(targets, store=store, caller=caller, prefix=prefix, python=python, dlopen_strings=dlopen_strings,
                       look_in=look_in, activate=not no_activate, findings=False, symbols=False)
     store.save()
-    lines = explain_lines(report, soname, Style(sys.stdout))
-    click.echo("\n".join(lines))
+    if as_json:
+        click.echo(json.dumps(explain_json(report, soname)))
+    else:
+        click.echo("\n".join(explain_lines(report, soname, Style(sys.stdout))))
     missing = any(p.soname == soname and p.kind in ("missing", "missing-dlopen", "fatal") for p in report.problems)
     sys.exit(EXIT_PROBLEMS if missing else EXIT_OK)
 
@@ -437,9 +439,9 @@ def preflight(prefix: Optional[str], profile: Optional[str], warn_only: bool, ch
 
 def _preflight_json(result) -> dict:  # noqa: ANN001
     return {"schema_version": 1, "command": list(result.command), "profile": result.profile, "env": result.prefix,
-            "blocked": result.blocked, "ld_library_path": result.ld_library_path,
+            "blocked": result.blocked, "ld_library_path": result.ld_library_path, "next_step": result.next_step,
             "checks": [{"name": r.name, "status": r.status, "message": r.message, "blocking": r.blocking,
-                        "details": list(r.details)} for r in result.results]}
+                        "details": list(r.details), "fix": r.fix} for r in result.results]}
 
 
 def _render_preflight(result, stream) -> None:  # noqa: ANN001
@@ -512,6 +514,25 @@ def systemd_install(dest: str, executable: Optional[str], as_json: bool) -> None
         lines.append("then: systemctl daemon-reload && systemctl enable --now libdoctor-scan.timer "
                      "libdoctor-watch.service")
     _report_lines(lines, as_json)
+
+
+SCHEMAS = {"scan": ("scan", "scan --json"), "fix": ("fix", "fix --json"), "preflight": ("preflight", "preflight --json"),
+           "ps": ("ps", "ps --json"), "explain": ("explain", "explain SONAME --json"), "rules": ("rules", "rules --json"),
+           "undo": ("lines", "undo RUN-ID|--all --json"), "undo-list": ("runs", "undo --list --json"),
+           "hook": ("lines", "hook install|remove --json"), "systemd": ("lines", "systemd install --json")}
+
+
+@main.command()
+@click.argument("command", required=False, type=click.Choice(sorted(SCHEMAS)))
+def schema(command: Optional[str]) -> None:
+    """Print the JSON Schema of COMMAND's --json output (without COMMAND: list them)."""
+    from importlib import resources
+
+    if command is None:
+        click.echo("\n".join(f"{name}: libdoctor {SCHEMAS[name][1]}" for name in sorted(SCHEMAS)))
+        return
+    click.echo(resources.files("libdoctor").joinpath(f"schemas/{SCHEMAS[command][0]}.json").read_text(encoding="utf-8"),
+               nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

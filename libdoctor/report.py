@@ -111,9 +111,12 @@ def to_json(report: ScanReport) -> dict[str, Any]:
     env = report.env
     discovery = report.discovery
     python_env = discovery.environment
+    causes = causes_of(report)
     return {
         "schema_version": SCHEMA_VERSION,
         "libdoctor_version": __version__,
+        "verdict": verdict_line(report, causes),
+        "healthy": report.healthy,
         "environment": {
             "cwd": env.cwd,
             "ld_library_path": env.ld_library_path,
@@ -143,6 +146,8 @@ def to_json(report: ScanReport) -> dict[str, Any]:
         ],
         "problems": [_problem_json(p, report) for p in report.problems],
         "findings": [_finding_json(f) for f in report.findings],
+        "causes": [{"error": c.error, "title": c.title, "details": list(c.details), "fix": c.fix} for c in causes],
+        "next_step": next((c.fix for c in causes if c.error and c.fix), None),
         "notes": list(discovery.notes) + ([discovery.fallback] if discovery.fallback else []),
         "summary": {"targets": len(report.targets), "healthy": sum(t.healthy for t in report.targets),
                     "problems": len(report.problems)},
@@ -528,23 +533,36 @@ def render_summary(report: ScanReport, stream: TextIO = sys.stdout, quiet: bool 
     stream.write("\n".join(out) + "\n")
 
 
-def explain_lines(report: ScanReport, soname: str, style: Style) -> list[str]:
-    """``libdoctor explain SONAME``: every search the loader makes for SONAME in this report, once each."""
+def searches_for(report: ScanReport, soname: str) -> list[Resolution]:
+    """Every search the loader makes for ``soname`` in this report, once each."""
     results = [t.result for t in report.targets] + [c.result for t in report.targets for c in t.dlopens]
     results += [c.result for f in report.frameworks for c in f.checks]
     seen: set = set()
-    out: list[str] = []
+    found = []
     for result in results:
         for resolution in result.resolutions:
             key = (resolution.requester, resolution.path, tuple(f.folder for s in resolution.sources
                                                                    for f in s.folders))
-            if resolution.name != soname or key in seen or resolution.via == "loaded":
-                continue
-            seen.add(key)
-            state = (f"found: {resolution.path} (through {resolution.via})" if resolution.found
-                     else style.error(f"not found: {resolution.error}"))
-            out.append(f"{soname}, needed by {resolution.requester or 'LD_PRELOAD'}: {state}")
-            out.extend(explain(resolution, style, indent="  "))
+            if resolution.name == soname and key not in seen and resolution.via != "loaded":
+                seen.add(key)
+                found.append(resolution)
+    return found
+
+
+def explain_json(report: ScanReport, soname: str) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "soname": soname, "searches": [
+        {"needed_by": r.requester, "path": r.path, "via": r.via, "error": r.error,
+         "search": [_source_json(s) for s in r.sources]} for r in searches_for(report, soname)]}
+
+
+def explain_lines(report: ScanReport, soname: str, style: Style) -> list[str]:
+    """``libdoctor explain SONAME``: libtree's "paths considered in this order", for each search."""
+    out: list[str] = []
+    for resolution in searches_for(report, soname):
+        state = (f"found: {resolution.path} (through {resolution.via})" if resolution.found
+                 else style.error(f"not found: {resolution.error}"))
+        out.append(f"{soname}, needed by {resolution.requester or 'LD_PRELOAD'}: {state}")
+        out.extend(explain(resolution, style, indent="  "))
     problems = [p for p in report.problems if p.soname == soname and p.candidates]
     if problems:
         out.append("elsewhere on this machine: " + "; ".join(c.describe() for c in problems[0].candidates[:6]))

@@ -188,6 +188,11 @@ def test_with_no_env_active_every_env_with_a_framework_is_scanned(elf: ElfFactor
     assert "tensorflow-gpu 1.14.0 cannot use the GPU" in done.stdout and "  driver: " in done.stdout
     data = json.loads(run_scan_cli("--json", cwd=tmp_path, env=environ).stdout)
     assert [e["environment"]["python_env"]["prefix"] for e in data["environments"]] == [str(prefix)]
+    import jsonschema
+
+    schema = json.loads(subprocess.run([sys.executable, "-m", "libdoctor", "schema", "scan"], capture_output=True,
+                                       text=True, env=loader_env({"PYTHONPATH": str(REPO)})).stdout)
+    jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
     (home / ".conda/environments.txt").write_text(f"{tmp_path / 'envs/plain'}\n")
     fallback = run_scan_cli(cwd=tmp_path, env=environ)
     lines = fallback.stdout.splitlines()

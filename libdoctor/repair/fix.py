@@ -113,6 +113,7 @@ def plan_json(plan: FixPlan, outcome: Optional[Outcome] = None, after: Optional[
         "findings": [finding_json(f) for f in plan.findings],
         "proposals": [proposal_json(p) for p in plan.proposals],
         "plan": [p.id for p in plan.chosen],
+        "unrepaired": [{"kind": p.kind, "soname": p.soname, "message": p.message} for p in plan.left_unrepaired()],
         "summary": {"problems": len(plan.report.problems), "findings": len(plan.findings),
                     "proposals": len(plan.proposals)},
     }
