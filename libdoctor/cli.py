@@ -11,7 +11,7 @@ import click
 
 from . import __version__
 from .errors import LibdoctorError, UsageError
-from .logs import configure_logging, get_logger
+from .logs import configure_logging, get_logger, progress
 from .targets import active_environment, framework_environments
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
@@ -137,7 +137,8 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     kwargs = dict(store=store, caller=caller, dlopen_strings=dlopen_strings, look_in=look_in, probe=probe,
                   activate=not no_activate, symbols=not no_symbols)
     if not (targets or prefix or python) and not active_environment():
-        reports = [run_scan(prefix=p, **kwargs) for p in framework_environments()]
+        with progress("checking the Python environments of this machine"):
+            reports = [run_scan(prefix=p, **kwargs) for p in framework_environments()]
         if reports:
             store.save()
             _show_reports(reports, as_json, quiet, verbose)
@@ -147,7 +148,8 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
         report.discovery.fallback = ("no Python environment with a GPU framework found (none active; conda's envs, "
                                      "pyenv's versions, python3 on PATH); checked the machine's CUDA installation")
     else:
-        report = run_scan(targets, prefix=prefix, python=python, **kwargs)
+        with progress("importing the frameworks (--probe)" if probe else "resolving every dependency"):
+            report = run_scan(targets, prefix=prefix, python=python, **kwargs)
     problem = store.save()
     if problem:
         log.warning("facts cache not saved", problem=problem)
@@ -245,7 +247,8 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
                   activate=not no_activate)
     if do_apply and not yes and not sys.stdin.isatty():
         raise UsageError("fix --apply changes this machine: without a terminal to ask on, give --yes")
-    plan = make_plan(targets, **kwargs)
+    with progress("planning repairs (each one is verified by resolving again)"):
+        plan = make_plan(targets, **kwargs)
     outcome = after = None
     shown = False
     if do_apply and plan.chosen:
@@ -514,6 +517,41 @@ def systemd_install(dest: str, executable: Optional[str], as_json: bool) -> None
         lines.append("then: systemctl daemon-reload && systemctl enable --now libdoctor-scan.timer "
                      "libdoctor-watch.service")
     _report_lines(lines, as_json)
+
+
+@main.command()
+def man() -> None:
+    """Print libdoctor's manual page (roff, from the commands' own help): libdoctor man | man -l -"""
+    click.echo(man_page(), nl=False)
+
+
+def man_page() -> str:
+    def roff(text: str) -> str:
+        return text.replace("\\", "\\e").replace("-", "\\-").replace("\n.", "\n\\&.")
+
+    ctx = click.Context(main, info_name="libdoctor")
+    lines = [f'.TH LIBDOCTOR 1 "" "libdoctor {__version__}" "User Commands"', ".SH NAME",
+             "libdoctor \\- " + roff(main.help.splitlines()[0] if main.help else ""), ".SH SYNOPSIS",
+             ".B libdoctor", "[\\fIOPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...", ".SH EXIT STATUS",
+             "0 healthy, 1 problems found, 2 usage or internal error.", ".SH COMMANDS"]
+
+    def describe(command: click.Command, name: str, parent: click.Context) -> None:
+        sub = click.Context(command, info_name=name, parent=parent)
+        lines.extend([".TP", f".B {roff(sub.command_path)} {roff(' '.join(command.collect_usage_pieces(sub)))}",
+                      roff((command.help or "").strip())])
+        for param in command.get_params(sub):
+            record = param.get_help_record(sub)
+            if record:
+                lines.extend([".RS", ".TP", f".B {roff(record[0])}", roff(record[1]), ".RE"])
+        if isinstance(command, click.Group):
+            for child in sorted(command.commands):
+                describe(command.commands[child], child, sub)
+
+    for name in sorted(main.commands):
+        describe(main.commands[name], name, ctx)
+    lines += [".SH ENVIRONMENT", "NO_COLOR, LIBDOCTOR_STATE_DIR, LIBDOCTOR_CACHE_DIR, LD_LIBRARY_PATH, LD_PRELOAD.",
+              ".SH SEE ALSO", "ld.so(8), ldconfig(8), ldd(1)"]
+    return "\n".join(lines) + "\n"
 
 
 SCHEMAS = {"scan": ("scan", "scan --json"), "fix": ("fix", "fix --json"), "preflight": ("preflight", "preflight --json"),

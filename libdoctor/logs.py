@@ -55,3 +55,39 @@ class _LazyLogger:
             _configure()
         logger = structlog.get_logger("libdoctor")
         return getattr(logger, method)
+
+
+class progress:  # noqa: N801 - used as a context manager: `with progress("scanning"):`
+    """One line on stderr for work that takes over a second, on a terminal only, erased when done.
+
+    ``LIBDOCTOR_PROGRESS_AFTER`` (seconds, default 1) sets the delay; nothing is written when stderr is a
+    pipe or a file, so logs, JSON and CI output stay clean.
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.timer: Any = None
+        self.shown = False
+
+    def __enter__(self) -> "progress":
+        if sys.stderr.isatty():
+            import threading
+
+            delay = float(os.environ.get("LIBDOCTOR_PROGRESS_AFTER", "1") or 1)
+            self.timer = threading.Timer(max(0.0, delay), self._show)
+            self.timer.daemon = True
+            self.timer.start()
+        return self
+
+    def _show(self) -> None:
+        self.shown = True
+        sys.stderr.write(f"libdoctor: {self.what}...")
+        sys.stderr.flush()
+
+    def __exit__(self, *_exc: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer.join()
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()

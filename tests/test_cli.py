@@ -169,3 +169,55 @@ def test_rescan_reuses_an_unchanged_report_and_notices_changes(field_tree: Path)
     assert not any(p.soname == "libcudnn.so.7" and p.kind == "missing" for p in third.problems)
     other_env = Environment.from_process(environ={"LD_LIBRARY_PATH": "/x"}, cwd=str(field_tree))
     assert run_scan((folder,), env=other_env, store=store, previous=third) is not third
+
+
+def test_man_page_and_shell_completion_come_from_the_commands(tmp_path: Path) -> None:
+    import shutil
+
+    page = run_cli("man", cwd=tmp_path)
+    assert page.returncode == 0 and page.stdout.startswith(".TH LIBDOCTOR 1")
+    for command in ("scan", "fix", "explain", "watch", "preflight", "schema", "undo", "hook install"):
+        assert f".B libdoctor {command}" in page.stdout.replace("\\-", "-"), command
+    if shutil.which("groff"):  # it renders, without errors
+        rendered = subprocess.run(["groff", "-man", "-Tascii", "-P-cbou"], input=page.stdout, capture_output=True,
+                                  text=True)
+        assert rendered.returncode == 0 and "error" not in rendered.stderr and "libdoctor scan" in rendered.stdout
+    # click derives the program name from the script: ask the console script's entry point directly
+    completion = subprocess.run([sys.executable, "-c", "from libdoctor.cli import main; main(prog_name='libdoctor')"],
+                                env={**loader_env(), "_LIBDOCTOR_COMPLETE": "bash_source",
+                                     "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+                                capture_output=True, text=True)
+    assert "_libdoctor_completion()" in completion.stdout and "complete " in completion.stdout
+    words = subprocess.run([sys.executable, "-c", "from libdoctor.cli import main; main(prog_name='libdoctor')"],
+                           env={**loader_env(), "_LIBDOCTOR_COMPLETE": "bash_complete", "COMP_WORDS": "libdoctor ex",
+                                "COMP_CWORD": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+                           capture_output=True, text=True)
+    assert "explain" in words.stdout
+
+
+def test_a_progress_line_on_a_terminal_only(field_tree: Path) -> None:
+    import pty
+
+    target = str(field_tree / "site/tensorflow/libok.so")
+    env = {**loader_env(), "LIBDOCTOR_CACHE_DIR": str(field_tree / ".cache"), "NO_COLOR": "1",
+           "LIBDOCTOR_PROGRESS_AFTER": "0", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    main_fd, child_fd = pty.openpty()
+    done = subprocess.run([sys.executable, "-m", "libdoctor.cli", "scan", target], env=env, stdout=subprocess.PIPE,
+                          stderr=child_fd, text=True, timeout=120)
+    os.close(child_fd)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main_fd)
+    assert done.returncode == 0
+    assert b"libdoctor: resolving every dependency..." in seen and seen.endswith(b"\r\x1b[K")
+    assert "resolving" not in done.stdout  # never on stdout
+    piped = subprocess.run([sys.executable, "-m", "libdoctor.cli", "scan", target], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert "resolving" not in piped.stderr  # not a terminal: no progress line

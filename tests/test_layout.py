@@ -145,6 +145,8 @@ def test_the_wheel_ships_the_tables_and_units_from_their_folders(tmp_path: Path)
         assert f"libdoctor/gpu/data/{table}" in names
     for unit in ("libdoctor-scan.service", "libdoctor-scan.timer", "libdoctor-watch.service"):
         assert f"libdoctor/daemon/data/systemd/{unit}" in names
+    for schema in ("scan", "fix", "preflight", "ps", "explain", "rules", "lines", "runs"):
+        assert f"libdoctor/schemas/{schema}.json" in names
     for part in SUB_PACKAGES:
         assert f"libdoctor/{part}/__init__.py" in names
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)

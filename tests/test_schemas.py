@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jsonschema
-import pytest
 
 from .conftest import loader_env
 from .test_cli import field_tree  # noqa: F401 - fixtures
