@@ -150,7 +150,8 @@ def to_json(report: ScanReport) -> dict[str, Any]:
         "next_step": next((c.fix for c in causes if c.error and c.fix), None),
         "notes": list(discovery.notes) + ([discovery.fallback] if discovery.fallback else []),
         "summary": {"targets": len(report.targets), "healthy": sum(t.healthy for t in report.targets),
-                    "problems": len(report.problems)},
+                    "problems": sum(p.is_error for p in report.problems),
+                    "warnings": sum(not p.is_error for p in report.problems)},
     }
 
 
@@ -211,6 +212,7 @@ class Style:
         return self.paint(text, "33")
 
 
+OUTCOME_WORDS = {"absent": "not there"}  # the JSON keeps the tag; people read words
 _SOURCE_TITLES = {RPATH: "rpath", LD_LIBRARY_PATH: "LD_LIBRARY_PATH", RUNPATH: "runpath", CACHE: "ld.so.cache",
                   SYSTEM: "system folders"}
 
@@ -227,7 +229,8 @@ def explain(resolution: Resolution, style: Style, indent: str = "      ") -> lis
         for folder in source.folders:
             detail = f": {folder.detail}" if folder.detail and folder.outcome not in ("absent",) else ""
             shown = folder.folder or "(empty element: the current folder)"
-            lines.append(f"{indent}       {shown}  " + style.dim(f"({folder.outcome}{detail})"))
+            outcome = OUTCOME_WORDS.get(folder.outcome, folder.outcome)
+            lines.append(f"{indent}       {shown}  " + style.dim(f"({outcome}{detail})"))
     return lines
 
 
@@ -611,7 +614,9 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
     if report.cache_note:
         out.append(f"{style.warn} {report.cache_note}")
     healthy = sum(t.healthy for t in report.targets)
-    summary = f"{len(report.targets)} objects scanned, {healthy} healthy, {len(report.problems)} problems"
+    errors = sum(p.is_error for p in report.problems)
+    summary = (f"{_plural(len(report.targets), 'object')} checked, {healthy} healthy, {_plural(errors, 'problem')}, "
+               f"{_plural(len(report.problems) - errors, 'warning')}")
     out.append(style.good(summary) if report.healthy else style.error(summary))
     stream.write("\n".join(out) + "\n")
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .gpu.impostor import BuiltFor, Impostor
 
 
+ROLE_WORDS = {"gate": "needed for the GPU", "lazy": "loaded on first use", "optional": "optional"}  # users' words
 OTHER_CLASS_LOADERS = {(32, 3): "/lib/ld-linux.so.2", (32, 40): "/lib/ld-linux-armhf.so.3"}  # i386, ARM
 
 
@@ -385,7 +386,8 @@ def _check_framework(report: ScanReport, resolver: Resolver, info, label: str,  
                              check.lib.loaded_by)
         target = Target(requester, label, MODE_DLOPEN, python, info.preloads)
         problems = dlopen_problems(target, (dlopen,), finder)
-        problems = tuple(replace(p, message=f"{check.lib.soname} not found ({check.lib.role} for {info.label}, "
+        role = ROLE_WORDS.get(check.lib.role, check.lib.role)
+        problems = tuple(replace(p, message=f"{check.lib.soname} not found ({role} by {info.label}, "
                                             f"dlopened by {os.path.basename(requester)})") for p in problems)
         _add_problems(report, requester, label, info.preloads, python, problems, (dlopen,))
     _driver_problem(report, info, framework, label)

@@ -88,7 +88,7 @@ def check(ctx: RuleContext) -> RuleResult:
     for soname, problems in _group(ctx).items():
         others = list(dict.fromkeys(c.describe() for p in problems for c in p.candidates))
         kinds = {p.kind for p in problems}
-        how = " and ".join(w for k, w in (("missing", "needed"), ("missing-dlopen", "probably dlopened"))
+        how = " and ".join(w for k, w in (("missing", "needed"), ("missing-dlopen", "dlopened"))
                            if k in kinds)
         findings.append(Finding(
             "missing-soname", "error", f"{soname} is {how} but not found",

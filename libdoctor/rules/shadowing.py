@@ -6,7 +6,7 @@ import os
 import re
 from typing import Optional
 
-from ..loader.resolver import DIRECT, LOADED
+from ..loader.resolver import DIRECT, LOADED, RPATH, RUNPATH
 from ..loader.searchpath import origin_of, search_folders
 from .base import Finding, RuleContext, RuleResult, SimpleRule
 
@@ -56,7 +56,14 @@ def check(ctx: RuleContext) -> RuleResult:
                 other_real = os.path.realpath(other)
                 if other_real == chosen.realpath or (chosen.realpath, other_real) in reported:
                     continue
-                older = _version(chosen.realpath) < _version(other_real) if _version(other_real) else False
+                # A copy the requester's own RPATH/RUNPATH picks (torch's bundled libgomp) is its packager's
+                # choice, not an accident: only another CUDA release is worth a word then.
+                own_paths = (requester.facts.runpath or "") + (requester.facts.rpath or "")
+                package = os.path.dirname(os.path.dirname(requester.realpath)) + "/"
+                bundled = (resolution.via in (RPATH, RUNPATH) and "ORIGIN" in own_paths
+                           and chosen.realpath.startswith(package))
+                older = not bundled and (_version(chosen.realpath) < _version(other_real) if _version(other_real)
+                                         else False)
                 mine, theirs = _release(chosen.realpath), _release(other_real)
                 release = mine is not None and theirs is not None and mine != theirs
                 if not (older or release):
