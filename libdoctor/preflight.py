@@ -142,7 +142,10 @@ def framework_checks(report, cpu: bool) -> list[CheckResult]:  # noqa: ANN001 - 
         if framework.gpu_usable:
             results.append(CheckResult(name, OK, framework.because))
         else:
-            details = tuple(f"{c.lib.soname} ({c.lib.role}): {c.result.root_error or 'not found'}"
+            from .scan import ROLE_WORDS
+
+            details = tuple(f"{c.lib.soname} ({ROLE_WORDS.get(c.lib.role, c.lib.role)}): "
+                            f"{c.result.root_error or 'not found'}"
                             for c in framework.checks if not c.found and c.lib.family != "cuda driver")
             details += tuple(f"{name}: missing" for name in framework.closure_missing)
             details += tuple(c.impostor.message for c in framework.checks if c.impostor is not None)
