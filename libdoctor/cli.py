@@ -472,8 +472,11 @@ def hook_group() -> None:
     """Conda activation scripts and the bert-serving-start wrapper."""
 
 
-def _report_lines(lines: list[str], as_json: bool) -> None:
-    click.echo(json.dumps({"schema_version": 1, "report": lines}) if as_json else "\n".join(lines))
+def _report_lines(lines: list[str], as_json: bool, changed: Optional[bool] = None) -> None:
+    document: dict = {"schema_version": 1, "report": lines}
+    if changed is not None:
+        document["changed"] = changed  # for configuration tools: did this run change the machine?
+    click.echo(json.dumps(document) if as_json else "\n".join(lines))
 
 
 @hook_group.command("install")
@@ -511,12 +514,14 @@ def systemd_install(dest: str, executable: Optional[str], as_json: bool) -> None
     """Write the units into DEST with the path of the libdoctor executable filled in."""
     from .daemon.units import SYSTEMD_FOLDERS, install_config, install_units
 
-    lines = [f"wrote {path}" for path in install_units(dest, executable)]
+    units = install_units(dest, executable)
+    lines = [f"{'wrote' if changed else 'unchanged'} {path}" for path, changed in units]
     lines.append(install_config(dest, framework_environments()))
-    if not as_json and os.path.abspath(dest) in SYSTEMD_FOLDERS:
+    changed = any(c for _p, c in units) or lines[-1].startswith("wrote")
+    if not as_json and changed and os.path.abspath(dest) in SYSTEMD_FOLDERS:
         lines.append("then: systemctl daemon-reload && systemctl enable --now libdoctor-scan.timer "
                      "libdoctor-watch.service")
-    _report_lines(lines, as_json)
+    _report_lines(lines, as_json, changed=changed)
 
 
 @main.command()

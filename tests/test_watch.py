@@ -191,7 +191,9 @@ SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 def test_systemd_units_verify_and_are_hardened(tmp_path: Path) -> None:
     from libdoctor.daemon.units import install_units
 
-    written = install_units(str(tmp_path / "units"), "/bin/true")
+    written = [path for path, changed in install_units(str(tmp_path / "units"), "/bin/true") if changed]
+    assert len(written) == 3
+    assert not any(changed for _path, changed in install_units(str(tmp_path / "units"), "/bin/true"))  # idempotent
     done = subprocess.run([SYSTEMD_ANALYZE, "verify", *written], capture_output=True, text=True,
                           cwd=tmp_path / "units")
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr

@@ -9,22 +9,30 @@ import time
 from typing import Iterable
 
 
-def write_metrics(path: str, units: Iterable[tuple[str, object]]) -> None:
-    """``units``: (environment or target label, ScanReport) pairs."""
+def write_metrics(path: str, units: Iterable[tuple[str, object]], processes: Iterable[object] = ()) -> None:
+    """``units``: (environment or target label, ScanReport) pairs; ``processes``: ``ps`` reports.
+
+    Names and labels after Prometheus' conventions: the framework's name and version are separate
+    labels, and optional libraries (cupti, nccl) are never counted as missing.
+    """
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+    from ..gpu.frameworks import OPTIONAL
+
     registry = CollectorRegistry()
-    healthy = Gauge("libdoctor_healthy", "1 when every dependency resolves", ["env"], registry=registry)
-    problems = Gauge("libdoctor_problems", "problems found (errors; warnings are not counted)", ["env"],
-                     registry=registry)
-    impostors = Gauge("libdoctor_impostor_libraries", "names served by a file that is another library (another "
-                      "major, CUDA release or cuDNN)", ["env"], registry=registry)
-    missing = Gauge("libdoctor_missing_libraries", "libraries a framework needs that do not resolve",
-                    ["env", "framework"], registry=registry)
-    usable = Gauge("libdoctor_gpu_usable", "1 when the framework can use the GPU", ["env", "framework"],
-                   registry=registry)
-    last = Gauge("libdoctor_last_scan_timestamp_seconds", "when the last verification finished", ["env"],
-                 registry=registry)
+
+    def gauge(name: str, text: str, labels: list[str]) -> Gauge:
+        return Gauge(name, text, labels, registry=registry)
+
+    healthy = gauge("libdoctor_healthy", "1 when every dependency resolves", ["env"])
+    problems = gauge("libdoctor_problems", "problems found (errors; warnings are not counted)", ["env"])
+    impostors = gauge("libdoctor_impostor_libraries", "names served by a file that is another library (another "
+                      "major, CUDA release or cuDNN)", ["env"])
+    framework_labels = ["env", "framework", "framework_version"]
+    missing = gauge("libdoctor_missing_libraries", "libraries a framework needs that do not resolve (optional "
+                    "ones not counted)", framework_labels)
+    usable = gauge("libdoctor_gpu_usable", "1 when the framework can use the GPU", framework_labels)
+    last = gauge("libdoctor_last_scan_timestamp_seconds", "when the last verification finished", ["env"])
     now = time.time()
     for label, report in units:
         healthy.labels(label).set(1 if report.healthy else 0)
@@ -32,6 +40,19 @@ def write_metrics(path: str, units: Iterable[tuple[str, object]]) -> None:
         impostors.labels(label).set(sum(p.kind == "impostor" and p.is_error for p in report.problems))
         last.labels(label).set(now)
         for framework in report.frameworks:
-            missing.labels(label, framework.info.label).set(len(framework.missing))
-            usable.labels(label, framework.info.label).set(1 if framework.gpu_usable else 0)
+            info = framework.info
+            needed = [c.lib.soname for c in framework.checks
+                      if not c.found and c.lib.role != OPTIONAL and c.lib.family != "cuda driver"]
+            count = len(set(needed) | set(framework.closure_missing))
+            missing.labels(label, info.name, info.version).set(count)
+            usable.labels(label, info.name, info.version).set(1 if framework.gpu_usable else 0)
+    processes = list(processes)
+    for name, text, count in (
+            ("libdoctor_processes_with_impostors", "framework processes with an impostor library mapped",
+             sum(bool(getattr(p, "impostors", ())) for p in processes)),
+            ("libdoctor_processes_on_cpu", "framework processes with no CUDA runtime mapped",
+             sum(bool(getattr(p, "on_cpu", False)) for p in processes)),
+            ("libdoctor_processes_stale", "processes mapping a library replaced or deleted since",
+             sum(bool(getattr(p, "stale", ())) for p in processes))):
+        Gauge(name, text, registry=registry).set(count)
     write_to_textfile(path, registry)

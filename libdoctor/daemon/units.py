@@ -27,20 +27,31 @@ def default_executable() -> str:
     return os.path.join(os.path.dirname(sys.executable), "libdoctor")
 
 
-def install_units(dest: str, executable: Optional[str] = None) -> list[str]:
+def install_units(dest: str, executable: Optional[str] = None) -> list[tuple[str, bool]]:
+    """Write the units into ``dest``: (path, changed) each; a unit already as it should be is left untouched, so
+    a configuration tool (Ansible) sees no change on a second run."""
     executable = os.path.abspath(executable or default_executable())
     if not os.path.exists(executable):
         raise UsageError(f"{executable} does not exist: give --executable")
-    os.makedirs(dest, exist_ok=True)
+    os.makedirs(dest, mode=0o755, exist_ok=True)
     written = []
     for name in UNITS:
         path = os.path.join(dest, name)
         text = unit_text(name).replace(PLACEHOLDER, executable)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if handle.read() == text and (os.stat(path).st_mode & 0o777) == 0o644:
+                    written.append((path, False))
+                    continue
+        except (OSError, UnicodeDecodeError):
+            pass
         tmp = f"{path}.libdoctor-new"
-        with open(tmp, "w", encoding="utf-8") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # whatever the umask: units are read by systemd, written by root only
         os.replace(tmp, path)
-        written.append(path)
+        written.append((path, True))
     return written
 
 

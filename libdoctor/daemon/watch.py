@@ -150,6 +150,7 @@ class Watcher:
         self.events: "queue.Queue[str]" = queue.Queue()
         self.previous: dict[str, set[str]] = {}
         self.previous_problems: dict[str, dict[str, Problem]] = {}
+        self.processes: list = []  # the last `ps` reports, for the metrics
         self.reports: dict[str, ScanReport] = {}
         self.stopping = False
         self.reload = False
@@ -200,8 +201,8 @@ class Watcher:
                       seconds=round(time.monotonic() - started, 3))
         if total and self.config.heal == "safe" and self.heal():
             return self.verify(["(healed)"])
-        self.write_metrics()
         self.check_processes()
+        self.write_metrics()
         return total == 0
 
     def heal(self) -> bool:
@@ -234,7 +235,7 @@ class Watcher:
         from .metrics import write_metrics
 
         try:
-            write_metrics(self.config.metrics_file, list(self.reports.items()))
+            write_metrics(self.config.metrics_file, list(self.reports.items()), self.processes)
         except OSError as exc:
             self.log.error("metrics not written", path=self.config.metrics_file, error=exc.strerror)
 
@@ -242,7 +243,7 @@ class Watcher:
         from .ps import scan_processes
 
         try:
-            processes = scan_processes()
+            processes = self.processes = scan_processes()
         except Exception as exc:  # noqa: BLE001 - a failing process check must not stop the daemon
             self.log.error("process check failed", error=repr(exc))
             return
@@ -254,6 +255,12 @@ class Watcher:
                     self.log.warning("process maps a replaced library: restart it", pid=process.pid,
                                      name=process.name, path=mapped.path,
                                      state="deleted" if mapped.deleted else "replaced")
+            for impostor in process.impostors:
+                key = (process.pid, impostor)
+                if key not in self.seen_processes:
+                    self.seen_processes.add(key)
+                    self.log.warning("process uses an impostor library", pid=process.pid, name=process.name,
+                                     summary=impostor)
             key = (process.pid, "on-cpu")
             if process.on_cpu and key not in self.seen_processes:
                 self.seen_processes.add(key)
