@@ -45,7 +45,8 @@ def write_metrics(path: str, units: Iterable[tuple[str, object]], processes: Ite
                       if not c.found and c.lib.role != OPTIONAL and c.lib.family != "cuda driver"]
             count = len(set(needed) | set(framework.closure_missing))
             missing.labels(label, info.name, info.version).set(count)
-            usable.labels(label, info.name, info.version).set(1 if framework.gpu_usable else 0)
+            if info.cuda_build:  # a CPU-only build is not "unusable": it has no GPU to use (no false alert)
+                usable.labels(label, info.name, info.version).set(1 if framework.gpu_usable else 0)
     processes = list(processes)
     for name, text, count in (
             ("libdoctor_processes_with_impostors", "framework processes with an impostor library mapped",
