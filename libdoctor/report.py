@@ -388,10 +388,20 @@ def _one_command(hints: list[str]) -> Optional[str]:
     extra = next((h for h in hints if "[and-cuda]" in h or "[cuda" in h), None)
     if extra:
         return extra
-    pip = [h for h in hints if " -m pip install " in h or h.startswith("pip install ")]
-    if len(pip) > 1 and len({h.split(" install ", 1)[0] for h in pip}) == 1:
-        return pip[0].split(" install ", 1)[0] + " install " + " ".join(h.split(" install ", 1)[1] for h in pip)
+    split = [_install_parts(h) for h in hints if " install " in h]
+    if len(split) == len(hints) > 1 and len({head for head, _words in split}) == 1:
+        # one installer aimed at one env: one command for every package
+        return f"{split[0][0]} {' '.join(dict.fromkeys(w for _head, words in split for w in words))}"
     return hints[0]
+
+
+def _install_parts(hint: str) -> tuple[str, list[str]]:
+    """``conda install -p ENV a b`` -> (``conda install -p ENV``, [a, b])."""
+    head, _, rest = hint.partition(" install ")
+    words = rest.split()
+    if words[:1] == ["-p"] and len(words) > 1:
+        return f"{head} install -p {words[1]}", words[2:]
+    return f"{head} install", words
 
 
 def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
