@@ -324,11 +324,16 @@ def _framework_table(report: ScanReport, style: Style) -> list[str]:
             lines.extend(f"    {line}" for line in framework.sources_summary())
     if report.driver is not None:
         lines.append(f"  driver: {report.driver.summary()}")
+    return lines + _probe_lines(report, style)
+
+
+def _probe_lines(report: ScanReport, style: Style) -> list[str]:
+    lines = []
     for probe in report.probes:
         state = "imported" if probe.imported else f"did not import ({probe.error})"
+        agreement = ": they agree" if probe.agrees else ""
         lines.append(f"  probe {probe.framework}: {state}; GPU usable per the framework: {probe.gpu}; "
-                     f"{len(probe.loaded)} CUDA libraries loaded, {len(probe.predicted)} predicted"
-                     + (": they agree" if probe.agrees else ""))
+                     f"{len(probe.loaded)} CUDA libraries loaded, {len(probe.predicted)} predicted{agreement}")
         lines.extend(f"    {style.warn} {line}" for line in probe.findings)
     return lines
 
@@ -524,12 +529,7 @@ def render_summary(report: ScanReport, stream: TextIO = sys.stdout, quiet: bool 
         if activation.changes:
             out.append(f"  as activated: {os.path.basename(activation.script)} sets "
                        + ", ".join(name for name, _ in activation.changes))
-    for probe in report.probes:
-        state = "imported" if probe.imported else f"did not import ({probe.error})"
-        agreement = ": they agree" if probe.agrees else ""
-        out.append(f"  probe {probe.framework}: {state}; GPU per the framework: {probe.gpu}; "
-                   f"{len(probe.loaded)} CUDA libraries loaded, {len(probe.predicted)} predicted{agreement}")
-        out.extend(f"    {style.warn} {line}" for line in probe.findings)
+    out.extend(_probe_lines(report, style))
     for cause in causes:
         mark = style.error(style.bad) if cause.error else style.warning(style.warn)
         out.append(f"{mark} {cause.title}")
