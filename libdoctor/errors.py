@@ -52,6 +52,14 @@ class CorruptError(ElfError):
     default_loader_message = "cannot read file data"
 
 
+class NotRegularError(ElfError):
+    """A FIFO, socket or device under a library's name: the loader's ``open`` blocks on a FIFO (``ldd`` hangs
+    too) or reads nothing from a device.  libdoctor never opens one for reading."""
+
+    kind = "not-regular"
+    default_loader_message = "not a regular file: the loader would block or fail opening it"
+
+
 class UnsupportedError(ElfError):
     """Valid ELF of a kind libdoctor does not read (big-endian 64-bit on x86 hosts, say)."""
 

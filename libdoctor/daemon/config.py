@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from ..errors import UsageError
+from ..loader.elffacts import read_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,6 +19,7 @@ else:  # pragma: no cover - exercised on Python < 3.11
     import tomli as tomllib
 
 SYSTEM_CONFIG = "/etc/libdoctor/config.toml"
+MAX_CONFIG_BYTES = 1 << 20
 HEAL_POLICIES = ("off", "safe")
 
 
@@ -41,10 +43,11 @@ def user_config_path() -> str:
 
 def _read(path: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: {exc}") from None  # the message names line and column
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror}") from None
 

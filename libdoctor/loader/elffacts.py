@@ -8,14 +8,24 @@ headers (section-stripped files work, as they do for the loader).
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Optional
 
-from ..errors import CorruptError, ElfError, LdScriptError, NotElfError, TruncatedError, UnsupportedError
+from ..errors import (
+    CorruptError,
+    ElfError,
+    LdScriptError,
+    NotElfError,
+    NotRegularError,
+    TruncatedError,
+    UnsupportedError,
+)
 
 ELFMAG = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
@@ -376,12 +386,49 @@ def _version_defs(reader: _Reader, layout: _Layout, strtab: int, addr: int, coun
     return tuple(defs)
 
 
-def read_elf_facts(path: str) -> ElfFacts:
-    """Read the dependency facts of ``path``; raises an :class:`ElfError` subclass on bad input."""
+def open_regular(path: str) -> int:
+    """Open ``path`` for reading without ever blocking: ``O_NONBLOCK`` (a FIFO's open would wait for a writer),
+    then ``fstat``; anything but a regular file or a folder is refused."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise NotElfError(f"cannot open: {exc.strerror}", "cannot open shared object file") from None
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise NotRegularError(f"not a regular file ({kind}): the loader would block or fail opening it")
+    return fd
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (a cache, a journal, a configuration), read without
+    blocking; a FIFO, device or oversized file is an ``OSError`` like any unreadable one."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file: {path}")
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
+        return data
+    finally:
+        os.close(fd)
+
+
+def read_elf_facts(path: str) -> ElfFacts:
+    """Read the dependency facts of ``path``; raises an :class:`ElfError` subclass on bad input."""
+    fd = open_regular(path)
     try:
         return read_elf_facts_fd(fd)
     finally:

@@ -13,18 +13,19 @@ import os
 from typing import Optional, Union
 
 from .. import errors
-from .elffacts import ElfFacts, VersionDef, VersionNeed, read_elf_facts_fd
+from .elffacts import ElfFacts, VersionDef, VersionNeed, open_regular, read_elf_facts_fd, read_regular
 
 FORMAT = "libdoctor-elf-facts"
 FORMAT_VERSION = 2  # 2: VersionNeed.index
 MAX_ENTRIES = 50_000
+MAX_CACHE_BYTES = 256 << 20  # a larger cache file is foreign or bloated: ignored and rebuilt
 MAX_BINDINGS = 20_000
 MAX_REMEMBERED_UNBOUND = 64  # per consumer: more unbound imports than this are recomputed, not stored
 
 Key = tuple[int, int, int, int]
 Entry = Union[ElfFacts, errors.ElfError]
 _ERROR_TYPES = {cls.kind: cls for cls in (errors.ElfError, errors.NotElfError, errors.TruncatedError,
-                                           errors.CorruptError, errors.UnsupportedError)}
+                                           errors.CorruptError, errors.UnsupportedError, errors.NotRegularError)}
 
 
 def default_cache_dir() -> str:
@@ -85,8 +86,9 @@ class FactsStore:
 
     def _load(self, path: str) -> None:
         try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
+            data = json.loads(read_regular(path, MAX_CACHE_BYTES))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             if data.get("format") != FORMAT or data.get("version") != FORMAT_VERSION:
                 raise ValueError("foreign cache file")
             raw = data["entries"]
@@ -127,9 +129,9 @@ class FactsStore:
     def get_path(self, path: str) -> Entry:
         """Facts of ``path`` (following links), or the error that explains why there are none."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            return errors.NotElfError(f"cannot open: {exc.strerror}", "cannot open shared object file")
+            fd = open_regular(path)
+        except errors.ElfError as exc:
+            return exc
         try:
             return self.get_fd(fd, os.fstat(fd))
         finally:

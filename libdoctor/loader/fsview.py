@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
-from ..errors import ElfError
+from ..errors import ElfError, NotRegularError
 from .elffacts import ElfFacts
 from .factstore import FactsStore, key_of
 
@@ -99,8 +99,8 @@ class FileView:
             return Probe(errno=errno.ENOENT)
         if isinstance(names, int) and names != errno.EACCES:
             return Probe(errno=names)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:  # O_NONBLOCK: a FIFO named like a library must not hang the scan (the loader would hang there)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             return Probe(errno=exc.errno or errno.EIO)
         try:
@@ -108,6 +108,10 @@ class FileView:
             stamp = key_of(st)
             if stat.S_ISDIR(st.st_mode):
                 return Probe(identity=(st.st_dev, st.st_ino), is_dir=True, stamp=stamp)
+            if not stat.S_ISREG(st.st_mode):
+                kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+                return Probe(identity=(st.st_dev, st.st_ino), stamp=stamp, error=NotRegularError(
+                    f"not a regular file ({kind}): the loader would block or fail opening it"))
             entry = self.store.get_fd(fd, st)
         finally:
             os.close(fd)

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-from .elffacts import HostAbi
+from .elffacts import HostAbi, read_regular
 
 DEFAULT_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux.so.2")
 _MARK_LIB, _MARK_PLATFORM = "/@libdoctor-lib@", "/@libdoctor-platform@"
@@ -158,9 +158,8 @@ def cached_probe_loader(cache_dir: Optional[str]) -> LoaderInfo:
     path = os.path.join(cache_dir, "loader-v1.json") if cache_dir else None
     if key and path:
         try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-            if data.get("key") == key:
+            data = json.loads(read_regular(path, 1 << 20))
+            if isinstance(data, dict) and data.get("key") == key:
                 fields = data["info"]
                 fields["host"] = HostAbi(**fields["host"])
                 for name in ("system_dirs", "hwcaps_active", "subdirs"):

@@ -29,6 +29,7 @@ from .elffacts import (
     _Reader,
     _version_defs,
     _version_needs,
+    open_regular,
 )
 
 MAX_SYMBOLS = 4_000_000
@@ -83,10 +84,7 @@ def _version_names(reader: _Reader, layout, strtab: int, tags: dict[int, int]) -
 
 
 def _open(path: str) -> tuple[int, int, bytes]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise NotElfError(f"cannot open: {exc.strerror}") from None
+    fd = open_regular(path)
     size = os.fstat(fd).st_size
     head = os.pread(fd, 4096, 0)
     if len(head) < 64 or not head.startswith(ELFMAG):

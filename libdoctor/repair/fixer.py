@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import LibdoctorError, UsageError
+from ..loader.elffacts import read_regular
 from ..rules.base import Proposal
 from .statedir import ensure_private_dir, open_folder_nofollow, state_dir
 
@@ -35,6 +36,9 @@ class Outcome:
 
 
 # -- environments and their shim folders -------------------------------------------------
+
+MAX_STATE_BYTES = 16 << 20  # a journal or an env's state file; anything larger is not libdoctor's
+
 
 def env_slug(prefix: Optional[str]) -> str:
     if not prefix:
@@ -54,8 +58,7 @@ def env_state_path(prefix: Optional[str], root: Optional[str] = None) -> str:
 
 def read_env_state(prefix: Optional[str], root: Optional[str] = None) -> dict:
     try:
-        with open(env_state_path(prefix, root), encoding="utf-8") as handle:
-            data = json.load(handle)
+        data = json.loads(read_regular(env_state_path(prefix, root), MAX_STATE_BYTES))
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -383,8 +386,7 @@ def load_journals(root: str) -> list[dict]:
         if not name.endswith(".json") or name.startswith("."):
             continue
         try:
-            with open(os.path.join(folder, name), encoding="utf-8") as handle:
-                data = json.load(handle)
+            data = json.loads(read_regular(os.path.join(folder, name), MAX_STATE_BYTES))
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("version") == JOURNAL_VERSION and not data.get("undone"):
@@ -458,9 +460,10 @@ def _undo_mkdir(action: dict, report: list[str]) -> None:
 def _undo_search_path(action: dict, report: list[str]) -> None:
     state_path = action.get("env_state")
     try:
-        with open(state_path, encoding="utf-8") as handle:
-            state = json.load(handle)
+        state = json.loads(read_regular(state_path, MAX_STATE_BYTES))
     except (OSError, ValueError, TypeError):
+        return
+    if not isinstance(state, dict):
         return
     state["folders"] = [f for f in state.get("folders", []) if f != action.get("folder")]
     _write_json_atomic(state_path, state)
