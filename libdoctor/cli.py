@@ -309,15 +309,20 @@ def env_command(shell: str, prefix: Optional[str]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def undo_command(run_id: Optional[str], undo_all: bool, list_runs: bool, as_json: bool) -> None:
     """Remove exactly what a run created, while it is still what was created."""
-    from .repair.fixer import load_journals, undo
+    from .repair.fixer import journal_problems, load_journals, undo
     from .repair.statedir import state_dir, state_lock
 
     root = state_dir()
     if list_runs:
         runs = [{"run_id": j["run_id"], "env": j.get("env"), "started": j.get("started"),
-                 "changes": sum(a.get("state") == "done" for a in j["actions"])} for j in load_journals(root)]
-        click.echo(json.dumps({"schema_version": 1, "runs": runs}) if as_json else
-                   "\n".join(f"{r['run_id']}  {r['changes']} change(s)  {r['env'] or ''}" for r in runs) or "no runs")
+                 "changes": sum(isinstance(a, dict) and a.get("state") == "done" for a in j["actions"])}
+                for j in load_journals(root)]
+        problems = journal_problems(root)
+        if as_json:
+            click.echo(json.dumps({"schema_version": 1, "runs": runs, "unreadable": problems}))
+        else:
+            lines = [f"{r['run_id']}  {r['changes']} change(s)  {r['env'] or ''}" for r in runs] + problems
+            click.echo("\n".join(lines) or "no runs")
         return
     if not run_id and not undo_all:
         raise click.UsageError("name a RUN-ID or give --all (see --list)")

@@ -54,3 +54,45 @@ def test_a_fifo_as_cache_journal_or_config_is_set_aside(elf: ElfFactory, tmp_pat
     os.mkfifo(tmp_path / "config.toml")
     watched = libdoctor("watch", "--once", "--config", str(tmp_path / "config.toml"), str(lib), tmp_path=tmp_path)
     assert watched.returncode == 2 and "config.toml" in watched.stderr and "Traceback" not in watched.stderr
+
+
+def test_malformed_and_planted_journals_never_block_undo(tmp_path: Path) -> None:
+    from libdoctor.repair.fixer import Applier, load_journals
+    from libdoctor.rules.base import Proposal
+
+    state = tmp_path / "state"
+    target = tmp_path / "libreal.so.1"
+    target.write_bytes(b"\x7fELF")
+    folder = tmp_path / "links"
+    folder.mkdir()
+    outcome = Applier(str(state), None, in_place=True).apply(
+        [Proposal("test", "symlink", "a link", soname="libx.so.1", link=str(folder / "libx.so.1"), target=str(target),
+                  grade="safe")])
+    assert outcome.run_id and (folder / "libx.so.1").is_symlink()
+    journal = state / "journal"
+    (journal / "20260101T000000-abcdef.json").write_text('{"version": 1, "run_id": "20260101T000000-ab')  # truncated
+    planted = {"version": 1, "run_id": "../../escape", "actions": [], "env": None}
+    (journal / "20260101T000001-abcdef.json").write_text(json.dumps(planted))
+    assert [j["run_id"] for j in load_journals(str(state))] == [outcome.run_id]
+    listed = libdoctor("undo", "--list", "--json", tmp_path=tmp_path)
+    data = json.loads(listed.stdout)
+    assert listed.returncode == 0 and [r["run_id"] for r in data["runs"]] == [outcome.run_id]
+    assert len(data["unreadable"]) == 2 and any("cannot be read" in line for line in data["unreadable"])
+    escaped = libdoctor("undo", "../../escape", tmp_path=tmp_path)
+    assert escaped.returncode == 2 and "is not a run id" in escaped.stderr
+    undone = libdoctor("undo", "--all", tmp_path=tmp_path)
+    assert undone.returncode == 1, undone.stdout + undone.stderr  # the two bad files are named; the good run undone
+    assert not (folder / "libx.so.1").exists() and undone.stdout.count("left ") == 2
+    assert not (tmp_path / "escape.json").exists() and not (state / "escape.json").exists()
+
+
+def test_files_libdoctor_writes_have_explicit_modes_under_umask_000(tmp_path: Path) -> None:
+    lib_env = {"NO_COLOR": "1"}
+    code = ("import os; os.umask(0); from libdoctor.daemon.units import install_units; "
+            "from libdoctor.daemon.metrics import write_metrics; "
+            f"install_units({str(tmp_path / 'units')!r}, '/bin/true'); write_metrics({str(tmp_path / 'm.prom')!r}, [])")
+    done = subprocess.run([sys.executable, "-c", code], env=loader_env({"PYTHONPATH": str(REPO), **lib_env}),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [*(tmp_path / "units").iterdir(), tmp_path / "m.prom"]}
+    assert set(modes.values()) == {"0o644"}, modes

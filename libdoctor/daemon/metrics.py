@@ -5,6 +5,7 @@ never reads half a file.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Iterable
 
@@ -57,3 +58,4 @@ def write_metrics(path: str, units: Iterable[tuple[str, object]], processes: Ite
              sum(bool(getattr(p, "stale", ())) for p in processes))):
         Gauge(name, text, registry=registry).set(count)
     write_to_textfile(path, registry)
+    os.chmod(path, 0o644)  # whatever the umask: node_exporter reads it, nobody else writes it

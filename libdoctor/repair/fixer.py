@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import stat
 import time
@@ -375,23 +376,52 @@ class Applier:
 
 # -- undo --------------------------------------------------------------------------------
 
-def load_journals(root: str) -> list[dict]:
-    folder = os.path.join(root, "journal")
-    journals = []
+RUN_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{6}$")  # new_run_id's shape: nothing else names a journal
+
+
+def _journal_files(root: str) -> list[str]:
     try:
-        names = sorted(os.listdir(folder))
+        return sorted(n for n in os.listdir(os.path.join(root, "journal")) if n.endswith(".json")
+                      and not n.startswith("."))
     except OSError:
         return []
-    for name in names:
-        if not name.endswith(".json") or name.startswith("."):
-            continue
-        try:
-            data = json.loads(read_regular(os.path.join(folder, name), MAX_STATE_BYTES))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("version") == JOURNAL_VERSION and not data.get("undone"):
+
+
+def _read_journal(root: str, name: str) -> tuple[Optional[dict], Optional[str]]:
+    """A journal, or why it cannot be one of ours (never believed, never fatal)."""
+    try:
+        data = json.loads(read_regular(os.path.join(root, "journal", name), MAX_STATE_BYTES))
+    except (OSError, ValueError) as exc:
+        return None, f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
+        return None, "not a libdoctor journal of this version"
+    run_id = data.get("run_id")
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id) or f"{run_id}.json" != name:
+        return None, "its run id is not valid or does not match its file name"
+    if not isinstance(data.get("actions"), list) or not all(isinstance(a, dict) for a in data["actions"]):
+        return None, "its list of changes is malformed"
+    return data, None
+
+
+def load_journals(root: str) -> list[dict]:
+    """The runs that can still be undone (valid journals only; see :func:`journal_problems`)."""
+    journals = []
+    for name in _journal_files(root):
+        data, _problem = _read_journal(root, name)
+        if data is not None and not data.get("undone"):
             journals.append(data)
     return journals
+
+
+def journal_problems(root: str) -> list[str]:
+    """One line per journal file that is not a valid journal: named, never blocking the others."""
+    lines = []
+    for name in _journal_files(root):
+        _data, problem = _read_journal(root, name)
+        if problem:
+            lines.append(f"left {os.path.join(root, 'journal', name)}: {problem}; what it made, if anything, "
+                         "stays: inspect it and remove by hand")
+    return lines
 
 
 def _undo_symlink(action: dict, report: list[str]) -> None:
@@ -489,6 +519,8 @@ _UNDO = {"symlink": _undo_symlink, "file": _undo_file, "file-update": _undo_file
 
 def undo(root: str, run_id: Optional[str]) -> list[str]:
     """Undo one run (or all, newest first); returns one line per thing removed or left alone."""
+    if run_id is not None and not RUN_ID.match(run_id):
+        raise LibdoctorError(f"{run_id!r} is not a run id (like 20261130T013955-944ab5; see `libdoctor undo --list`)")
     journals = load_journals(root)
     chosen = [j for j in journals if run_id is None or j["run_id"] == run_id]
     if run_id is not None and not chosen:
@@ -501,4 +533,4 @@ def undo(root: str, run_id: Optional[str]) -> list[str]:
                 undo_one(action, report)
         journal["undone"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _write_json_atomic(os.path.join(root, "journal", f"{journal['run_id']}.json"), journal)
-    return report
+    return report + (journal_problems(root) if run_id is None else [])
