@@ -564,8 +564,9 @@ def man_page() -> str:
     return "\n".join(lines) + "\n"
 
 
-SCHEMAS = {"scan": ("scan", "scan --json"), "fix": ("fix", "fix --json"), "preflight": ("preflight", "preflight --json"),
-           "ps": ("ps", "ps --json"), "explain": ("explain", "explain SONAME --json"), "rules": ("rules", "rules --json"),
+SCHEMAS = {"scan": ("scan", "scan --json"), "fix": ("fix", "fix --json"),
+           "preflight": ("preflight", "preflight --json"), "ps": ("ps", "ps --json"),
+           "explain": ("explain", "explain SONAME --json"), "rules": ("rules", "rules --json"),
            "undo": ("lines", "undo RUN-ID|--all --json"), "undo-list": ("runs", "undo --list --json"),
            "hook": ("lines", "hook install|remove --json"), "systemd": ("lines", "systemd install --json")}
 

@@ -326,7 +326,8 @@ ACTIVATION_VARIABLES = ("LD_LIBRARY_PATH", "LD_PRELOAD", "CUDA_HOME", "CUDA_PATH
 ACTIVATION_TIMEOUT = 5.0  # seconds for one activate.d script
 _EXPORT = re.compile(r"^\s*(?:export\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*?)\s*(?:;\s*)?$")
 _UNSET = re.compile(r"^\s*unset\s+(?P<names>[A-Za-z_][A-Za-z0-9_ ]*)\s*$")
-_REFERENCE = re.compile(r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[+-])(?P<word>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+_REFERENCE = re.compile(r"\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[+-])(?P<word>[^}]*))?\}"
+                        r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)

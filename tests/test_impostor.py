@@ -198,7 +198,8 @@ def test_fix_says_first_what_it_leaves_broken(elf: ElfFactory, machine: Path, tm
                      env={"LD_LIBRARY_PATH": str(machine / "usr/local/cuda-10.0/lib64")})
     assert done.returncode == 1, done.stdout + done.stderr
     first = done.stdout.splitlines()[0]
-    assert first.startswith("this plan leaves") and "(libcudnn.so.7" in first, done.stdout  # the driver may be listed too
+    # the driver may be listed too
+    assert first.startswith("this plan leaves") and "(libcudnn.so.7" in first, done.stdout
     assert "nothing to fix" not in done.stdout
     assert "install: conda install cudnn=7.6.5" in done.stdout
 
@@ -250,7 +251,8 @@ def test_scanned_from_outside_the_env_is_seen_as_activated(elf: ElfFactory, mach
     human = libdoctor("scan", "--env", str(prefix), tmp_path=tmp_path)
     assert "  as activated: cuda.sh sets LD_LIBRARY_PATH" in human.stdout
     verbose = libdoctor("scan", "-v", "--env", str(prefix), tmp_path=tmp_path)
-    assert f"as activated: {prefix}/etc/conda/activate.d/cuda.sh (ran it with sh) sets LD_LIBRARY_PATH=" in verbose.stdout
+    script = prefix / "etc/conda/activate.d/cuda.sh"
+    assert f"as activated: {script} (ran it with sh) sets LD_LIBRARY_PATH=" in verbose.stdout
     bare = json.loads(libdoctor("scan", "--json", "--no-activate", "--env", str(prefix), tmp_path=tmp_path).stdout)
     assert {p["soname"]: p["kind"] for p in bare["problems"]}["libcudnn.so.7"] == "missing-dlopen"
     assert bare["environment"]["activation"] == []
@@ -266,7 +268,8 @@ def test_an_activation_script_others_can_write_is_read_not_run(elf: ElfFactory, 
     os.chmod(script, 0o666)
     environ, (activation,) = conda_activation(str(prefix), {"PATH": "/usr/bin:/bin"})
     assert not marker.exists()  # never run
-    assert activation.how.startswith("read its export lines, not run:") and "writable by group or others" in activation.how
+    assert activation.how.startswith("read its export lines, not run:")
+    assert "writable by group or others" in activation.how
     assert environ["LD_LIBRARY_PATH"] == f"{machine}/usr/local/cuda-10.0/lib64"
     assert environ["CUDA_HOME"] == "/usr/local/cuda-10.0"
     os.chmod(script, 0o644)

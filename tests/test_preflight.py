@@ -83,7 +83,8 @@ def test_gpu_start_blocked_by_missing_libraries(bert: dict) -> None:
     checks = {c["name"]: c for c in data["checks"]}
     assert done.returncode == 1 and data["blocked"]
     assert checks["libraries of tensorflow-gpu 1.14.0"]["blocking"]
-    assert any(d.startswith("libcudnn.so.7 (needed for the GPU)") for d in checks["libraries of tensorflow-gpu 1.14.0"]["details"])
+    details = checks["libraries of tensorflow-gpu 1.14.0"]["details"]
+    assert any(d.startswith("libcudnn.so.7 (needed for the GPU)") for d in details)
     assert checks["workers"]["blocking"]  # no GPU visible, no -cpu: the silent CPU run is refused
 
 

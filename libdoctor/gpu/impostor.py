@@ -172,7 +172,8 @@ def _judge_release(wanted: str, path: str, built_cuda: Optional[str], built_cudn
         return None
     return Impostor(wanted, path, f"{wanted} of CUDA {major}.{minor}", "warning",
                     f"{who} was built for CUDA {built.group(0)} and this file comes from CUDA {major}.{minor} "
-                    f"({how}); the same name spans several CUDA releases, so it may load and still fail", link_chain(path))
+                    f"({how}); the same name spans several CUDA releases, so it may load and still fail",
+                    link_chain(path))
 
 
 @dataclass(frozen=True)

@@ -396,9 +396,12 @@ def open_regular(path: str) -> int:
     mode = os.fstat(fd).st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         os.close(fd)
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise NotRegularError(f"not a regular file ({kind}): the loader would block or fail opening it")
+        raise NotRegularError(f"not a regular file ({file_kind(mode)}): the loader would block or fail opening it")
     return fd
+
+
+def file_kind(mode: int) -> str:
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
 def read_regular(path: str, limit: int) -> bytes:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
 from ..errors import ElfError, NotRegularError
-from .elffacts import ElfFacts
+from .elffacts import ElfFacts, file_kind
 from .factstore import FactsStore, key_of
 
 MAX_LINK_DEPTH = 40  # the kernel's limit before ELOOP
@@ -109,9 +109,8 @@ class FileView:
             if stat.S_ISDIR(st.st_mode):
                 return Probe(identity=(st.st_dev, st.st_ino), is_dir=True, stamp=stamp)
             if not stat.S_ISREG(st.st_mode):
-                kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
                 return Probe(identity=(st.st_dev, st.st_ino), stamp=stamp, error=NotRegularError(
-                    f"not a regular file ({kind}): the loader would block or fail opening it"))
+                    f"not a regular file ({file_kind(st.st_mode)}): the loader would block or fail opening it"))
             entry = self.store.get_fd(fd, st)
         finally:
             os.close(fd)

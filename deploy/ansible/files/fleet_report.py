@@ -45,7 +45,8 @@ def main(folder: str) -> int:
     for row in rows:
         for title in row["problems"]:
             causes.setdefault(title, set()).add(row["host"])
-    summary = sorted(({"cause": c, "hosts": len(h)} for c, h in causes.items()), key=lambda s: (-s["hosts"], s["cause"]))
+    summary = sorted(({"cause": c, "hosts": len(h)} for c, h in causes.items()),
+                     key=lambda s: (-s["hosts"], s["cause"]))
     with open(os.path.join(folder, "fleet.json"), "w", encoding="utf-8") as handle:
         json.dump({"schema_version": 1, "rows": rows, "causes": summary}, handle, indent=1)
     usable = {True: "yes", False: "no", None: "?"}
