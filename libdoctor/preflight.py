@@ -149,9 +149,9 @@ def framework_checks(report, cpu: bool) -> list[CheckResult]:  # noqa: ANN001 - 
                             for c in framework.checks if not c.found and c.lib.family != "cuda driver")
             details += tuple(f"{name}: missing" for name in framework.closure_missing)
             details += tuple(c.impostor.message for c in framework.checks if c.impostor is not None)
-            from .report import causes_of
+            from .report import causes_of, next_step_of
 
-            step = next((c.fix for c in causes_of(report) if c.error and c.fix), None)
+            step = next_step_of(causes_of(report))
             results.append(CheckResult(name, MISSING, f"GPU usable: no, because {framework.because}", True, details,
                                        fix=step))
     problems = [p for p in report.problems if p.kind in ("missing", "fatal", "version", "impostor") and p.is_error]

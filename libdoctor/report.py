@@ -147,7 +147,7 @@ def to_json(report: ScanReport) -> dict[str, Any]:
         "problems": [_problem_json(p, report) for p in report.problems],
         "findings": [_finding_json(f) for f in report.findings],
         "causes": [{"error": c.error, "title": c.title, "details": list(c.details), "fix": c.fix} for c in causes],
-        "next_step": next((c.fix for c in causes if c.error and c.fix), None),
+        "next_step": next_step_of(causes),
         "notes": list(discovery.notes) + ([discovery.fallback] if discovery.fallback else []),
         "summary": {"targets": len(report.targets), "healthy": sum(t.healthy for t in report.targets),
                     "problems": sum(p.is_error for p in report.problems),
@@ -492,6 +492,11 @@ def causes_of(report: ScanReport) -> list[Cause]:
     return causes
 
 
+def next_step_of(causes: list[Cause]) -> Optional[str]:
+    """The one command to run first: the fix of the first error that has one."""
+    return next((c.fix for c in causes if c.error and c.fix), None)
+
+
 def verdict_line(report: ScanReport, causes: list[Cause]) -> str:
     errors = sum(c.error for c in causes)
     frameworks = [f for f in report.frameworks if f.info.cuda_build]
@@ -538,7 +543,7 @@ def render_summary(report: ScanReport, stream: TextIO = sys.stdout, quiet: bool 
             out.append(f"    fix: {cause.fix}")
     if report.discovery.notes:
         out.append(f"{style.warn} {_plural(len(report.discovery.notes), 'input')} skipped (-v names them)")
-    step = next((c.fix for c in causes if c.error and c.fix), None)
+    step = next_step_of(causes)
     if step:
         out.append(f"next step: {step}")
     out.append(style.dim(f"{_plural(len(report.targets), 'object')} checked; -v: every object and search; "

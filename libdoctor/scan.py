@@ -24,7 +24,7 @@ OTHER_CLASS_LOADERS = {(32, 3): "/lib/ld-linux.so.2", (32, 40): "/lib/ld-linux-a
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # missing | missing-dlopen | version | fatal | bad-target | driver | impostor
+    kind: str  # missing | missing-dlopen | version | fatal | symbol | impostor | bad-target | driver
     target: str
     message: str
     soname: Optional[str] = None
@@ -212,8 +212,8 @@ def symbol_problems(target: Target, result: LoadResult, env: Environment, store:
         by_consumer.setdefault(unbound.consumer, []).append(unbound)
     problems = []
     for consumer, missing in by_consumer.items():
-        more = f" (and {len(missing) - 1} more: {', '.join(u.name for u in missing[1:4])}" + (
-            ", ..." if len(missing) > 4 else "") + ")" if len(missing) > 1 else ""
+        others = [u.name for u in missing[1:]]
+        more = f" (and {len(others)} more: {', '.join(others[:3])}{', ...' if len(others) > 3 else ''})" if others else ""
         problems.append(Problem("symbol", target.path, missing[0].message + more, missing[0].file, consumer,
                                 _chain(result, consumer)))
     return tuple(problems)
