@@ -39,9 +39,6 @@ class Impostor:
     def message(self) -> str:
         return f"{self.wanted} is really {self.really}: {self.reason}"
 
-    def chain_text(self) -> str:
-        return " -> ".join(self.chain)
-
 
 def version_of(name: str) -> tuple[int, ...]:
     """``libcudnn.so.8.0.5`` -> (8, 0, 5); ``libfoo.so`` -> ()."""
