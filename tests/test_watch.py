@@ -202,6 +202,13 @@ def test_systemd_units_verify_and_are_hardened(tmp_path: Path) -> None:
                               capture_output=True, text=True)
         match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout + done.stderr)
         assert match and float(match.group(1)) <= 2.5, done.stdout[-500:]
+    example = REPO / "systemd/bert-serving@.service"  # the example unit: hardened, yet with network and GPU
+    done = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", str(example)], capture_output=True,
+                          text=True)
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout + done.stderr)
+    assert match and float(match.group(1)) <= 2.5, done.stdout[-800:]
+    text = example.read_text()
+    assert "AF_INET" in text and "DeviceAllow=/dev/nvidiactl rw" in text and "PrivateNetwork" not in text
 
 
 def test_a_folder_that_appears_later_is_picked_up(elf: ElfFactory, tmp_path: Path) -> None:
