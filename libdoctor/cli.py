@@ -353,14 +353,15 @@ def watch(targets: tuple[str, ...], environments: tuple[str, ...], config_path: 
     """
     import dataclasses
 
-    from .daemon.config import load_config
+    from .daemon.config import checked_overrides, load_config
     from .daemon.watch import InstanceLock, Watcher, units_of
     from .loader.factstore import FactsStore
     from .repair.statedir import state_dir
 
     check_inputs(targets, environments, config=config_path)
-    overrides = {k: v for k, v in (("heal", heal), ("in_place", in_place), ("interval", interval),
-                                   ("debounce", debounce), ("metrics_file", metrics_file)) if v is not None}
+    overrides = checked_overrides({k: v for k, v in (("heal", heal), ("in_place", in_place), ("interval", interval),
+                                                     ("debounce", debounce), ("metrics_file", metrics_file))
+                                   if v is not None})
 
     def configured():  # noqa: ANN202
         return dataclasses.replace(load_config(config_path), **overrides)

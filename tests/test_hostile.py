@@ -96,3 +96,30 @@ def test_files_libdoctor_writes_have_explicit_modes_under_umask_000(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in [*(tmp_path / "units").iterdir(), tmp_path / "m.prom"]}
     assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_a_bad_configuration_on_sighup_keeps_the_running_one(elf: ElfFactory, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from .test_watch import Daemon, cli_env
+
+    lib = elf.lib("app/libok.so")
+    config = tmp_path / "config.toml"
+    config.write_text(f'targets = ["{lib}"]\n')
+    daemon = Daemon(["--config", str(config)], cli_env(tmp_path))
+    try:
+        daemon.wait_for("watching", timeout=30)
+        for bad in (b"debounce = inf\n", b"heal = \"off\"\n# \xff\xfe not UTF-8\n", b"interval = -1\n"):
+            mark = len(daemon.events)
+            config.write_bytes(bad)
+            daemon.proc.send_signal(signal.SIGHUP)
+            event, _ = daemon.wait_for("configuration not reloaded", timeout=10, after=mark)
+            assert str(config) in event["error"]
+            assert daemon.proc.poll() is None  # still running, with the configuration it had
+        time.sleep(0.2)
+    finally:
+        code, _seconds = daemon.stop()
+    assert code == 0
+    refused = libdoctor("watch", "--once", "--debounce", "inf", str(lib), tmp_path=tmp_path)
+    assert refused.returncode == 2 and "debounce must be a number of seconds" in refused.stderr

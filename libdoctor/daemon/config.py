@@ -21,6 +21,8 @@ else:  # pragma: no cover - exercised on Python < 3.11
 SYSTEM_CONFIG = "/etc/libdoctor/config.toml"
 MAX_CONFIG_BYTES = 1 << 20
 HEAL_POLICIES = ("off", "safe")
+# Finite, positive and sane: a week between checks at most, a debounce under a minute.
+SECONDS_RANGES = {"interval": (1.0, 7 * 86400.0), "debounce": (0.01, 60.0), "heal_interval": (1.0, 7 * 86400.0)}
 
 
 @dataclass(frozen=True)
@@ -68,14 +70,20 @@ def _checked(path: str, data: dict[str, Any]) -> dict[str, Any]:
         elif key == "in_place":
             if not isinstance(value, bool):
                 raise UsageError(f"{path}: in_place must be true or false")
-        elif key in ("interval", "debounce", "heal_interval"):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise UsageError(f"{path}: {key} must be a positive number of seconds")
-            value = float(value)
+        elif key in SECONDS_RANGES:
+            low, high = SECONDS_RANGES[key]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+                raise UsageError(f"{path}: {key} must be a number of seconds from {low:g} to {high:g}")
+            value = float(value)  # inf and nan fail the range above
         elif key == "metrics_file" and not isinstance(value, str):
             raise UsageError(f"{path}: metrics_file must be a path")
         out[key] = value
     return out
+
+
+def checked_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Command-line settings, held to the same rules as the configuration files."""
+    return _checked("command line", values)
 
 
 def load_config(explicit: Optional[str] = None, system: str = SYSTEM_CONFIG,
