@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ElfFactory, Judge, loader_env
+from .test_fix import field  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,3 +124,22 @@ def test_a_bad_configuration_on_sighup_keeps_the_running_one(elf: ElfFactory, tm
     assert code == 0
     refused = libdoctor("watch", "--once", "--debounce", "inf", str(lib), tmp_path=tmp_path)
     assert refused.returncode == 2 and "debounce must be a number of seconds" in refused.stderr
+
+
+def test_undo_removes_the_temporaries_a_killed_run_left(field: dict) -> None:  # noqa: F811
+    from libdoctor.repair.fix import apply_plan
+    from libdoctor.repair.fixer import undo
+
+    from .test_fix import plan_for, snapshot
+
+    before = snapshot(field["tree"])
+    outcome = apply_plan(plan_for(field), in_place=False)
+    activate = field["env"] / "etc/conda/activate.d"
+    assert (activate / "libdoctor.sh").exists()
+    (activate / ".libdoctor.sh.deadbeef").write_text("half a script")  # a write the kill interrupted
+    journal = field["state"] / "journal"
+    (journal / f".{outcome.run_id}.json.cafebabe").write_text("{")
+    report = undo(str(field["state"]), outcome.run_id)
+    assert not any(line.startswith("left ") for line in report), report
+    assert snapshot(field["tree"]) == before
+    assert not list(journal.glob(".*"))

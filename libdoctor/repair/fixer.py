@@ -17,7 +17,7 @@ import secrets
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from ..errors import LibdoctorError, UsageError
 from ..loader.elffacts import read_regular
@@ -463,10 +463,32 @@ def _still_written(action: dict, report: list[str]) -> bool:
     return True
 
 
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}$")  # what _write_temporary and _write_json_atomic name
+
+
+def remove_temporaries(folder: str, wanted: Callable[[str], bool]) -> None:
+    """Temporary files libdoctor left when it was killed mid-write (``.NAME.XXXXXXXX`` for a file NAME it writes):
+    ours by their name, created with O_EXCL; removed under the state lock so that no live writer owns them."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = TEMPORARY.match(name)
+        path = os.path.join(folder, name)
+        if match and wanted(match.group("name")) and os.path.isfile(path) and not os.path.islink(path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
 def _undo_file(action: dict, report: list[str]) -> None:
     if _still_written(action, report):
         os.unlink(action["path"])
         report.append(f"removed {action['path']}")
+    name = os.path.basename(action["path"])
+    remove_temporaries(os.path.dirname(action["path"]), lambda leftover: leftover == name)
 
 
 def _undo_file_update(action: dict, report: list[str]) -> None:
@@ -518,9 +540,11 @@ _UNDO = {"symlink": _undo_symlink, "file": _undo_file, "file-update": _undo_file
 
 
 def undo(root: str, run_id: Optional[str]) -> list[str]:
-    """Undo one run (or all, newest first); returns one line per thing removed or left alone."""
+    """Undo one run (or all, newest first); returns one line per thing removed or left alone.  The caller holds
+    the state lock."""
     if run_id is not None and not RUN_ID.match(run_id):
         raise LibdoctorError(f"{run_id!r} is not a run id (like 20261130T013955-944ab5; see `libdoctor undo --list`)")
+    remove_temporaries(os.path.join(root, "journal"), lambda name: name.endswith(".json"))
     journals = load_journals(root)
     chosen = [j for j in journals if run_id is None or j["run_id"] == run_id]
     if run_id is not None and not chosen:
