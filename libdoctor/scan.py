@@ -213,7 +213,8 @@ def symbol_problems(target: Target, result: LoadResult, env: Environment, store:
     problems = []
     for consumer, missing in by_consumer.items():
         others = [u.name for u in missing[1:]]
-        more = f" (and {len(others)} more: {', '.join(others[:3])}{', ...' if len(others) > 3 else ''})" if others else ""
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        more = f" (and {len(others)} more: {shown})" if others else ""
         problems.append(Problem("symbol", target.path, missing[0].message + more, missing[0].file, consumer,
                                 _chain(result, consumer)))
     return tuple(problems)
