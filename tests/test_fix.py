@@ -310,3 +310,20 @@ def test_a_relative_look_in_folder_gives_absolute_links(field: dict, monkeypatch
     assert links and all(p.target.startswith("/") for p in links), [p.target for p in links]
     assert all(p.folder.startswith("/") for p in plan.proposals if p.kind == "search-path")
     assert by_link(plan, "libcudnn.so.7", "cudnn-7.6").grade == "safe"
+
+
+def test_in_place_link_in_an_origin_relative_folder_is_graded_by_what_the_loader_does(
+        elf: ElfFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The most common layout: bin/app with RUNPATH $ORIGIN/../lib; the link goes into lib/."""
+    monkeypatch.setenv("LIBDOCTOR_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LIBDOCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    stub = elf.stub("libfoo.so.1", defines=["foo"])
+    elf.lib("app/lib/libfoo.so.1.2.3", soname="libfoo.so.1", defines=["foo"])  # the name link is missing
+    program = elf.exe("app/bin/tool", calls=["foo"], link=[stub], runpath="$ORIGIN/../lib")
+    plan = make_plan((str(program),), in_place=True, look_in=(str(tmp_path / "app/lib"),))
+    link = next(p for p in plan.proposals if p.kind == "symlink" and p.soname == "libfoo.so.1")
+    assert link.link == str(tmp_path / "app/lib/libfoo.so.1") and link.grade == "safe", link.evidence
+    apply_plan(plan, in_place=True)
+    run = subprocess.run([str(program)], env=loader_env(), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr  # the loader agrees: the same link fixes the load

@@ -40,10 +40,11 @@ class FileView:
     def __init__(self, store: FactsStore, overlay: Mapping[str, str]) -> None:
         self.store = store
         self.overlay = dict(overlay)
-        self._overlay_names: dict[str, set[str]] = {}
-        for link in self.overlay:
+        # By the link's real folder: a search folder reached as "$ORIGIN/../lib" is the same folder as "lib".
+        self._overlay_by_folder: dict[str, dict[str, str]] = {}
+        for link, target in self.overlay.items():
             folder, name = os.path.split(link)
-            self._overlay_names.setdefault(folder, set()).add(name)
+            self._overlay_by_folder.setdefault(os.path.realpath(folder or "."), {})[name] = target
         self._listings: dict[str, Union[frozenset, int]] = {}
         self._probes: dict[str, Probe] = {}
         self._realpaths: dict[str, str] = {}
@@ -61,10 +62,19 @@ class FileView:
             names: Union[frozenset, int] = frozenset(os.listdir(folder or "."))
         except OSError as exc:
             names = exc.errno or errno.EIO
-        extra = self._overlay_names.get(folder)
+        extra = self._overlay_by_folder.get(os.path.realpath(folder or ".")) if self.overlay else None
         if extra:
-            names = (names if isinstance(names, frozenset) else frozenset()) | extra
+            names = (names if isinstance(names, frozenset) else frozenset()) | frozenset(extra)
         return names
+
+    def _overlay_target(self, path: str) -> Optional[str]:
+        """The hypothetical link at ``path`` (whatever way the path names its folder), as a path to open."""
+        if not self.overlay:
+            return None
+        folder, name = os.path.split(path)
+        real = os.path.realpath(folder or ".")
+        target = self._overlay_by_folder.get(real, {}).get(name)
+        return None if target is None else os.path.join(real, target)
 
     def stat_errno(self, folder: str) -> int:
         """The errno of ``stat(folder)`` (0 when it exists, as a folder or not)."""
@@ -90,9 +100,9 @@ class FileView:
     def _probe(self, path: str, depth: int) -> Probe:
         if depth > MAX_LINK_DEPTH:
             return Probe(errno=errno.ELOOP)
-        target = self.overlay.get(path)
+        target = self._overlay_target(path)
         if target is not None:
-            return self._probe(os.path.join(os.path.dirname(path), target), depth + 1)
+            return self._probe(target, depth + 1)
         folder, name = os.path.split(path)
         names = self.listing(folder)
         if isinstance(names, frozenset) and name not in names:
@@ -125,7 +135,7 @@ class FileView:
             if self._read_listing(folder) != names:
                 return False
         for path, probe in self._probes.items():
-            if path in self.overlay:
+            if self._overlay_target(path) is not None:
                 continue
             try:
                 now_stamp = key_of(os.stat(path))
@@ -146,8 +156,8 @@ class FileView:
 
     def _realpath(self, path: str) -> str:
         for _ in range(MAX_LINK_DEPTH):
-            target = self.overlay.get(path)
+            target = self._overlay_target(path)
             if target is None:
                 break
-            path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+            path = os.path.normpath(target)
         return os.path.realpath(path)
