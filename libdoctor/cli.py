@@ -12,7 +12,7 @@ import click
 from . import __version__
 from .errors import LibdoctorError, UsageError
 from .logs import configure_logging, get_logger, progress
-from .targets import active_environment, framework_environments
+from .targets import active_environment, framework_environments, is_python_environment
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
@@ -75,15 +75,6 @@ def check_inputs(targets: tuple[str, ...] = (), prefixes: tuple[str, ...] = (), 
                              "lib/pythonX.Y/site-packages, no conda-meta)")
     if python and not os.path.isfile(python):
         raise UsageError(f"--python {python}: not a file")
-
-
-def is_python_environment(prefix: str) -> bool:
-    import glob
-
-    return os.path.isdir(prefix) and any((
-        os.path.isdir(os.path.join(prefix, "conda-meta")), os.path.isfile(os.path.join(prefix, "pyvenv.cfg")),
-        bool(glob.glob(os.path.join(prefix, "bin", "python*"))),
-        bool(glob.glob(os.path.join(prefix, "lib", "python*", "site-packages")))))
 
 
 def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbing
@@ -165,14 +156,14 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
 
 def _show_reports(reports: list, as_json: bool, quiet: bool, verbose: bool) -> None:  # noqa: ANN001
     """Several environments: each report in turn (JSON: ``{"schema_version", "environments": [report]}``)."""
-    from .report import render_human, render_summary, to_json
+    from .report import plural, render_human, render_summary, to_json
 
     if as_json:
         click.echo(json.dumps({"schema_version": 1, "environments": [to_json(r) for r in reports]},
                               separators=(",", ":")))
         return
     names = ", ".join(r.discovery.environment.prefix for r in reports if r.discovery.environment)
-    click.echo(f"no environment is active: checking the {_count(len(reports), 'environment')} with a GPU "
+    click.echo(f"no environment is active: checking the {plural(len(reports), 'environment')} with a GPU "
                f"framework ({names})")
     for report in reports:
         click.echo("")
@@ -180,10 +171,6 @@ def _show_reports(reports: list, as_json: bool, quiet: bool, verbose: bool) -> N
             render_summary(report, sys.stdout, quiet=True)
         else:
             render_human(report, sys.stdout, verbose)
-
-
-def _count(number: int, word: str) -> str:
-    return f"{number} {word}{'' if number == 1 else 's'}"
 
 
 @main.command()

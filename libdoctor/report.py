@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Optional, TextIO
 
 from . import __version__
@@ -234,19 +235,29 @@ def explain(resolution: Resolution, style: Style, indent: str = "      ") -> lis
     return lines
 
 
+@lru_cache(maxsize=1)
+def _links_in_journals(root: str, stamp: int) -> dict[str, str]:
+    """link path -> run id, for every link a journal of ours made (read once per state of the journal folder:
+    a report asks for each impostor, several times)."""
+    from .repair.fixer import load_journals
+
+    return {action["path"]: journal["run_id"] for journal in load_journals(root) for action in journal["actions"]
+            if action.get("kind") == "symlink" and isinstance(action.get("path"), str)}
+
+
 def link_maker(links: tuple[str, ...]) -> Optional[str]:
     """Who made the symlinks behind an impostor: "libdoctor run RUN-ID" when a journal of ours holds one
     of them, "by hand" when some link is not ours, None when no link is involved."""
     if len(links) < 2:
         return None
-    from .repair.fixer import load_journals
     from .repair.statedir import state_dir
 
-    ours = {}
-    for journal in load_journals(state_dir()):
-        for action in journal.get("actions", ()):
-            if isinstance(action, dict) and action.get("kind") == "symlink":
-                ours[action.get("path")] = journal.get("run_id", "?")
+    root = state_dir()
+    try:
+        stamp = os.stat(os.path.join(root, "journal")).st_mtime_ns
+    except OSError:
+        stamp = 0
+    ours = _links_in_journals(root, stamp)
     current = links[0]
     for text in links[1:]:
         real = os.path.join(os.path.realpath(os.path.dirname(current)), os.path.basename(current))
@@ -350,7 +361,7 @@ class Cause:
     fix: Optional[str] = None
 
 
-def _plural(count: int, word: str, plural: Optional[str] = None) -> str:
+def plural(count: int, word: str, plural: Optional[str] = None) -> str:
     return f"{count} {word if count == 1 else (plural or word + 's')}"
 
 
@@ -376,7 +387,7 @@ def _searched(problem: Problem) -> Optional[str]:
         if source.owner and source.tag in (RPATH, RUNPATH):
             title += f" of {os.path.basename(source.owner)}"
         if source.folders:
-            title += f" ({_plural(len(source.folders), 'folder')})"
+            title += f" ({plural(len(source.folders), 'folder')})"
         elif source.note in ("not set", "no entry"):
             title += f" ({source.note})"
         elif source.note:
@@ -420,7 +431,7 @@ def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
         requesters = list(dict.fromkeys(os.path.basename(p.needed_by) for p in members if p.needed_by))
         framework = _framework_label(report, group)
         what = f"needed for the GPU by {framework}" if framework else f"needed by {_named(requesters, 2)}"
-        cause = Cause(error, f"{_plural(len(names), 'library', 'libraries')} {what} "
+        cause = Cause(error, f"{plural(len(names), 'library', 'libraries')} {what} "
                              f"{'is' if len(names) == 1 else 'are'} not there: {_named(names)}")
         searched = _searched(members[0])
         if searched:
@@ -444,13 +455,13 @@ def fix_command(report: ScanReport) -> str:
     """``libdoctor fix`` with the scan's own question: the same targets, environment and folders."""
     import shlex
 
-    paths, caller, prefix, python, _strings, look_in = report.inputs[:6] if report.inputs else ((),) + (None,) * 5
+    paths, caller, prefix, python, _strings, look_in = report.inputs[:6]  # run_scan's own arguments
     words = ["libdoctor", "fix"]
     words += ["--env", prefix] if prefix else ["--python", python] if python else []
     words += ["--dlopen-from", caller] if caller else []
-    for folder in look_in or ():
+    for folder in look_in:
         words += ["--look-in", folder]
-    return " ".join(shlex.quote(w) for w in words + list(paths or ()))
+    return " ".join(shlex.quote(w) for w in words + list(paths))
 
 
 def _group_of(report: ScanReport, target: str) -> str:
@@ -504,12 +515,12 @@ def verdict_line(report: ScanReport, causes: list[Cause]) -> str:
     unusable = [f.info.label for f in frameworks if f.gpu_usable is False]
     if not errors:
         what = (f"{_named([f.info.label for f in usable])} can use the GPU" if usable and not unusable else
-                f"every library resolves ({_plural(len(report.targets), 'object')} checked)")
-        warn = f"; {_plural(len(causes), 'warning')}" if causes else ""
+                f"every library resolves ({plural(len(report.targets), 'object')} checked)")
+        warn = f"; {plural(len(causes), 'warning')}" if causes else ""
         return f"healthy: {what}{warn}"
     if unusable:
-        return f"not healthy: {_named(unusable, 2)} cannot use the GPU ({_plural(errors, 'cause')})"
-    return f"not healthy: {_plural(errors, 'cause')} of failure in {_plural(len(report.targets), 'object')} checked"
+        return f"not healthy: {_named(unusable, 2)} cannot use the GPU ({plural(errors, 'cause')})"
+    return f"not healthy: {plural(errors, 'cause')} of failure in {plural(len(report.targets), 'object')} checked"
 
 
 def render_summary(report: ScanReport, stream: TextIO = sys.stdout, quiet: bool = False) -> None:
@@ -542,11 +553,11 @@ def render_summary(report: ScanReport, stream: TextIO = sys.stdout, quiet: bool 
         if cause.fix:
             out.append(f"    fix: {cause.fix}")
     if report.discovery.notes:
-        out.append(f"{style.warn} {_plural(len(report.discovery.notes), 'input')} skipped (-v names them)")
+        out.append(f"{style.warn} {plural(len(report.discovery.notes), 'input')} skipped (-v names them)")
     step = next_step_of(causes)
     if step:
         out.append(f"next step: {step}")
-    out.append(style.dim(f"{_plural(len(report.targets), 'object')} checked; -v: every object and search; "
+    out.append(style.dim(f"{plural(len(report.targets), 'object')} checked; -v: every object and search; "
                          "`libdoctor explain NAME`: every folder searched for NAME"))
     stream.write("\n".join(out) + "\n")
 
@@ -630,8 +641,8 @@ def render_human(report: ScanReport, stream: TextIO = sys.stdout, verbose: bool 
         out.append(f"{style.warn} {report.cache_note}")
     healthy = sum(t.healthy for t in report.targets)
     errors = sum(p.is_error for p in report.problems)
-    summary = (f"{_plural(len(report.targets), 'object')} checked, {healthy} healthy, {_plural(errors, 'problem')}, "
-               f"{_plural(len(report.problems) - errors, 'warning')}")
+    summary = (f"{plural(len(report.targets), 'object')} checked, {healthy} healthy, {plural(errors, 'problem')}, "
+               f"{plural(len(report.problems) - errors, 'warning')}")
     out.append(style.good(summary) if report.healthy else style.error(summary))
     stream.write("\n".join(out) + "\n")
 

@@ -174,6 +174,12 @@ def _prefix_of(python: str) -> Optional[str]:
     return real if _site_packages(real) else None
 
 
+def is_python_environment(prefix: str) -> bool:
+    return os.path.isdir(prefix) and bool(
+        os.path.isdir(os.path.join(prefix, "conda-meta")) or os.path.isfile(os.path.join(prefix, "pyvenv.cfg"))
+        or glob.glob(os.path.join(prefix, "bin", "python*")) or _site_packages(prefix))
+
+
 def python_env(prefix: Optional[str] = None, python: Optional[str] = None) -> PythonEnv:
     """An environment from ``--env``, ``--python``, or the active one (venv, conda, PATH)."""
     if python:

@@ -30,9 +30,8 @@ def broken_env(elf: ElfFactory, root: Path) -> Path:
 
 def healthy_env(root: Path) -> Path:
     prefix, site = make_env(root / "envs/plain")
-    elf_free = site / "torch"
-    elf_free.mkdir()
-    (elf_free / "version.py").write_text("__version__ = '2.13.0+cpu'\ncuda = None\n")
+    (site / "torch").mkdir()
+    (site / "torch/version.py").write_text("__version__ = '2.13.0+cpu'\ncuda = None\n")
     dist_info(site, "torch", "2.13.0+cpu", [])
     return prefix
 
@@ -50,8 +49,6 @@ def test_alert_rules_pass_promtool_check_and_test() -> None:
 def test_the_rules_use_only_metrics_libdoctor_writes(elf: ElfFactory, tmp_path: Path) -> None:
     from libdoctor.daemon.metrics import write_metrics
     from libdoctor.scan import run_scan
-
-    from .conftest import Judge  # noqa: F401
 
     prefix = broken_env(elf, tmp_path)
     report = run_scan(prefix=str(prefix))

@@ -324,3 +324,20 @@ def test_ps_names_an_impostor_a_running_framework_has_mapped(elf: ElfFactory, ma
         assert line.startswith("libcudnn.so.7 is really libcudnn.so.8") and "tensorflow-gpu 1.14.0" in line
     finally:
         child.kill()
+
+
+def test_a_link_libdoctor_made_is_named_by_its_run(elf: ElfFactory, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from libdoctor.repair.fixer import Applier
+    from libdoctor.report import link_maker
+    from libdoctor.rules.base import Proposal
+
+    monkeypatch.setenv("LIBDOCTOR_STATE_DIR", str(tmp_path / "state"))
+    elf.lib("lib/libdep.so.2.0.0", soname="libdep.so.2", defines=["dep"])
+    outcome = Applier(str(tmp_path / "state"), None, in_place=True).apply(
+        [Proposal("test", "symlink", "a link", soname="libdep.so.1", link=str(tmp_path / "lib/libdep.so.1"),
+                  target="libdep.so.2.0.0", grade="risky")])
+    ours = link_chain(str(tmp_path / "lib/libdep.so.1"))
+    assert link_maker(ours) == f"libdoctor run {outcome.run_id}"
+    os.symlink("libdep.so.2.0.0", tmp_path / "lib/libdep.so.3")
+    assert link_maker(link_chain(str(tmp_path / "lib/libdep.so.3"))) == "by hand"

@@ -18,7 +18,7 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Optional
 
 from ..targets import Framework, PythonEnv
@@ -70,7 +70,7 @@ class FrameworkInfo:
     def label(self) -> str:
         return f"{self.name} {self.version}"
 
-    @property
+    @cached_property
     def built_for(self) -> BuiltFor:
         return built_for(self.label, self.cuda, self.cudnn, self.requirements)
 

@@ -30,19 +30,13 @@ from .elffacts import (
     DT_STRSZ,
     DT_STRTAB,
     DT_SYMTAB,
-    DT_VERDEF,
-    DT_VERDEFNUM,
-    DT_VERNEED,
-    DT_VERNEEDNUM,
     DT_VERSYM,
     _dynamic_entries,
     _parse_headers,
     _Reader,
-    _version_defs,
-    _version_needs,
 )
 from .factstore import FactsStore
-from .symbols import MAX_SYMBOLS, STB_WEAK, _open, _symbol_count
+from .symbols import MAX_SYMBOLS, STB_WEAK, _open, _symbol_count, _version_names
 
 STB_GLOBAL, STB_GNU_UNIQUE = 1, 10
 STT_TLS, STT_GNU_IFUNC = 6, 10
@@ -145,14 +139,9 @@ class Exports:
         self.unpack = struct.Struct(self.fmt + self.layout_code).unpack
         self.versym = (self._array(reader, "H", layout.offset_of(tags[DT_VERSYM], "versym"), self.count, "versym")
                        if DT_VERSYM in tags else array("H"))
-        self.defined_versions: dict[int, str] = {}
-        needs: dict[int, tuple[str, str]] = {}
-        if DT_VERDEF in tags:
-            for definition in _version_defs(reader, layout, strtab, tags[DT_VERDEF], tags.get(DT_VERDEFNUM, 0)):
-                self.defined_versions[definition.index] = definition.name
-        if DT_VERNEED in tags:
-            for need in _version_needs(reader, layout, strtab, tags[DT_VERNEED], tags.get(DT_VERNEEDNUM, 0)):
-                needs[need.index] = (need.name, need.file)
+        versions = _version_names(reader, layout, strtab, tags)  # index -> (name, file; None: defined here)
+        self.defined_versions = {index: name for index, (name, file) in versions.items() if file is None}
+        needs = {index: (name, file) for index, (name, file) in versions.items() if file is not None}
         self._load_hash(reader, layout, tags)
         self.imports = tuple(self._imports(reader, needs))
 
