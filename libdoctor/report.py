@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -52,11 +53,21 @@ def install_hints(problem: Problem, report: ScanReport) -> list[str]:
     if problem.kind not in ("missing", "missing-dlopen", "driver", "impostor") or not problem.soname:
         return []
     from .gpu.cudatable import install_hint
-    from .gpu.frameworkcheck import fitting_packages
+    from .gpu.frameworkcheck import fitting_packages, installed_unreached
 
+    if installed_unreached(problem.soname, report.frameworks):
+        return []  # installed already: the cause says how the framework reaches it
     hints = fitting_packages(problem.soname, report.frameworks)
-    fallback = install_hint(problem.soname)
+    fallback = install_hint(problem.soname, _cuda_major(problem, report))
     return [aimed(h, report) for h in (hints or ([fallback] if fallback else []))]
+
+
+def _cuda_major(problem: Problem, report: ScanReport) -> Optional[int]:
+    """The CUDA major of the framework whose object needs ``problem``'s library (one soname can serve several)."""
+    from .gpu.frameworkcheck import cuda_major
+
+    group = _group_of(report, problem.target)
+    return next((cuda_major(f.info) for f in report.frameworks if f.info.label == group), None)
 
 
 def aimed(command: str, report: ScanReport) -> str:
@@ -86,6 +97,7 @@ def _problem_json(problem: Problem, report: ScanReport) -> dict[str, Any]:
         "severity": problem.severity,
         "links": list(problem.links),
         "made_by": link_maker(problem.links) if problem.links else None,
+        "feature": problem.feature,
     }
 
 
@@ -130,7 +142,8 @@ def to_json(report: ScanReport) -> dict[str, Any]:
             if env.cache else None,
             "python_env": {"prefix": python_env.prefix, "python": python_env.python,
                            "site_packages": list(python_env.site_packages)} if python_env else None,
-            "frameworks": [{"name": f.name, "version": f.version, "dist_info": f.location, "objects": len(f.files)}
+            "frameworks": [{"name": f.name, "version": f.version, "dist_info": f.location, "objects": len(f.files),
+                            "parts": [{"name": p.name, "version": p.version, "dist_info": p.location} for p in f.parts]}
                            for f in discovery.frameworks],
             "driver": _driver_json(report.driver) if report.driver else None,
             "activation": [{"script": a.script, "how": a.how, "set": dict(a.changes)} for a in report.activations],
@@ -138,7 +151,7 @@ def to_json(report: ScanReport) -> dict[str, Any]:
         "frameworks": [_framework_json(f) for f in report.frameworks],
         "probes": [{"framework": p.framework, "imported": p.imported, "gpu": p.gpu, "error": p.error,
                     "loaded": list(p.loaded), "predicted": list(p.predicted), "agrees": p.agrees,
-                    "findings": list(p.findings)} for p in report.probes],
+                    "findings": list(p.findings), "logged": list(p.logged)} for p in report.probes],
         "targets": [
             {"path": t.target.path, "group": t.target.group, "mode": t.result.mode, "caller": t.target.caller,
              "verdict": "ok" if t.healthy else "problems", "error": t.result.root_error,
@@ -182,6 +195,8 @@ def _framework_json(framework) -> dict[str, Any]:  # noqa: ANN001
         "cuda_libraries": [{"soname": n, "path": p, "via": v} for n, p, v in framework.cuda_sources],
         "gpu_usable": framework.gpu_usable, "because": framework.because,
         "requirements": list(info.requirements), "notes": list(info.notes),
+        "display": info.title, "install": info.install, "on_failure": info.on_failure,
+        "optional_unavailable": [{"feature": f, "soname": s} for f, s in framework.unavailable_features],
     }
 
 
@@ -345,6 +360,7 @@ def _probe_lines(report: ScanReport, style: Style) -> list[str]:
         agreement = ": they agree" if probe.agrees else ""
         lines.append(f"  probe {probe.framework}: {state}; GPU usable per the framework: {probe.gpu}; "
                      f"{len(probe.loaded)} CUDA libraries loaded, {len(probe.predicted)} predicted{agreement}")
+        lines.extend(f"    {style.warn} the framework logged: {line}" for line in probe.logged)
         lines.extend(f"    {style.warn} {line}" for line in probe.findings)
     return lines
 
@@ -401,7 +417,7 @@ def _one_command(hints: list[str]) -> Optional[str]:
     same python are merged."""
     if not hints:
         return None
-    extra = next((h for h in hints if "[and-cuda]" in h or "[cuda" in h), None)
+    extra = next((h for h in hints if re.search(r"\[(and-cuda|cuda\w*|ctk)[],]", h)), None)
     if extra:
         return extra
     split = [_install_parts(h) for h in hints if " install " in h]
@@ -445,10 +461,28 @@ def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
                                  "(the loader reads only the cache)")
         hints = list(dict.fromkeys(h for p in members for h in install_hints(p, report)))
         same_version = any(c.name.startswith(p.soname or "\0") for p in members for c in p.candidates)
-        cause.fix = ("ldconfig  # as root" if stale else fix_command(report) if same_version
+        reach = _reach(report, names) if framework else None
+        if reach:
+            cause.details.append(reach[0])
+        cause.fix = ("ldconfig  # as root" if stale else reach[1] if reach else fix_command(report) if same_version
                      else _one_command(hints))
         causes.append(cause)
     return causes
+
+
+def _reach(report: ScanReport, names: list[str]) -> Optional[tuple[str, str]]:
+    from .gpu.frameworkcheck import reach_hint
+
+    return reach_hint(names, report.frameworks)
+
+
+def _optional_causes(problems: list[Problem]) -> list[Cause]:
+    """One note per optional feature, naming every library it lacks."""
+    features: dict[str, list[str]] = {}
+    for problem in problems:
+        features.setdefault(problem.feature or problem.message, []).append(problem.soname or "?")
+    return [Cause(False, f"optional {feature} unavailable: {_named(list(dict.fromkeys(names)))} not found")
+            for feature, names in features.items()]
 
 
 def fix_command(report: ScanReport) -> str:
@@ -476,10 +510,11 @@ def causes_of(report: ScanReport) -> list[Cause]:
     missing = [p for p in report.problems if p.kind in ("missing", "missing-dlopen")
                and not (no_driver and p.soname in DRIVER_SONAMES)]  # the driver's block says it
     causes = _missing_causes(report, missing)
+    optional = [p for p in report.problems if p.kind == "optional"]
     seen: set[tuple[str, str]] = set()
     for problem in report.problems:
         key = (problem.kind, problem.message if problem.kind != "driver" else "driver")
-        if problem.kind in ("missing", "missing-dlopen") or key in seen:
+        if problem.kind in ("missing", "missing-dlopen", "optional") or key in seen:
             continue
         seen.add(key)
         cause = Cause(problem.is_error, problem.message)
@@ -487,7 +522,7 @@ def causes_of(report: ScanReport) -> list[Cause]:
             users = list(dict.fromkeys(_framework_label(report, p.target) or p.target
                                        for p in report.problems if p.kind == "driver"))
             cause.title = (f"no NVIDIA driver (libcuda.so.1 not found): {_named(users)} "
-                           f"run{'s' if len(users) == 1 else ''} on the CPU" if no_driver else problem.message)
+                           f"cannot use the GPU" if no_driver else problem.message)
             cause.fix = "install the NVIDIA driver that matches the kernel module (see the distribution's guide)"
         elif problem.kind == "impostor" and len(problem.links) > 1:
             cause.details.append(f"behind the name: {' -> '.join(problem.links)} (links made "
@@ -499,6 +534,7 @@ def causes_of(report: ScanReport) -> list[Cause]:
         causes.append(cause)
     for finding in report.findings:
         causes.append(Cause(finding.severity == "error", f"{finding.title}", list(finding.evidence[:2])))
+    causes.extend(_optional_causes(optional))
     causes.sort(key=lambda c: not c.error)
     return causes
 

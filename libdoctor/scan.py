@@ -24,7 +24,7 @@ OTHER_CLASS_LOADERS = {(32, 3): "/lib/ld-linux.so.2", (32, 40): "/lib/ld-linux-a
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # missing | missing-dlopen | version | fatal | symbol | impostor | bad-target | driver
+    kind: str  # missing | missing-dlopen | version | fatal | symbol | impostor | bad-target | driver | optional
     target: str
     message: str
     soname: Optional[str] = None
@@ -32,8 +32,9 @@ class Problem:
     chain: tuple[str, ...] = ()
     resolution: Optional[Resolution] = None
     candidates: tuple[Candidate, ...] = ()
-    severity: str = "error"  # "warning": shown, but the exit status stays 0
+    severity: str = "error"  # "warning", "note" (an optional feature): shown, but the exit status stays 0
     links: tuple[str, ...] = ()  # impostor: the path asked for and each symlink's text to the real file
+    feature: Optional[str] = None  # optional: the feature the missing library serves
 
     @property
     def is_error(self) -> bool:
@@ -342,6 +343,9 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         problems += impostor_problems(target, result, env, built.get(target.group))
         if symbols and not _loaded_by_others(resolver, target, needed_in_group):
             problems += symbol_problems(target, result, env, store)
+        feature = info.feature_of(target.path) if info is not None and info.optional_objects else None
+        if feature:
+            problems = tuple(optional_problem(p, feature) for p in problems)
         report.targets.append(TargetReport(target, result, problems, checks))
     if infos or discovery.fallback:  # the driver verdict leads every report about a GPU stack
         from .gpu.frameworkcheck import machine_driver
@@ -363,6 +367,13 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     return report
 
 
+def optional_problem(problem: Problem, feature: str) -> Problem:
+    """A problem of an extension module that serves only an optional feature: a note naming the feature."""
+    what = f"{problem.soname} not found" if problem.kind in ("missing", "missing-dlopen") else problem.message
+    return replace(problem, kind="optional", severity="note", feature=feature,
+                   message=f"optional {feature} unavailable: {what} (needed by {os.path.basename(problem.target)})")
+
+
 def _check_framework(report: ScanReport, resolver: Resolver, info, label: str,  # noqa: ANN001
                      finder: CandidateFinder) -> None:
     from .gpu.frameworkcheck import check_framework
@@ -381,8 +392,15 @@ def _check_framework(report: ScanReport, resolver: Resolver, info, label: str,  
         if check.impostor is not None:
             problem = impostor_problem(requester, check.impostor, requester)
             _add_problems(report, requester, label, info.preloads, python, (problem,))
-        if check.found or check.lib.family == "cuda driver" or check.lib.role == OPTIONAL:
-            continue  # the driver has its own problem; optional libraries only warn
+        if check.found or check.lib.family == "cuda driver":
+            continue  # the driver has its own problem
+        if check.lib.role == OPTIONAL:
+            feature = check.lib.feature or f"{check.lib.family} support"
+            _add_problems(report, requester, label, info.preloads, python, (Problem(
+                "optional", requester, f"optional {feature} unavailable: {check.lib.soname} not found "
+                f"(dlopened by {os.path.basename(requester)})", check.lib.soname, requester, severity="note",
+                feature=feature),))
+            continue
         dlopen = DlopenCheck(check.lib.soname, check.result, python, check.lib.requester, info.preloads,
                              check.lib.loaded_by)
         target = Target(requester, label, MODE_DLOPEN, python, info.preloads)

@@ -17,9 +17,18 @@ from typing import Iterable, Mapping, Optional
 
 from .loader.elffacts import is_elf
 
-FRAMEWORKS = ("torch", "tensorflow", "tensorflow-gpu", "tensorflow-cpu", "tf-nightly", "jax", "jaxlib",
-              "paddlepaddle-gpu", "paddlepaddle", "mxnet", "onnxruntime-gpu")
-FRAMEWORK_PREFIXES = ("cupy-", "mxnet-", "jax-cuda", "jax_cuda")
+# Which installed distribution is which GPU framework (its plug-in in ``gpu/frameworks/`` has the same
+# name).  A distribution marked as a part (jaxlib, JAX's CUDA plugin) is scanned with its framework.
+FRAMEWORK_DISTS = (
+    (re.compile(r"^(tensorflow|tensorflow-gpu|tensorflow-cpu|tf-nightly)$"), "tensorflow", False),
+    (re.compile(r"^torch$"), "torch", False),
+    (re.compile(r"^jax$"), "jax", False),
+    (re.compile(r"^(jaxlib|jax-cuda\d+-plugin|jax-cuda\d+-pjrt)$"), "jax", True),
+    (re.compile(r"^cupy(-cuda\d+x?)?$"), "cupy", False),
+    (re.compile(r"^onnxruntime-gpu$"), "onnxruntime", False),
+    (re.compile(r"^paddlepaddle(-gpu)?$"), "paddle", False),
+    (re.compile(r"^mxnet(-cu\d+\w*)?$"), "mxnet", False),
+)
 CUDA_NAME = re.compile(r"^lib(cuda|cudart|cublas|cublasLt|cufft|curand|cusolver|cusparse|cusparseLt|cudnn|nccl|nvrtc|"
                        r"nvJitLink|cupti|nvToolsExt|nvvm|nvinfer|nvidia-ml|nvshmem|cufile)[._-]")
 
@@ -34,11 +43,23 @@ class Target:
 
 
 @dataclass(frozen=True)
+class FrameworkPart:
+    name: str
+    version: str
+    location: str  # its dist-info folder
+
+
+@dataclass(frozen=True)
 class Framework:
     name: str
     version: str
     location: str  # its dist-info folder
-    files: tuple[str, ...]
+    files: tuple[str, ...]  # its ELF files and its parts'
+    kind: str = ""  # the plug-in that knows it: tensorflow, torch, jax, cupy, onnxruntime, paddle, mxnet
+    parts: tuple[FrameworkPart, ...] = ()  # distributions that belong to it (jaxlib, jax-cuda12-plugin)
+
+    def part(self, pattern: str) -> Optional[FrameworkPart]:
+        return next((p for p in self.parts if re.match(pattern, p.name)), None)
 
 
 @dataclass(frozen=True)
@@ -244,8 +265,9 @@ def _dist_name(folder: str) -> tuple[str, str]:
     return re.sub(r"[-_.]+", "-", name).lower(), version
 
 
-def _is_framework(name: str) -> bool:
-    return name in FRAMEWORKS or name.startswith(FRAMEWORK_PREFIXES)
+def framework_kind(name: str) -> Optional[tuple[str, bool]]:
+    """(the framework a distribution belongs to, whether it is only a part of it), or None."""
+    return next(((kind, part) for pattern, kind, part in FRAMEWORK_DISTS if pattern.match(name)), None)
 
 
 def _record_files(dist: str, site: str) -> list[str]:
@@ -274,12 +296,31 @@ def _record_files(dist: str, site: str) -> list[str]:
 
 
 def find_frameworks(env: PythonEnv) -> list[Framework]:
-    found = []
+    found: list[Framework] = []
     for site in env.site_packages:
+        mains: list[Framework] = []  # two of one kind (tensorflow and tensorflow-gpu) are both reported
+        parts: dict[str, list[tuple[FrameworkPart, list[str]]]] = {}
         for dist in sorted(glob.glob(os.path.join(site, "*.dist-info")) + glob.glob(os.path.join(site, "*.egg-info"))):
             name, version = _dist_name(dist)
-            if _is_framework(name):
-                found.append(Framework(name, version, dist, tuple(_record_files(dist, site))))
+            known = framework_kind(name)
+            if known is None:
+                continue
+            kind, is_part = known
+            if is_part:
+                parts.setdefault(kind, []).append((FrameworkPart(name, version, dist), _record_files(dist, site)))
+            else:
+                mains.append(Framework(name, version, dist, tuple(_record_files(dist, site)), kind))
+        for kind, members in parts.items():
+            index = next((i for i, f in enumerate(mains) if f.kind == kind), None)
+            if index is None:  # jaxlib without jax: the first part stands for the framework
+                first, files = members.pop(0)
+                mains.append(Framework(first.name, first.version, first.location, tuple(files), kind))
+                index = len(mains) - 1
+            main = mains[index]
+            files = list(main.files) + [f for _part, extra in members for f in extra]
+            mains[index] = Framework(main.name, main.version, main.location, tuple(dict.fromkeys(files)), kind,
+                                     tuple(part for part, _files in members))
+        found.extend(sorted(mains, key=lambda f: f.name))
     return found
 
 
@@ -310,7 +351,8 @@ def discover(paths: tuple[str, ...], caller: Optional[str], prefix: Optional[str
     for site in env.site_packages:  # a pip or conda change adds or removes a dist-info folder here
         discovery.walked[site] = _mtime(site)
     for framework in discovery.frameworks:
-        discovery.walked[framework.location] = _mtime(framework.location)
+        for location in [framework.location] + [part.location for part in framework.parts]:
+            discovery.walked[location] = _mtime(location)
     program = caller or env.python
     for framework in discovery.frameworks:
         group = f"{framework.name} {framework.version}"

@@ -22,6 +22,15 @@ WHEELS = {"cudart": "nvidia-cuda-runtime", "cublas": "nvidia-cublas", "cublasLt"
           "cusparse": "nvidia-cusparse", "nvrtc": "nvidia-cuda-nvrtc", "nvJitLink": "nvidia-nvjitlink",
           "cupti": "nvidia-cuda-cupti", "nccl": "nvidia-nccl", "cudnn": "nvidia-cudnn",
           "cusparseLt": "nvidia-cusparselt", "nvshmem": "nvidia-nvshmem", "cufile": "nvidia-cufile"}
+# From CUDA 13 the toolkit's wheels dropped the -cuNN suffix and share one folder (nvidia/cu13/lib);
+# these keep both (VERIFIED: torch 2.14.1+cu130's and onnxruntime-gpu 1.31.1's requirements, cuda-facts 3.1).
+SUFFIXED_FROM_13 = frozenset({"cudnn", "nccl", "cusparseLt", "nvshmem"})
+# cu12 wheels' folders under site-packages (cuda-facts 3.1, cuda-pathfinder's descriptor catalog)
+WHEEL_DIRS = {"cudart": "cuda_runtime", "cublas": "cublas", "cublasLt": "cublas", "cufft": "cufft",
+              "curand": "curand", "cusolver": "cusolver", "cusolverMg": "cusolver", "cusparse": "cusparse",
+              "nvrtc": "cuda_nvrtc", "nvJitLink": "nvjitlink", "cupti": "cuda_cupti", "nccl": "nccl",
+              "cudnn": "cudnn", "cusparseLt": "cusparselt", "nvshmem": "nvshmem", "cufile": "cufile",
+              "nvToolsExt": "nvtx"}
 TOOLKIT_EXTRAS = {"cudart": "cudart", "cublas": "cublas", "cublasLt": "cublas", "cufft": "cufft",
                   "curand": "curand", "cusolver": "cusolver", "cusparse": "cusparse", "nvrtc": "nvrtc",
                   "nvJitLink": "nvjitlink", "cupti": "cupti", "cufile": "cufile"}
@@ -37,6 +46,8 @@ class SonameRow:
     @property
     def cuda_majors(self) -> Optional[frozenset[int]]:
         """The CUDA majors this soname belongs to; None for "all"."""
+        if self.cuda_versions.startswith("all"):
+            return None
         numbers = [int(n) for n in re.findall(r"(?<![\d.])(\d+)(?=\.(?:\d|x))", self.cuda_versions)]
         if not numbers:
             return None
@@ -166,8 +177,26 @@ def describe(soname: str) -> Optional[str]:
     return f"{rows[0].family} of CUDA {_span(rows)}"
 
 
-def install_hint(soname: str) -> Optional[str]:
-    """A package that provides exactly this soname (pip wheels for CUDA 11+, conda for older)."""
+def wheel_name(family: str, cuda_major: int) -> Optional[str]:
+    """The pip package of ``family`` for CUDA ``cuda_major``: ``nvidia-cublas-cu12``, ``nvidia-cublas`` (13)."""
+    wheel = WHEELS.get(family)
+    if wheel is None or cuda_major < 11:
+        return None
+    return wheel if cuda_major >= 13 and family not in SUFFIXED_FROM_13 else f"{wheel}-cu{cuda_major}"
+
+
+def wheel_dirs(family: str, cuda_major: Optional[int] = None) -> list[str]:
+    """Folders under site-packages where the NVIDIA wheels put ``family`` (CUDA 13 first when not known)."""
+    own = WHEEL_DIRS.get(family)
+    if own is None:
+        return []
+    unified = [f"nvidia/cu{m}/lib" for m in ((cuda_major,) if cuda_major else (13,)) if m and m >= 13]
+    return (unified if family not in SUFFIXED_FROM_13 else []) + [f"nvidia/{own}/lib"]
+
+
+def install_hint(soname: str, cuda_major: Optional[int] = None) -> Optional[str]:
+    """A package that provides exactly this soname (pip wheels for CUDA 11+, conda for older); ``cuda_major``:
+    the CUDA the framework that wants it was built for, where one soname serves several (libcudnn.so.9)."""
     family = family_of(soname)
     major = soname_major(soname)
     if family is None or soname in DRIVER_SONAMES:
@@ -175,15 +204,16 @@ def install_hint(soname: str) -> Optional[str]:
     if family == "cudnn" and major:
         if major == 7:
             return "conda install cudnn=7.6.5"
-        return f"pip install 'nvidia-cudnn-cu12=={major}.*'" if major >= 9 else \
-            f"pip install 'nvidia-cudnn-cu11=={major}.*'"
+        cuda = cuda_major if cuda_major and cuda_major >= (12 if major >= 9 else 11) else (12 if major >= 9 else 11)
+        return f"pip install '{wheel_name('cudnn', cuda)}=={major}.*'"
     rows = rows_for(soname)
     majors = sorted(_majors(rows))
-    if not majors:
-        return None
-    cuda = majors[-1]
-    wheel = WHEELS.get(family)
-    if cuda >= 11 and wheel:
-        return f"pip install {wheel}-cu{cuda}"
+    if not majors:  # one soname for every CUDA (libnccl.so.2, libcusparseLt.so.0)
+        wheel = wheel_name(family, cuda_major or 12)
+        return f"pip install {wheel}" if wheel else None
+    cuda = cuda_major if cuda_major in majors else majors[-1]
+    wheel = wheel_name(family, cuda)
+    if wheel:
+        return f"pip install {wheel}"
     span = rows[0].cuda_versions.split("-")[0].split(" ")[0]
     return f"conda install cudatoolkit={span}" if re.match(r"^\d+\.\d+$", span) else None

@@ -117,7 +117,7 @@ def driver_fit(cuda: Optional[str], driver: DriverInfo) -> DriverFit:
     if not cuda:
         return DriverFit(True, "no CUDA runtime to match")
     have = parse_version(driver.version or "")
-    want = parse_version(cuda)
+    want = parse_version(cuda.replace(".x", ".0"))  # "12.x" (CuPy's wheels): any 12 runtime, so the lowest
     rows = [r for r in driver_table() if parse_version(r.cuda) == (want[:2] if want else None)]
     if have is None or not rows:
         return DriverFit(True, f"driver {driver.version or '?'}; no minimum known for CUDA {cuda}")

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..loader.environment import Environment
-from ..loader.resolver import LoadResult, Resolver
+from ..loader.resolver import MODE_DLOPEN, LoadResult, Resolver
 from ..targets import CUDA_NAME
 from .cudatable import DRIVER_SONAMES, TOOLKIT_EXTRAS, WHEELS, family_of
 from .driver import DriverFit, DriverInfo, driver_fit, read_driver
-from .frameworks import GATE, LAZY, ExpectedLib, FrameworkInfo
+from .frameworks import GATE, LAZY, OPTIONAL, ExpectedLib, FrameworkInfo
+from .frameworks.base import installed_wheel_file
 from .impostor import Impostor, judge_file
 
 
@@ -23,7 +24,8 @@ class ExpectedCheck:
 
     @property
     def found(self) -> bool:
-        return self.result.root_error is None and not self.result.missing
+        """It loads, or only the driver's own libraries are missing below it (the driver's cause says so)."""
+        return self.result.root_error is None and all(r.name in DRIVER_SONAMES for r in self.result.missing)
 
     @property
     def path(self) -> Optional[str]:
@@ -49,9 +51,17 @@ class FrameworkReport:
 
     @property
     def missing(self) -> tuple[str, ...]:
-        """Missing libraries; the driver's own (libcuda.so.1) is the driver column's business."""
-        names = [c.lib.soname for c in self.checks if not c.found and c.lib.family != "cuda driver"]
+        """Missing libraries; the driver's own (libcuda.so.1) is the driver column's business, an optional
+        feature's is a note."""
+        names = [c.lib.soname for c in self.checks if not c.found and c.lib.family != "cuda driver"
+                 and c.lib.role != OPTIONAL]
         return tuple(dict.fromkeys(n for n in names + list(self.closure_missing) if n not in DRIVER_SONAMES))
+
+    @property
+    def unavailable_features(self) -> tuple[tuple[str, str], ...]:
+        """(feature, library) of optional features whose library cannot be loaded."""
+        return tuple((c.lib.feature or c.lib.family, c.lib.soname) for c in self.checks
+                     if not c.found and c.lib.role == OPTIONAL)
 
     def sources_summary(self) -> list[str]:
         """"23 CUDA libraries resolve: 20 through rpath, 3 preloaded"; then the same without preloads."""
@@ -113,16 +123,20 @@ def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_miss
             driver: DriverInfo) -> tuple[DriverFit, Optional[bool], str]:
     """GPU usable or not, and every reason why not, worst first."""
     fit = driver_fit(info.cuda, driver)
-    name = {"torch": "PyTorch"}.get(info.name, "TensorFlow" if info.name.startswith("tensorflow") else info.name)
+    name = info.title
     if info.cuda_build is False:
         return fit, False, f"a CPU-only build ({info.flavour})"
     if info.cuda_build is None:
         return fit, None, "not known which CUDA it was built for"
     reasons = []
     if not driver.present:
-        reasons.append(f"no NVIDIA driver: {name} here runs on the CPU")
+        reasons.append(f"no NVIDIA driver: {info.on_failure}")
     elif not fit.ok:
         reasons.append(fit.reason)
+    elif not driver.device_nodes:
+        reasons.append(f"no /dev/nvidia* device nodes (a container started without the GPU?): {name} sees no GPU")
+    elif any(c.lib.soname == "libnvidia-ml.so.1" and not c.found for c in checks):
+        reasons.append(f"libnvidia-ml.so.1 (NVML, installed with the driver) not found: {name} needs it")
     impostors = [c.impostor for c in checks if c.impostor is not None and c.impostor.severity == "error"
                  and c.lib.role in (GATE, LAZY)]
     if impostors:
@@ -130,9 +144,8 @@ def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_miss
                        + f": {name} loads {'it' if len(impostors) == 1 else 'them'} and fails at the first call")
     gates = [c.lib.soname for c in checks if not c.found and c.lib.role == GATE and c.lib.family != "cuda driver"]
     if gates:
-        tail = ": TensorFlow registers no GPU and runs on the CPU" if name == "TensorFlow" else ""
-        reasons.append(f"{len(gates)} librar{'y' if len(gates) == 1 else 'ies'} it dlopens cannot be loaded "
-                       f"({', '.join(gates)}){tail}")
+        reasons.append(f"{len(gates)} librar{'y' if len(gates) == 1 else 'ies'} it loads at start cannot be loaded "
+                       f"({', '.join(gates)}): {info.on_failure}")
     missing = [m for m in closure_missing if m not in DRIVER_SONAMES]
     if missing:
         reasons.append(f"{', '.join(missing)} missing: {name} fails to load its CUDA libraries")
@@ -156,13 +169,15 @@ def check_framework(resolver: Resolver, info: FrameworkInfo, python: Optional[st
 
 def cuda_sources(closures: tuple[LoadResult, ...], checks: tuple[ExpectedCheck, ...], preloads: tuple[str, ...] = ()
                  ) -> tuple[tuple[str, str, str], ...]:
-    """(soname, path, how the loader found it) of every CUDA library, once."""
+    """(soname, path, how the loader found it) of every CUDA library, once: the preloads and what they
+    brought in, then what each load that succeeds maps (a failing dlopen maps nothing)."""
     sources: dict[str, tuple[str, str, str]] = {}
     for path in preloads:
         if CUDA_NAME.match(os.path.basename(path)):
             sources[os.path.realpath(path)] = (os.path.basename(path), path, "preload")
     for result in closures:
-        for obj in result.closure():
+        before = result.objects[:result.new_from] if result.mode == MODE_DLOPEN and preloads else ()
+        for obj in tuple(before) + (result.closure() if result.ok else ()):
             name = os.path.basename(obj.path)
             if CUDA_NAME.match(name) and obj.realpath not in sources:
                 sources[obj.realpath] = (obj.facts.soname or name, obj.path, obj.via)
@@ -174,25 +189,63 @@ def cuda_sources(closures: tuple[LoadResult, ...], checks: tuple[ExpectedCheck, 
     return tuple(sources.values())
 
 
+def _wants(framework: FrameworkReport, soname: Optional[str]) -> bool:
+    return soname in framework.missing or any(c.lib.soname == soname for c in framework.checks)
+
+
 def fitting_packages(soname: Optional[str], frameworks: list[FrameworkReport]) -> list[str]:
-    """The package that provides exactly ``soname`` for the framework that wants it: the pin in the
-    framework's own requirements (TensorFlow's ``and-cuda`` extra, torch's nvidia-* wheels)."""
+    """The package that provides exactly ``soname`` for the framework that wants it: the framework's own
+    extra (``jax[cuda12]``, ``tensorflow[and-cuda]``, ``cupy-cuda12x[ctk]``), else the pin in its own
+    requirements (torch's nvidia-* wheels).  Nothing for a library already installed where the framework
+    can be told to look (:func:`reach_hint` says how)."""
     family = family_of(soname or "")
     wheel = WHEELS.get(family or "")
     extra = TOOLKIT_EXTRAS.get(family or "")
     hints = []
     for framework in frameworks:
         info = framework.info
-        wanted = soname in framework.missing or any(c.lib.soname == soname for c in framework.checks)
-        if not wanted or not wheel:
+        if not _wants(framework, soname) or installed_for(framework, soname):
             continue
-        for requirement in info.requirements:
-            spec, _, marker = requirement.partition(";")
-            spec = spec.strip()
+        for requirement in info.requirements if wheel else ():
+            spec = requirement.partition(";")[0].strip()
             if re.match(rf"{re.escape(wheel)}(-cu\d+)?\b", spec):
                 hints.append(f"pip install '{spec}'")
             elif extra and spec.startswith("cuda-toolkit[") and extra in spec.split("]", 1)[0]:
                 hints.append(f"pip install 'cuda-toolkit[{extra}]{spec.split(']', 1)[1]}'")
-            if "and-cuda" in marker and info.name.startswith("tensorflow"):
-                hints.append(f"pip install '{info.name}[and-cuda]=={info.version}'")
+        if info.install and (wheel or soname in framework.missing):
+            hints.append(info.install)
     return list(dict.fromkeys(hints))
+
+
+def cuda_major(info: FrameworkInfo) -> Optional[int]:
+    match = re.match(r"(\d+)", info.cuda or "")
+    return int(match.group(1)) if match else None
+
+
+def installed_for(framework: FrameworkReport, soname: Optional[str]) -> Optional[str]:
+    """The NVIDIA wheel file of the framework's own environment that holds ``soname``, when the framework
+    has a way to reach it (ONNX Runtime's ``preload_dlls()``)."""
+    info = framework.info
+    if not soname or info.reach is None or info.package_dir is None:
+        return None
+    return installed_wheel_file(os.path.dirname(info.package_dir), soname, cuda_major(info))
+
+
+def installed_unreached(soname: Optional[str], frameworks: list[FrameworkReport]) -> bool:
+    """``soname`` is installed (an NVIDIA wheel) for a framework that wants it and can be told to look there."""
+    return any(_wants(f, soname) and installed_for(f, soname) for f in frameworks)
+
+
+def reach_hint(sonames: list[str], frameworks: list[FrameworkReport]) -> Optional[tuple[str, str]]:
+    """(what the framework offers, the command to paste) when every one of ``sonames`` is installed as an NVIDIA
+    wheel of the framework's environment that its default search does not reach."""
+    for framework in frameworks:
+        if not sonames or not all(_wants(framework, s) for s in sonames):
+            continue
+        files = [installed_for(framework, s) for s in sonames]
+        if all(files):
+            folders = ":".join(dict.fromkeys(os.path.dirname(f) for f in files if f))
+            return (f"the libraries are installed (NVIDIA wheels) but {framework.info.title} does not search there "
+                    f"by default: {framework.info.reach}, or put their folders on LD_LIBRARY_PATH",
+                    f"export LD_LIBRARY_PATH={folders}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}")
+    return None

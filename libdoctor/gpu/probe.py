@@ -1,45 +1,50 @@
-"""``scan --probe``: import the framework in the environment's own python and compare.
+"""``scan --probe``: run the framework's own device query in the environment's python and compare.
 
-It runs framework code, so it is opt-in and time-limited.  The child reports whether a GPU is
-usable and every file mapped into it (``/proc/self/maps``); libdoctor compares the CUDA
-libraries really loaded with its static prediction, and says where the prediction was wrong.
+It runs framework code, so it is opt-in and time-limited.  Each framework plug-in supplies the
+query (``FrameworkPlugin.probe``).  The child captures what the framework logs (Python logging,
+warnings, and everything written to file descriptor 2, where TensorFlow, XLA and ONNX Runtime log
+from C++), whether a GPU is usable and every file mapped into it (``/proc/self/maps``).  libdoctor
+compares the CUDA libraries really loaded with its static prediction; a run that logged a load
+failure or a fall-back to the CPU never "agrees".
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
-from ..targets import CUDA_NAME
+from ..targets import CUDA_NAME, framework_kind
 from .frameworkcheck import FrameworkReport
+from .frameworks import plugin_of
 
 PROBE_TIMEOUT = 180
-PROBE_SCRIPT = r"""
-import json, sys
-name = sys.argv[1]
-out = {"imported": False, "gpu": None, "error": None, "version": None}
+STDERR_LIMIT = 1 << 16
+CHILD = r"""
+import json, logging, os, sys, tempfile, warnings
+out = {"imported": False, "gpu": None, "error": None, "version": None, "logs": []}
+def log(message):
+    out["logs"].append(str(message)[:2000])
+class Capture(logging.Handler):
+    def emit(self, record):
+        log(self.format(record))
+logging.getLogger().addHandler(Capture(logging.WARNING))
+warnings.showwarning = lambda message, *args, **kwargs: log(message)
+saved = os.dup(2)
+captured = tempfile.TemporaryFile()
+os.dup2(captured.fileno(), 2)
 try:
-    if name == "torch":
-        import torch
-        out["imported"], out["version"] = True, torch.__version__
-        out["gpu"] = bool(torch.cuda.is_available())
-    elif name.startswith("tensorflow") or name == "tf-nightly":
-        import tensorflow as tf
-        out["imported"], out["version"] = True, tf.__version__
-        config = getattr(tf, "config", None)
-        devices = getattr(config, "list_physical_devices", None) or getattr(
-            getattr(config, "experimental", None), "list_physical_devices", None)
-        out["gpu"] = bool(devices("GPU")) if devices else bool(tf.test.is_gpu_available())
-    elif name in ("jax", "jaxlib"):
-        import jax
-        out["imported"], out["version"] = True, jax.__version__
-        out["gpu"] = any(d.platform == "gpu" for d in jax.devices())
-    else:
-        out["error"] = "no probe for " + name
+    exec(compile(sys.argv[1], "<libdoctor probe>", "exec"), {"out": out, "log": log})
+    out["imported"] = True
 except BaseException as exc:
     out["error"] = type(exc).__name__ + ": " + str(exc)[:500]
+    out["imported"] = out["version"] is not None
+sys.stderr.flush()
+os.dup2(saved, 2)
+captured.seek(0)
+out["stderr"] = captured.read().decode("utf-8", "replace")[-%d:]
 maps = set()
 with open("/proc/self/maps") as handle:
     for line in handle:
@@ -48,7 +53,13 @@ with open("/proc/self/maps") as handle:
             maps.add(parts[5].strip())
 out["maps"] = sorted(maps)
 sys.stdout.write("\n" + json.dumps(out) + "\n")
-"""
+""" % STDERR_LIMIT
+# What frameworks log when a library does not load or they give up on the GPU (seen in TF, JAX, ONNX
+# Runtime, CuPy and PyTorch runs here).
+LOAD_FAILURE = re.compile(r"cannot open shared object file|Could not load dynamic library|Unable to load|"
+                          r"Failed to load library|could not load|Failed to create CUDAExecutionProvider|"
+                          r"Falling back to cpu|Unable to initialize backend|Error loading CUDA libraries|"
+                          r"Cannot dlopen some GPU libraries", re.I)
 
 
 @dataclass(frozen=True)
@@ -60,23 +71,39 @@ class ProbeResult:
     loaded: tuple[str, ...]  # CUDA libraries mapped in the child (real paths)
     predicted: tuple[str, ...]  # CUDA libraries libdoctor predicted (real paths)
     findings: tuple[str, ...]  # where the prediction and the run differ
+    logged: tuple[str, ...] = ()  # what the framework logged about libraries it could not load
 
     @property
     def agrees(self) -> bool:
-        return not self.findings
+        return not self.findings and not self.logged
 
 
 def _cuda_paths(paths: list[str]) -> set[str]:
     return {os.path.realpath(p) for p in paths if CUDA_NAME.match(os.path.basename(p))}
 
 
+def load_failures(data: dict) -> tuple[str, ...]:
+    """The lines the framework logged about a library it could not load or a fall-back to the CPU."""
+    lines = [line.strip() for entry in data.get("logs", []) for line in str(entry).splitlines()]
+    lines += [line.strip() for line in str(data.get("stderr", "")).splitlines()]
+    if data.get("error"):
+        lines.append(str(data["error"]))
+    hits = [re.sub(r"\x1b\[[0-9;]*m", "", line)[:300] for line in lines if LOAD_FAILURE.search(line)]
+    return tuple(dict.fromkeys(hits))[:8]
+
+
 def run_probe(python: str, framework: FrameworkReport, timeout: int = PROBE_TIMEOUT) -> ProbeResult:
     info = framework.info
     predicted = _cuda_paths([p for _n, p, _v in framework.cuda_sources])
     lazily = _cuda_paths([c.path for c in framework.checks if c.path and c.lib.role == "lazy"])
+    known = framework_kind(info.name)
+    plugin = plugin_of(known[0]) if known else None
+    if plugin is None:
+        return ProbeResult(info.label, False, None, f"no probe for {info.name}", (), tuple(sorted(predicted)),
+                           ("no probe for this framework: nothing compared",))
     try:
-        done = subprocess.run([python, "-c", PROBE_SCRIPT, info.name], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        done = subprocess.run([python, "-c", CHILD, plugin.probe], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}, stdin=subprocess.DEVNULL)
         data = json.loads(done.stdout.strip().splitlines()[-1])
     except subprocess.TimeoutExpired:
         return ProbeResult(info.label, False, None, f"timed out after {timeout} s", (), tuple(sorted(predicted)),
@@ -93,4 +120,4 @@ def run_probe(python: str, framework: FrameworkReport, timeout: int = PROBE_TIME
     if data.get("gpu") is not None and framework.gpu_usable is not None and data["gpu"] != framework.gpu_usable:
         findings.append(f"the framework says GPU usable: {data['gpu']}; libdoctor predicted {framework.gpu_usable}")
     return ProbeResult(info.label, bool(data.get("imported")), data.get("gpu"), data.get("error"),
-                       tuple(sorted(loaded)), tuple(sorted(predicted)), tuple(findings))
+                       tuple(sorted(loaded)), tuple(sorted(predicted)), tuple(findings), load_failures(data))

@@ -9,7 +9,7 @@ import os
 from collections import OrderedDict
 
 from ..gpu.cudatable import install_hint
-from ..gpu.frameworkcheck import fitting_packages
+from ..gpu.frameworkcheck import fitting_packages, installed_unreached
 from ..loader.resolver import CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM
 from ..scan import Problem
 from .base import Finding, Proposal, RuleContext, RuleResult, SimpleRule
@@ -71,6 +71,8 @@ def _proposals(ctx: RuleContext, soname: str, problems: list[Problem]) -> list[P
         proposals.append(Proposal("missing-soname", "symlink", f"link {soname} -> {candidate.path}",
                                   soname=soname, link=link, target=target, consumers=consumers,
                                   requesters=requesters, rank=1 + len(seen_real)))
+    if installed_unreached(soname, ctx.report.frameworks):
+        return proposals  # installed where its framework can be told to look: the scan's cause says how
     fitting = fitting_packages(soname, ctx.report.frameworks)
     for hint in fitting:
         proposals.append(Proposal("missing-soname", "install", hint, soname=soname, command=hint,

@@ -1,0 +1,147 @@
+"""What every framework plug-in answers, and the helpers they share.
+
+A plug-in reads an installed framework from disk (never imports it) and returns a
+:class:`FrameworkInfo`: the CUDA build, the libraries it loads at run time and how it finds
+them, what happens when they are missing, and the command that installs what it needs.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Optional
+
+from ...targets import Framework, PythonEnv
+from ..cudatable import family_of, wheel_dirs
+from ..impostor import BuiltFor, built_for
+
+GATE = "gate"  # without it the framework registers no GPU and runs on the CPU
+OPTIONAL = "optional"  # a failure only warns (profiler, NCCL, TensorRT)
+LAZY = "lazy"  # loaded on first use; the GPU path fails then
+# What libcudnn.so.N dlopens (from its own folder) on first use (cuda-facts.md section 4)
+CUDNN_SUBLIBS = {"8": ("ops_infer", "ops_train", "cnn_infer", "cnn_train", "adv_infer", "adv_train"),
+                 "9": ("graph", "ops", "cnn", "adv", "engines_precompiled", "engines_runtime_compiled", "heuristic")}
+
+
+@dataclass(frozen=True)
+class ExpectedLib:
+    soname: str
+    family: str
+    role: str  # gate | optional | lazy
+    requester: Optional[str]  # the object that dlopens it (None: the framework's own closure decides)
+    loaded_by: Optional[str] = None  # the extension module python dlopens, which brings ``requester`` in
+    feature: Optional[str] = None  # what an optional library is for ("multi-GPU collectives (NCCL)")
+
+
+@dataclass(frozen=True)
+class FrameworkInfo:
+    name: str
+    version: str
+    flavour: str
+    package_dir: Optional[str]
+    python_version: Optional[str]
+    cuda: Optional[str]
+    cudnn: Optional[str]
+    built_from: str  # where cuda/cudnn were read
+    cuda_build: Optional[bool]
+    expected: tuple[ExpectedLib, ...] = ()
+    preloads: tuple[str, ...] = ()  # loaded by full path before anything else (torch, JAX, CuPy's pathfinder)
+    requirements: tuple[str, ...] = ()  # Requires-Dist lines naming nvidia wheels
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    display: str = ""  # "PyTorch", "JAX"
+    on_failure: str = "its GPU path fails"  # what the framework does when a gate library is missing
+    install: Optional[str] = None  # the framework's own command for its CUDA libraries ("pip install 'jax[cuda12]'")
+    optional_objects: tuple[tuple[str, str], ...] = ()  # (extension module, optional feature it serves)
+    wheel_libs: tuple[str, ...] = ()  # NVIDIA wheel folders installed here that the loader does not search
+    reach: Optional[str] = None  # how the framework reaches those folders when asked (onnxruntime.preload_dlls())
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+    @property
+    def title(self) -> str:
+        return self.display or self.name
+
+    @cached_property
+    def built_for(self) -> BuiltFor:
+        return built_for(self.label, self.cuda, self.cudnn, self.requirements)
+
+    def feature_of(self, path: str) -> Optional[str]:
+        """The optional feature an extension module serves (CuPy's cuTENSOR module), or None."""
+        real = os.path.realpath(path)
+        return next((feature for obj, feature in self.optional_objects if os.path.realpath(obj) == real), None)
+
+
+@dataclass(frozen=True)
+class FrameworkPlugin:
+    kind: str  # as targets.FRAMEWORK_DISTS names it
+    display: str
+    info: Callable[[Framework, PythonEnv], FrameworkInfo]
+    probe: str  # python run in the environment: sets out["version"] and out["gpu"], may raise
+
+
+def python_version_of(site_packages: str) -> Optional[str]:
+    match = re.search(r"python(\d+\.\d+)", site_packages)
+    return match.group(1) if match else None
+
+
+def read_text(path: str, limit: int = 1 << 20) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(limit)
+    except OSError:
+        return None
+
+
+def requirements(dist_info: str) -> tuple[str, ...]:
+    text = read_text(os.path.join(dist_info, "METADATA")) or read_text(os.path.join(dist_info, "PKG-INFO")) or ""
+    return tuple(modern_requirement(line.split(":", 1)[1].strip()) for line in text.splitlines()
+                 if line.startswith("Requires-Dist:") and re.search(r"nvidia|cuda-toolkit", line))
+
+
+def modern_requirement(requirement: str) -> str:
+    """``nvidia-cublas-cu12 (==12.2.5.6); extra == "and-cuda"`` (old metadata) -> ``nvidia-cublas-cu12==12.2.5.6; ...``,
+    the form pip accepts on a command line."""
+    return re.sub(r"^([A-Za-z0-9_.\-]+(?:\[[^\]]*\])?)\s*\(([^)]*)\)", r"\1\2", requirement)
+
+
+def lower_bound(requirements_: tuple[str, ...], package: str) -> Optional[str]:
+    """``nvidia-cuda-runtime-cu12>=12.1.105`` -> "12.1" (the first two numbers of the lowest version allowed)."""
+    for requirement in requirements_:
+        spec = requirement.split(";", 1)[0]
+        if re.match(rf"{re.escape(package)}(-cu\d+)?\s*[<>=~!(]", spec):
+            match = re.search(r"(?:>=|==|~=)\s*(\d+(?:\.\d+)?)", spec)
+            if match:
+                return match.group(1)
+    return None
+
+
+def installed_wheel_file(site: str, soname: str, cuda_major: Optional[int]) -> Optional[str]:
+    """Where an NVIDIA wheel of this environment holds ``soname`` (``nvidia/cublas/lib``, ``nvidia/cu13/lib``)."""
+    for folder in wheel_dirs(family_of(soname) or "", cuda_major):
+        path = os.path.join(site, folder, soname)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def optional_objects(files: tuple[str, ...], features: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """(file, feature) for each file whose name matches a pattern of ``features``."""
+    found = []
+    for path in files:
+        for pattern, feature in features:
+            if re.search(pattern, path):
+                found.append((path, feature))
+                break
+    return tuple(found)
+
+
+def cudnn_sublibs(cudnn: Optional[str]) -> list[ExpectedLib]:
+    """The sub-libraries ``cudnn`` (a ``libcudnn.so.N`` file) dlopens on first use; none when it is absent."""
+    match = re.search(r"libcudnn\.so\.(\d+)$", cudnn or "")
+    if cudnn is None or match is None or not os.path.exists(cudnn):
+        return []
+    major = match.group(1)
+    return [ExpectedLib(f"libcudnn_{sub}.so.{major}", "cudnn", LAZY, cudnn) for sub in CUDNN_SUBLIBS.get(major, ())]
