@@ -32,13 +32,16 @@ ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
 ET_REL, ET_EXEC, ET_DYN, ET_CORE = 1, 2, 3, 4
 PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
-PF_X, PF_W = 1, 2
+PT_TLS, PT_GNU_PROPERTY = 7, 0x6474E553
+PF_X, PF_W, PF_R = 1, 2, 4
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 5, 6, 10, 11
 DT_HASH, DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS_1 = 4, 14, 15, 29, 0x6FFFFFFB
 DT_AUXILIARY, DT_FILTER = 0x7FFFFFFD, 0x7FFFFFFF
 DT_GNU_HASH, DT_VERSYM = 0x6FFFFEF5, 0x6FFFFFF0
 DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
 DF_1_NODEFLIB, DF_1_PIE = 0x800, 0x08000000
+DT_PLTREL, DT_RELA, DT_RELAENT, DT_REL, DT_RELENT = 20, 7, 9, 17, 19
+EM_386, EM_X86_64 = 3, 62
 VER_FLG_BASE, VER_FLG_WEAK = 0x1, 0x2
 ELFOSABI_SYSV, ELFOSABI_GNU = 0, 3
 EV_CURRENT = 1
@@ -46,6 +49,9 @@ EV_CURRENT = 1
 # Bounds that keep a corrupt file from costing unbounded time or memory.
 MAX_DYNAMIC_BYTES = 4 << 20
 MAX_STRING = 1 << 16
+PATH_MAX = 4096  # a longer name can never be opened (ENAMETOOLONG): kept to PATH_MAX + 1 bytes, same verdict
+PAGE = 4096  # x86_64 and most loaders here; the mapping checks use it as glibc uses GLRO(dl_pagesize)
+ADDRESS_SPACE = 1 << 47  # a mapping longer than the user address space cannot be made
 MAX_VERSION_ENTRIES = 1 << 16
 MAX_PHNUM = 4096
 LD_SCRIPT_PROBE = 4096
@@ -98,6 +104,9 @@ class ElfFacts:
     version_needs: tuple[VersionNeed, ...] = ()
     version_defs: tuple[VersionDef, ...] = ()
     has_verdef: bool = False
+    load_error: Optional[str] = None  # what _dl_map_object_from_fd says of this file (it is never loaded)
+    late_error: Optional[str] = None  # the same, met after its DF_1_PIE check (hash table, strings)
+    crashes: bool = False  # the error is a crash of the loader itself (SIGSEGV, SIGBUS), not a message
 
     @property
     def nodeflib(self) -> bool:
@@ -194,7 +203,8 @@ def _enum_value(value: object, table_name: str) -> int:
     return int(getattr(enums, table_name)[value])
 
 
-_PT_NAMES = {"PT_LOAD": PT_LOAD, "PT_DYNAMIC": PT_DYNAMIC, "PT_INTERP": PT_INTERP}
+_PT_NAMES = {"PT_LOAD": PT_LOAD, "PT_DYNAMIC": PT_DYNAMIC, "PT_INTERP": PT_INTERP, "PT_GNU_PROPERTY": PT_GNU_PROPERTY,
+             "PT_TLS": PT_TLS}
 _LD_SCRIPT_WORDS = re.compile(rb"\b(GROUP|INPUT|OUTPUT_FORMAT|AS_NEEDED)\s*\(")
 _LD_SCRIPT_REFS = re.compile(rb"(?:GROUP|INPUT|AS_NEEDED)\s*\(([^)]*)\)")
 
@@ -262,6 +272,17 @@ class _Reader:
         raise CorruptError(f"corrupt: unterminated {what} string at offset {offset:#x}")
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One PT_LOAD program header."""
+
+    vaddr: int
+    offset: int
+    filesz: int
+    memsz: int
+    flags: int
+
+
 @dataclass
 class _Layout:
     """Where things are in one file: the parts of the ELF and program headers we use."""
@@ -270,14 +291,173 @@ class _Layout:
     elf_class: int
     loads: list[tuple[int, int, int]] = field(default_factory=list)  # (vaddr, offset, filesz)
     dynamic: Optional[tuple[int, int]] = None  # (offset, filesz)
+    dynamic_vaddr: int = 0
     interp: Optional[tuple[int, int]] = None
     readonly: list[tuple[int, int]] = field(default_factory=list)  # (offset, filesz) of r-- PT_LOAD segments
+    segments: list[Segment] = field(default_factory=list)  # every PT_LOAD, in program header order
+    property_note: Optional[tuple[int, int, int]] = None  # PT_GNU_PROPERTY (vaddr, memsz, align)
+    tls: Optional[tuple[int, int]] = None  # PT_TLS (memsz, align), the last non-empty one
 
     def offset_of(self, vaddr: int, what: str) -> int:
         for start, offset, size in self.loads:
             if start <= vaddr < start + size:
                 return vaddr - start + offset
         raise CorruptError(f"corrupt: {what} address {vaddr:#x} is in no loadable segment")
+
+
+class UnsupportedVersion(Exception):
+    """``_dl_check_map_versions`` stops the load: a version record it cannot read."""
+
+
+class LoaderCrash(Exception):
+    """The loader itself would die reading this address (its own SIGSEGV or SIGBUS), not report an error."""
+
+    def __init__(self, signal: str, what: str) -> None:
+        super().__init__(f"the loader crashes ({signal}) reading {what}")
+
+
+def _down(value: int) -> int:
+    return value & ~(PAGE - 1)
+
+
+def _up(value: int) -> int:
+    return (value + PAGE - 1) & ~(PAGE - 1)
+
+
+# A MAP_FIXED mapping that reaches this far past the object's own reservation runs off the top of the user
+# address space for almost every placement ASLR can choose (the reservation sits at most 2**40 below it);
+# nearer, the loader's outcome depends on where the object landed (measured: 2**37 failed, 2**20 mapped).
+BEYOND_RESERVATION = 1 << 36
+# The objects loaded just before lie right above an object's reservation (mmap places it just below them):
+# a MAP_FIXED segment that reaches into this window replaces their pages, and the loader crashes on them.
+NEIGHBOURS = 1 << 20
+TLS_LIMIT = 1 << 31  # a TLS block (or its alignment) this large cannot be allocated
+
+
+@lru_cache(maxsize=1)
+def _commit_limit() -> int:
+    """The most private writable memory one mapping can get here (heuristic overcommit: RAM + swap)."""
+    total = 0
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(("MemTotal:", "SwapTotal:")):
+                    total += int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return ADDRESS_SPACE
+    return total or ADDRESS_SPACE
+
+
+def mapping_error(layout: _Layout, size: int) -> Optional[str]:
+    """What ``_dl_map_object_from_fd`` and ``_dl_map_segments`` (glibc 2.36 ``elf/dl-load.c``,
+    ``dl-map-segments.h``) refuse, in their order; None when the segments can be mapped."""
+    segments = layout.segments
+    for seg in segments:
+        if (seg.vaddr - seg.offset) & (PAGE - 1):
+            return "ELF load command address/offset not page-aligned"
+    if not segments:
+        return "object file has no loadable segments"
+    first, last = segments[0], segments[-1]
+    base = _down(first.vaddr)
+    length = (last.vaddr + last.memsz - base) % (1 << 64)
+    if length == 0 or length >= ADDRESS_SPACE or _down(first.offset) + length >= 1 << 63:
+        return "failed to map segment from shared object"
+    holes = any(_down(b.vaddr) != _up(a.vaddr + a.filesz) for a, b in zip(segments, segments[1:]))
+    if holes and _down(last.vaddr) < _up(first.vaddr + first.filesz):
+        return "ELF load command address/offset not page-aligned"
+    if layout.tls and max(layout.tls) >= TLS_LIMIT:  # the static TLS block is allocated with the initial thread
+        return "cannot allocate TLS data structures for initial thread"
+    limit = _up(length) + BEYOND_RESERVATION
+    for seg in segments:  # MAP_FIXED: anywhere in the address space, overlapping or not
+        start, end = _down(seg.vaddr), _up(seg.vaddr + seg.filesz)
+        if end > start and ((end - base) % (1 << 64) >= limit or _down(seg.offset) + (end - start) >= 1 << 63):
+            return "failed to map segment from shared object"
+        zero, zero_end = _up(seg.vaddr + seg.filesz), seg.vaddr + seg.memsz
+        if zero_end > zero and ((zero_end - base) % (1 << 64) >= limit
+                                or seg.flags & PF_W and zero_end - zero > _commit_limit()):
+            return "cannot map zero-fill pages"
+    return None
+
+
+def clobbers_neighbours(layout: _Layout, size: int) -> Optional[LoaderCrash]:
+    """A segment mapped past the object's reservation, over the objects loaded before it (``MAP_FIXED``)."""
+    segments = layout.segments
+    base = _down(segments[0].vaddr)
+    reserved = _up(segments[-1].vaddr + segments[-1].memsz) - base
+    for seg in segments:
+        file_end = _up(seg.vaddr + seg.filesz) - base
+        alloc_end = _up(seg.vaddr + seg.memsz) - base
+        start = _down(seg.vaddr) - base
+        if start >= reserved + NEIGHBOURS or max(file_end, alloc_end) <= reserved:
+            continue
+        if file_end > reserved and _down(seg.offset) + (reserved - start) >= _up(size):
+            return LoaderCrash("SIGBUS", "a segment mapped past the end of the file, over the objects loaded before")
+        return LoaderCrash("SIGSEGV", "a segment mapped over the objects loaded before it")
+    return None
+
+
+class _Image:
+    """The file as the loader maps it (``_dl_map_segments``): reads by virtual address, with the faults the
+    loader itself would take.  Later segments win where they overlap, as MAP_FIXED does."""
+
+    def __init__(self, reader: _Reader, segments: list[Segment]) -> None:
+        self.reader = reader
+        self.eof_page = _up(reader.size)
+        self.maps: list[tuple[int, int, Optional[int], bool]] = []  # (start, end, file offset or None, readable)
+        base = _down(segments[0].vaddr)
+        reserved = _up(segments[-1].vaddr + segments[-1].memsz)
+        # Just above the reservation lie the objects loaded before: readable, of unknown content (read as zeros;
+        # measured: the loader survives such reads far more often than not).
+        self.maps.append((reserved, reserved + NEIGHBOURS, -1, True))
+        self.maps.append((base, reserved, None, False))  # the reservation: holes are PROT_NONE
+        for seg in segments:
+            start, end = _down(seg.vaddr), _up(seg.vaddr + seg.filesz)
+            readable = bool(seg.flags & PF_R)
+            if end > start:
+                self.maps.append((start, end, _down(seg.offset), readable))
+            zero, zero_end = seg.vaddr + seg.filesz, seg.vaddr + seg.memsz
+            if zero_end > _up(zero):
+                self.maps.append((_up(zero), _up(zero_end), -1, readable))  # anonymous zero pages
+
+    def _find(self, address: int) -> tuple[int, int, Optional[int], bool]:
+        for start, end, offset, readable in reversed(self.maps):
+            if start <= address < end:
+                return start, end, offset, readable
+        raise LoaderCrash("SIGSEGV", f"address {address:#x} outside the mapped segments")
+
+    def read(self, address: int, length: int, what: str) -> bytes:
+        out = bytearray()
+        while len(out) < length:
+            at = address + len(out)
+            start, end, offset, readable = self._find(at)
+            if offset is None or not readable:
+                raise LoaderCrash("SIGSEGV", f"{what} at {at:#x}, in a page mapped without read access")
+            take = min(length - len(out), end - at)
+            if offset == -1:
+                out += bytes(take)
+                continue
+            file_at = offset + (at - start)
+            if file_at >= self.eof_page:
+                raise LoaderCrash("SIGBUS", f"{what}: mapped past the end of the file")
+            have = max(0, min(take, self.reader.size - file_at))
+            out += os.pread(self.reader.fd, have, file_at) if have else b""
+            out += bytes(take - have)  # the rest of the last file page reads as zeros
+        return bytes(out)
+
+    def cstring(self, address: int, what: str) -> str:
+        """A NUL-terminated string as the loader reads it; a name longer than PATH_MAX is kept to PATH_MAX + 1
+        bytes (no longer name can be opened, so the verdict is the same) but scanned to its end."""
+        kept = bytearray()
+        at = address
+        while True:
+            chunk = self.read(at, min(4096, PAGE - (at & (PAGE - 1))), what)
+            end = chunk.find(b"\0")
+            part = chunk if end < 0 else chunk[:end]
+            if len(kept) <= PATH_MAX:
+                kept += part[:PATH_MAX + 1 - len(kept)]
+            if end >= 0:
+                return kept.decode("utf-8", "surrogateescape")
+            at += len(chunk)
 
 
 def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
@@ -322,10 +502,17 @@ def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
         p_type = _PT_NAMES.get(ph["p_type"], ph["p_type"])
         if p_type == PT_LOAD:
             layout.loads.append((ph["p_vaddr"], ph["p_offset"], ph["p_filesz"]))
+            layout.segments.append(Segment(ph["p_vaddr"], ph["p_offset"], ph["p_filesz"], ph["p_memsz"],
+                                           int(ph["p_flags"])))
             if not int(ph["p_flags"]) & (PF_X | PF_W):
                 layout.readonly.append((ph["p_offset"], ph["p_filesz"]))
-        elif p_type == PT_DYNAMIC and layout.dynamic is None:
+        elif p_type == PT_DYNAMIC and ph["p_filesz"]:  # glibc: the last non-empty one; empty ones are skipped
             layout.dynamic = (ph["p_offset"], ph["p_filesz"])
+            layout.dynamic_vaddr = ph["p_vaddr"]
+        elif p_type == PT_GNU_PROPERTY:
+            layout.property_note = (ph["p_vaddr"], ph["p_memsz"], ph["p_align"])
+        elif p_type == PT_TLS and ph["p_memsz"]:
+            layout.tls = (ph["p_memsz"], ph["p_align"])
         elif p_type == PT_INTERP and layout.interp is None:
             layout.interp = (ph["p_offset"], ph["p_filesz"])
     return header, layout
@@ -346,44 +533,6 @@ def _dynamic_entries(reader: _Reader, layout: _Layout) -> list[tuple[int, int]]:
             break
         entries.append((tag, value))
     return entries
-
-
-def _version_needs(reader: _Reader, layout: _Layout, strtab: int, addr: int, count: int) -> tuple[VersionNeed, ...]:
-    fmt = layout.fmt
-    pos = layout.offset_of(addr, "version needs")
-    needs: list[VersionNeed] = []
-    for _ in range(min(count, MAX_VERSION_ENTRIES)):
-        _version, cnt, file_off, aux, nxt = struct.unpack(fmt + "HHIII", reader.read(pos, 16, "version need"))
-        file_name = reader.cstring(strtab + file_off, "version need file")
-        apos = pos + aux
-        for _ in range(cnt):
-            vhash, flags, other, name_off, anext = struct.unpack(fmt + "IHHII", reader.read(apos, 16, "version need aux"))
-            needs.append(VersionNeed(file_name, reader.cstring(strtab + name_off, "version name"), vhash,
-                                     bool(flags & VER_FLG_WEAK), other))
-            if len(needs) > MAX_VERSION_ENTRIES:
-                raise CorruptError("corrupt: too many version needs")
-            if anext == 0:
-                break
-            apos += anext
-        if nxt == 0:
-            break
-        pos += nxt
-    return tuple(needs)
-
-
-def _version_defs(reader: _Reader, layout: _Layout, strtab: int, addr: int, count: int) -> tuple[VersionDef, ...]:
-    fmt = layout.fmt
-    pos = layout.offset_of(addr, "version definitions")
-    defs: list[VersionDef] = []
-    for _ in range(min(count, MAX_VERSION_ENTRIES)):
-        _version, flags, index, cnt, vhash, aux, nxt = struct.unpack(fmt + "HHHHIII", reader.read(pos, 20, "version definition"))
-        if cnt:
-            name_off, _anext = struct.unpack(fmt + "II", reader.read(pos + aux, 8, "version definition aux"))
-            defs.append(VersionDef(reader.cstring(strtab + name_off, "version name"), vhash, flags, index))
-        if nxt == 0:
-            break
-        pos += nxt
-    return tuple(defs)
 
 
 def open_regular(path: str) -> int:
@@ -461,9 +610,74 @@ def _read_facts(reader: _Reader, head: bytes) -> ElfFacts:
     if layout.interp is not None:
         offset, size = layout.interp
         interp = reader.read(offset, min(size, 4096), "interpreter").split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    if header["e_type"] not in (ET_DYN, ET_EXEC):  # open_verify refuses it before mapping anything
+        return ElfFacts(**header, interp=interp, dynamic=layout.dynamic is not None)
+    problem = mapping_error(layout, reader.size)
+    if problem is not None:
+        return ElfFacts(**header, interp=interp, dynamic=layout.dynamic is not None, load_error=problem)
+    try:
+        return _mapped_facts(reader, header, layout, interp)
+    except LoaderCrash as crash:
+        return ElfFacts(**header, interp=interp, dynamic=layout.dynamic is not None, load_error=str(crash),
+                        crashes=True)
+    except UnsupportedVersion as refused:
+        return ElfFacts(**header, interp=interp, dynamic=True, load_error=str(refused))
+
+
+def _zero_fill(reader: _Reader, layout: _Layout) -> None:
+    """``_dl_map_segments`` clears the rest of each segment's last file page: past the end of the file, SIGBUS."""
+    for seg in layout.segments:
+        zero = seg.vaddr + seg.filesz
+        if seg.memsz > seg.filesz and zero & (PAGE - 1) and seg.filesz:
+            page = _down(seg.offset) + (_down(zero) - _down(seg.vaddr))
+            if page >= _up(reader.size):
+                raise LoaderCrash("SIGBUS", "the zero fill of a segment mapped past the end of the file")
+
+
+def _dynamic_info_error(tags: dict[int, int], machine: int) -> Optional[str]:
+    """The assertions of ``elf_get_dynamic_info`` (glibc ``elf/get-dynamic-info.h``) for this machine's relocations:
+    a failed one is "Inconsistency detected by ld.so" and exit 127; a missing entry it dereferences, a SIGSEGV."""
+    rela = {EM_X86_64: (DT_RELA, DT_RELAENT, 24), EM_386: (DT_REL, DT_RELENT, 8)}.get(machine)
+    if rela is None:
+        return None
+    kind, entsize_tag, entsize = rela
+    names = {DT_RELA: "DT_RELA", DT_REL: "DT_REL"}
+    if DT_PLTREL in tags and tags[DT_PLTREL] != kind:
+        return (f"Inconsistency detected by ld.so: get-dynamic-info.h: Assertion `info[DT_PLTREL]->d_un.d_val == "
+                f"{names[kind]}' failed (exit 127)")
+    if kind in tags:
+        if entsize_tag not in tags:
+            raise LoaderCrash("SIGSEGV", f"the missing {names[kind]}ENT entry")
+        if tags[entsize_tag] != entsize:
+            return (f"Inconsistency detected by ld.so: get-dynamic-info.h: Assertion `info[{names[kind]}ENT]->d_un."
+                    f"d_val == sizeof (ElfW({names[kind][3:].capitalize()}))' failed (exit 127)")
+    return None
+
+
+def _hash_error(image: _Image, tags: dict[int, int], fmt: str) -> Optional[str]:
+    """``_dl_setup_hash`` reads the hash table's header (glibc ``elf/dl-setup_hash.c``)."""
+    if DT_GNU_HASH in tags:
+        _nbuckets, _bias, nwords, _shift = struct.unpack(fmt + "IIII", image.read(tags[DT_GNU_HASH], 16,
+                                                                                  "the GNU hash table"))
+        if nwords & (nwords - 1):
+            return ("Inconsistency detected by ld.so: dl-setup_hash.c: Assertion `(bitmask_nwords & "
+                    "(bitmask_nwords - 1)) == 0' failed (exit 127)")
+    elif DT_HASH in tags:
+        image.read(tags[DT_HASH], 8, "the hash table")
+    return None
+
+
+def _mapped_facts(reader: _Reader, header: dict, layout: _Layout, interp: Optional[str]) -> ElfFacts:
+    image = _Image(reader, layout.segments)
+    _zero_fill(reader, layout)
+    clobber = clobbers_neighbours(layout, reader.size)
+    if clobber is not None:
+        raise clobber
     if layout.dynamic is None:
+        if header["e_type"] == ET_DYN:
+            return ElfFacts(**header, interp=interp, load_error="object file has no dynamic section")
         return ElfFacts(**header, interp=interp)
-    entries = _dynamic_entries(reader, layout)
+    entries = _mapped_dynamic(image, layout)
     tags: dict[int, int] = {}
     needed_offsets: list[int] = []
     filter_offsets: list[int] = []
@@ -473,39 +687,394 @@ def _read_facts(reader: _Reader, head: bytes) -> ElfFacts:
         elif tag in (DT_AUXILIARY, DT_FILTER):
             filter_offsets.append(value)
         else:
-            tags.setdefault(tag, value)
+            tags[tag] = value  # elf_get_dynamic_info: a later entry of the same tag wins
+    flags_1 = tags.get(DT_FLAGS_1, 0)
+    asserted = _dynamic_info_error(tags, header["machine"])
+    if asserted:
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, load_error=asserted)
+    try:
+        return _named_facts(image, header, layout, interp, tags, needed_offsets, filter_offsets)
+    except LoaderCrash as crash:  # after the DF_1_PIE check: a PIE is refused before this
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, late_error=str(crash), crashes=True)
+
+
+def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[str], tags: dict[int, int],
+                 needed_offsets: list[int], filter_offsets: list[int]) -> ElfFacts:
+    flags_1 = tags.get(DT_FLAGS_1, 0)
+    late = _hash_error(image, tags, layout.fmt)
+    if late:
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, late_error=late)
+    if (DT_VERNEED in tags or DT_VERDEF in tags) and DT_VERSYM not in tags:
+        raise LoaderCrash("SIGSEGV", "version tables without DT_VERSYM (_dl_check_map_versions)")
     strings_needed = needed_offsets or filter_offsets or any(
         t in tags for t in (DT_SONAME, DT_RPATH, DT_RUNPATH, DT_VERNEED, DT_VERDEF))
     if not strings_needed:
-        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=tags.get(DT_FLAGS_1, 0))
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1)
     if DT_STRTAB not in tags:
-        raise CorruptError("corrupt: dynamic segment has strings but no DT_STRTAB")
-    strtab = layout.offset_of(tags[DT_STRTAB], "string table")
+        raise LoaderCrash("SIGSEGV", "strings through a missing DT_STRTAB")
+    strtab = tags[DT_STRTAB]
 
-    def string(tag_value: int, what: str) -> str:
-        return reader.cstring(strtab + tag_value, what)
+    def string(value: int, what: str) -> str:
+        return image.cstring((strtab + value) % (1 << 64), what)
 
-    rpath = string(tags[DT_RPATH], "RPATH") if DT_RPATH in tags else None
-    runpath = string(tags[DT_RUNPATH], "RUNPATH") if DT_RUNPATH in tags else None
-    verneed = (_version_needs(reader, layout, strtab, tags[DT_VERNEED], tags.get(DT_VERNEEDNUM, 0))
+    rpath = string(tags[DT_RPATH], "DT_RPATH") if DT_RPATH in tags else None
+    runpath = string(tags[DT_RUNPATH], "DT_RUNPATH") if DT_RUNPATH in tags else None
+    needed = tuple(dict.fromkeys(string(off, "a DT_NEEDED name") for off in needed_offsets))  # repeats: once
+    verneed = (_version_needs(image, layout.fmt, string, tags[DT_VERNEED], tags.get(DT_VERNEEDNUM, 0))
                if DT_VERNEED in tags else ())
-    verdef = (_version_defs(reader, layout, strtab, tags[DT_VERDEF], tags.get(DT_VERDEFNUM, 0))
-              if DT_VERDEF in tags else ())
+    try:
+        verdef = (_version_defs(image, layout.fmt, string, tags[DT_VERDEF], tags.get(DT_VERDEFNUM, 0))
+                  if DT_VERDEF in tags else ())
+    except UnsupportedVersion:
+        verdef = ()  # read only when another object needs one of its versions: that need then fails
     return ElfFacts(
         **header,
         interp=interp,
         dynamic=True,
-        soname=string(tags[DT_SONAME], "SONAME") if DT_SONAME in tags else None,
-        needed=tuple(string(off, "DT_NEEDED") for off in needed_offsets),
+        soname=string(tags[DT_SONAME], "DT_SONAME") if DT_SONAME in tags else None,
+        needed=needed,
         rpath=None if runpath is not None else rpath,
         runpath=runpath,
         rpath_ignored=rpath if runpath is not None else None,
-        flags_1=tags.get(DT_FLAGS_1, 0),
-        filters=tuple(string(off, "filter") for off in filter_offsets),
+        flags_1=flags_1,
+        filters=tuple(string(off, "a filter name") for off in filter_offsets),
         version_needs=verneed,
         version_defs=verdef,
         has_verdef=DT_VERDEF in tags,
     )
+
+
+def _mapped_dynamic(image: _Image, layout: _Layout) -> list[tuple[int, int]]:
+    """The dynamic entries as ``elf_get_dynamic_info`` walks them: from PT_DYNAMIC's address up to DT_NULL."""
+    width = 16 if layout.elf_class == 64 else 8
+    fmt = layout.fmt + ("qQ" if layout.elf_class == 64 else "iI")
+    entries: list[tuple[int, int]] = []
+    address = layout.dynamic_vaddr
+    while len(entries) * width < MAX_DYNAMIC_BYTES:
+        block = image.read(address, min(PAGE - (address & (PAGE - 1)), MAX_DYNAMIC_BYTES) // width * width or width,
+                           "the dynamic section")
+        for tag, value in struct.iter_unpack(fmt, block):
+            if tag == DT_NULL:
+                return entries
+            entries.append((tag, value))
+        address += len(block)
+    raise CorruptError(f"corrupt: no DT_NULL in the first {MAX_DYNAMIC_BYTES} bytes of the dynamic section")
+
+
+def _version_needs(image: _Image, fmt: str, string, address: int, count: int  # noqa: ANN001
+                   ) -> tuple[VersionNeed, ...]:
+    """The Verneed list as ``_dl_check_map_versions`` walks it: the first record's version checked, then each
+    record and its Vernaux entries followed by their ``next`` fields until 0 (``count`` is not used)."""
+    needs: list[VersionNeed] = []
+    version = struct.unpack(fmt + "H", image.read(address, 2, "a version need"))[0]
+    if version != 1:
+        raise UnsupportedVersion(f"unsupported version {version} of Verneed record")
+    for _ in range(MAX_VERSION_ENTRIES):
+        _version, cnt, file_off, aux, nxt = struct.unpack(fmt + "HHIII", image.read(address, 16, "a version need"))
+        file_name = string(file_off, "a version need's file")
+        apos = (address + aux) % (1 << 64)
+        for _ in range(MAX_VERSION_ENTRIES):
+            vhash, flags, other, name_off, anext = struct.unpack(fmt + "IHHII", image.read(apos, 16, "a version need"))
+            needs.append(VersionNeed(file_name, string(name_off, "a version name"), vhash,
+                                     bool(flags & VER_FLG_WEAK), other))
+            if len(needs) > MAX_VERSION_ENTRIES:
+                raise CorruptError("corrupt: too many version needs")
+            if anext == 0:
+                break
+            apos = (apos + anext) % (1 << 64)
+        if nxt == 0:
+            return tuple(needs)
+        address = (address + nxt) % (1 << 64)
+    raise CorruptError("corrupt: the version need list never ends")
+
+
+def _version_defs(image: _Image, fmt: str, string, address: int, count: int  # noqa: ANN001
+                  ) -> tuple[VersionDef, ...]:
+    """The Verdef list walked by ``vd_next`` until 0, as ``_dl_check_map_versions`` does (``count`` is not used);
+    a record of another version is refused only when another object asks this one for a version."""
+    defs: list[VersionDef] = []
+    for _ in range(MAX_VERSION_ENTRIES):
+        version, flags, index, cnt, vhash, aux, nxt = struct.unpack(fmt + "HHHHIII",
+                                                                    image.read(address, 20, "a version definition"))
+        if version != 1:
+            raise UnsupportedVersion(f"unsupported version {version} of Verdef record")
+        if cnt:
+            try:
+                name_off, _anext = struct.unpack(fmt + "II", image.read(address + aux, 8, "a version definition"))
+                defs.append(VersionDef(string(name_off, "a version name"), vhash, flags, index))
+            except LoaderCrash:
+                pass  # its name is read only if a need's hash matches it
+        if nxt == 0:
+            return tuple(defs)
+        address = (address + nxt) % (1 << 64)
+    raise CorruptError("corrupt: the version definition list never ends")
+
+
+def open_regular(path: str) -> int:
+    """Open ``path`` for reading without ever blocking: ``O_NONBLOCK`` (a FIFO's open would wait for a writer),
+    then ``fstat``; anything but a regular file or a folder is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise NotElfError(f"cannot open: {exc.strerror}", "cannot open shared object file") from None
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        os.close(fd)
+        raise NotRegularError(f"not a regular file ({file_kind(mode)}): the loader would block or fail opening it")
+    return fd
+
+
+def file_kind(mode: int) -> str:
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (a cache, a journal, a configuration), read without
+    blocking; a FIFO, device or oversized file is an ``OSError`` like any unreadable one."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file: {path}")
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
+        return data
+    finally:
+        os.close(fd)
+
+
+def read_elf_facts(path: str) -> ElfFacts:
+    """Read the dependency facts of ``path``; raises an :class:`ElfError` subclass on bad input."""
+    fd = open_regular(path)
+    try:
+        return read_elf_facts_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def read_elf_facts_fd(fd: int) -> ElfFacts:
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, LD_SCRIPT_PROBE, 0)
+    except OSError as exc:
+        raise CorruptError(f"cannot read: {exc.strerror}", "cannot read file data") from None
+    if len(head) < 64 or not head.startswith(ELFMAG):
+        raise _not_elf(head, len(head))
+    reader = _Reader(fd, size)
+    try:
+        return _read_facts(reader, head)
+    except OSError as exc:
+        raise CorruptError(f"cannot read: {exc.strerror}", "cannot read file data") from None
+    except struct.error as exc:
+        raise CorruptError(f"corrupt: {exc}") from None
+
+
+def _read_facts(reader: _Reader, head: bytes) -> ElfFacts:
+    header, layout = _parse_headers(reader, head)
+    interp = None
+    if layout.interp is not None:
+        offset, size = layout.interp
+        interp = reader.read(offset, min(size, 4096), "interpreter").split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    if header["e_type"] not in (ET_DYN, ET_EXEC):  # open_verify refuses it before mapping anything
+        return ElfFacts(**header, interp=interp, dynamic=layout.dynamic is not None)
+    problem = mapping_error(layout, reader.size)
+    if problem is not None:
+        return ElfFacts(**header, interp=interp, dynamic=layout.dynamic is not None, load_error=problem)
+    try:
+        return _mapped_facts(reader, header, layout, interp)
+    except LoaderCrash as crash:
+        return ElfFacts(**header, interp=interp, dynamic=layout.dynamic is not None, load_error=str(crash),
+                        crashes=True)
+    except UnsupportedVersion as refused:
+        return ElfFacts(**header, interp=interp, dynamic=True, load_error=str(refused))
+
+
+def _zero_fill(reader: _Reader, layout: _Layout) -> None:
+    """``_dl_map_segments`` clears the rest of each segment's last file page: past the end of the file, SIGBUS."""
+    for seg in layout.segments:
+        zero = seg.vaddr + seg.filesz
+        if seg.memsz > seg.filesz and zero & (PAGE - 1) and seg.filesz:
+            page = _down(seg.offset) + (_down(zero) - _down(seg.vaddr))
+            if page >= _up(reader.size):
+                raise LoaderCrash("SIGBUS", "the zero fill of a segment mapped past the end of the file")
+
+
+def _dynamic_info_error(tags: dict[int, int], machine: int) -> Optional[str]:
+    """The assertions of ``elf_get_dynamic_info`` (glibc ``elf/get-dynamic-info.h``) for this machine's relocations:
+    a failed one is "Inconsistency detected by ld.so" and exit 127; a missing entry it dereferences, a SIGSEGV."""
+    rela = {EM_X86_64: (DT_RELA, DT_RELAENT, 24), EM_386: (DT_REL, DT_RELENT, 8)}.get(machine)
+    if rela is None:
+        return None
+    kind, entsize_tag, entsize = rela
+    names = {DT_RELA: "DT_RELA", DT_REL: "DT_REL"}
+    if DT_PLTREL in tags and tags[DT_PLTREL] != kind:
+        return (f"Inconsistency detected by ld.so: get-dynamic-info.h: Assertion `info[DT_PLTREL]->d_un.d_val == "
+                f"{names[kind]}' failed (exit 127)")
+    if kind in tags:
+        if entsize_tag not in tags:
+            raise LoaderCrash("SIGSEGV", f"the missing {names[kind]}ENT entry")
+        if tags[entsize_tag] != entsize:
+            return (f"Inconsistency detected by ld.so: get-dynamic-info.h: Assertion `info[{names[kind]}ENT]->d_un."
+                    f"d_val == sizeof (ElfW({names[kind][3:].capitalize()}))' failed (exit 127)")
+    return None
+
+
+def _hash_error(image: _Image, tags: dict[int, int], fmt: str) -> Optional[str]:
+    """``_dl_setup_hash`` reads the hash table's header (glibc ``elf/dl-setup_hash.c``)."""
+    if DT_GNU_HASH in tags:
+        _nbuckets, _bias, nwords, _shift = struct.unpack(fmt + "IIII", image.read(tags[DT_GNU_HASH], 16,
+                                                                                  "the GNU hash table"))
+        if nwords & (nwords - 1):
+            return ("Inconsistency detected by ld.so: dl-setup_hash.c: Assertion `(bitmask_nwords & "
+                    "(bitmask_nwords - 1)) == 0' failed (exit 127)")
+    elif DT_HASH in tags:
+        image.read(tags[DT_HASH], 8, "the hash table")
+    return None
+
+
+def _mapped_facts(reader: _Reader, header: dict, layout: _Layout, interp: Optional[str]) -> ElfFacts:
+    image = _Image(reader, layout.segments)
+    _zero_fill(reader, layout)
+    clobber = clobbers_neighbours(layout, reader.size)
+    if clobber is not None:
+        raise clobber
+    if layout.dynamic is None:
+        if header["e_type"] == ET_DYN:
+            return ElfFacts(**header, interp=interp, load_error="object file has no dynamic section")
+        return ElfFacts(**header, interp=interp)
+    entries = _mapped_dynamic(image, layout)
+    tags: dict[int, int] = {}
+    needed_offsets: list[int] = []
+    filter_offsets: list[int] = []
+    for tag, value in entries:
+        if tag == DT_NEEDED:
+            needed_offsets.append(value)
+        elif tag in (DT_AUXILIARY, DT_FILTER):
+            filter_offsets.append(value)
+        else:
+            tags[tag] = value  # elf_get_dynamic_info: a later entry of the same tag wins
+    flags_1 = tags.get(DT_FLAGS_1, 0)
+    asserted = _dynamic_info_error(tags, header["machine"])
+    if asserted:
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, load_error=asserted)
+    try:
+        return _named_facts(image, header, layout, interp, tags, needed_offsets, filter_offsets)
+    except LoaderCrash as crash:  # after the DF_1_PIE check: a PIE is refused before this
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, late_error=str(crash), crashes=True)
+
+
+def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[str], tags: dict[int, int],
+                 needed_offsets: list[int], filter_offsets: list[int]) -> ElfFacts:
+    flags_1 = tags.get(DT_FLAGS_1, 0)
+    late = _hash_error(image, tags, layout.fmt)
+    if late:
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, late_error=late)
+    if (DT_VERNEED in tags or DT_VERDEF in tags) and DT_VERSYM not in tags:
+        raise LoaderCrash("SIGSEGV", "version tables without DT_VERSYM (_dl_check_map_versions)")
+    strings_needed = needed_offsets or filter_offsets or any(
+        t in tags for t in (DT_SONAME, DT_RPATH, DT_RUNPATH, DT_VERNEED, DT_VERDEF))
+    if not strings_needed:
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1)
+    if DT_STRTAB not in tags:
+        raise LoaderCrash("SIGSEGV", "strings through a missing DT_STRTAB")
+    strtab = tags[DT_STRTAB]
+
+    def string(value: int, what: str) -> str:
+        return image.cstring((strtab + value) % (1 << 64), what)
+
+    rpath = string(tags[DT_RPATH], "DT_RPATH") if DT_RPATH in tags else None
+    runpath = string(tags[DT_RUNPATH], "DT_RUNPATH") if DT_RUNPATH in tags else None
+    needed = tuple(dict.fromkeys(string(off, "a DT_NEEDED name") for off in needed_offsets))  # repeats: once
+    verneed = (_version_needs(image, layout.fmt, string, tags[DT_VERNEED], tags.get(DT_VERNEEDNUM, 0))
+               if DT_VERNEED in tags else ())
+    try:
+        verdef = (_version_defs(image, layout.fmt, string, tags[DT_VERDEF], tags.get(DT_VERDEFNUM, 0))
+                  if DT_VERDEF in tags else ())
+    except UnsupportedVersion:
+        verdef = ()  # read only when another object needs one of its versions: that need then fails
+    return ElfFacts(
+        **header,
+        interp=interp,
+        dynamic=True,
+        soname=string(tags[DT_SONAME], "DT_SONAME") if DT_SONAME in tags else None,
+        needed=needed,
+        rpath=None if runpath is not None else rpath,
+        runpath=runpath,
+        rpath_ignored=rpath if runpath is not None else None,
+        flags_1=flags_1,
+        filters=tuple(string(off, "a filter name") for off in filter_offsets),
+        version_needs=verneed,
+        version_defs=verdef,
+        has_verdef=DT_VERDEF in tags,
+    )
+
+
+def _mapped_dynamic(image: _Image, layout: _Layout) -> list[tuple[int, int]]:
+    """The dynamic entries as ``elf_get_dynamic_info`` walks them: from PT_DYNAMIC's address up to DT_NULL."""
+    width = 16 if layout.elf_class == 64 else 8
+    fmt = layout.fmt + ("qQ" if layout.elf_class == 64 else "iI")
+    entries: list[tuple[int, int]] = []
+    address = layout.dynamic_vaddr
+    while len(entries) * width < MAX_DYNAMIC_BYTES:
+        block = image.read(address, min(PAGE - (address & (PAGE - 1)), MAX_DYNAMIC_BYTES) // width * width or width,
+                           "the dynamic section")
+        for tag, value in struct.iter_unpack(fmt, block):
+            if tag == DT_NULL:
+                return entries
+            entries.append((tag, value))
+        address += len(block)
+    raise CorruptError(f"corrupt: no DT_NULL in the first {MAX_DYNAMIC_BYTES} bytes of the dynamic section")
+
+
+def _version_needs(image: _Image, fmt: str, string, address: int, count: int  # noqa: ANN001
+                   ) -> tuple[VersionNeed, ...]:
+    needs: list[VersionNeed] = []
+    for _ in range(min(count, MAX_VERSION_ENTRIES)):
+        version, cnt, file_off, aux, nxt = struct.unpack(fmt + "HHIII", image.read(address, 16, "a version need"))
+        if version != 1:
+            raise UnsupportedVersion(f"unsupported version {version} of Verneed record")
+        file_name = string(file_off, "a version need's file")
+        apos = address + aux
+        for _ in range(cnt):
+            vhash, flags, other, name_off, anext = struct.unpack(fmt + "IHHII", image.read(apos, 16, "a version need"))
+            needs.append(VersionNeed(file_name, string(name_off, "a version name"), vhash,
+                                     bool(flags & VER_FLG_WEAK), other))
+            if len(needs) > MAX_VERSION_ENTRIES:
+                raise CorruptError("corrupt: too many version needs")
+            if anext == 0:
+                break
+            apos += anext
+        if nxt == 0:
+            break
+        address += nxt
+    return tuple(needs)
+
+
+def _version_defs(image: _Image, fmt: str, string, address: int, count: int  # noqa: ANN001
+                  ) -> tuple[VersionDef, ...]:
+    defs: list[VersionDef] = []
+    for _ in range(min(count, MAX_VERSION_ENTRIES)):
+        version, flags, index, cnt, vhash, aux, nxt = struct.unpack(fmt + "HHHHIII",
+                                                                    image.read(address, 20, "a version definition"))
+        if version != 1:
+            raise UnsupportedVersion(f"unsupported version {version} of Verdef record")
+        if cnt:
+            name_off, _anext = struct.unpack(fmt + "II", image.read(address + aux, 8, "a version definition"))
+            defs.append(VersionDef(string(name_off, "a version name"), vhash, flags, index))
+        if nxt == 0:
+            break
+        address += nxt
+    return tuple(defs)
 
 
 def is_elf(path: str) -> bool:

@@ -97,9 +97,13 @@ class VersionProblem:
     version: str
     weak: bool
     missing_verdef: bool  # the provider defines no versions at all
+    unknown_file: bool = False  # the need names a file that is neither loaded nor needed: dl-version.c asserts
 
     @property
     def message(self) -> str:
+        if self.unknown_file:
+            return (f"{self.consumer}: its version need names {self.file!r}, which it does not load: ld.so aborts "
+                    "(\"Inconsistency detected\", dl-version.c: Assertion `needed != NULL' failed)")
         if self.missing_verdef:
             return (f"{self.provider}: no version information available (required by {self.consumer}): ld.so aborts "
                     f"(\"Inconsistency detected\", dl-lookup.c check_match) when it binds a symbol of version "
@@ -111,7 +115,7 @@ class VersionProblem:
     def fatal(self) -> bool:
         """``ld.so --list`` only warns of a provider without version information, but binding a versioned
         symbol to it trips an assertion in ``check_match`` (glibc elf/dl-lookup.c): the run dies, exit 127."""
-        return self.missing_verdef or not self.weak
+        return self.missing_verdef or self.unknown_file or not self.weak
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,8 @@ class _LoadState:
         verdict = loader_verdict(facts, None, self.info.host)
         if verdict.action != "use":
             return None, f"{root}: {verdict.reason}"
+        if facts.load_error or facts.late_error:
+            return None, f"{root}: {facts.load_error or facts.late_error}"
         if not facts.dynamic:
             return None, f"{root}: not a dynamic object (statically linked)"
         executed = mode == MODE_EXEC
@@ -405,7 +411,7 @@ class _LoadState:
     def map_object(self, loader: _Obj, name: str, depth: int, preload: Optional[str] = None
                    ) -> tuple[Resolution, Optional[_Obj]]:
         requester = None if preload else loader.path
-        known = self.match_loaded(name)
+        known = self.match_loaded(name) if name or self.main is None else self.main  # "": the main map's l_name
         if known is not None:
             self._note_rtld_use(known)
             return self._record(Resolution(name, requester, known.path, LOADED)), known
@@ -448,9 +454,12 @@ class _LoadState:
             return self._record(Resolution(name, requester, same_file.path, via, sources)), same_file
         facts = probe.facts
         assert facts is not None
-        if facts.e_type == ET_EXEC:
-            return self._record(Resolution(name, requester, None, "not found", sources,
-                                           f"{path}: cannot dynamically load executable", True)), None
+        refusal = ("cannot dynamically load executable" if facts.e_type == ET_EXEC else facts.load_error
+                   or ("cannot dynamically load position-independent executable" if facts.is_pie else None)
+                   or facts.late_error)
+        if refusal:  # _dl_map_object_from_fd refuses the file it opened: the load stops here
+            return self._record(Resolution(name, requester, None, "not found", sources, f"{path}: {refusal}",
+                                           True)), None
         obj = self.add(_Obj(path, self.view.realpath(self.env.absolute(path)), facts, probe.identity, loader,
                             self.origin(path, False), name, requester, via, depth))
         return self._record(Resolution(name, requester, path, via, sources)), obj
@@ -627,6 +636,22 @@ class _LoadState:
 
     # -- versions (elf/dl-version.c) -----------------------------------------------------
 
+    def _local_scope(self, obj: _Obj) -> set[str]:
+        """Every name requested in ``obj``'s own dependency closure, and the objects' own names: what this
+        glibc's ``find_needed`` matches a version need's file against (``l_local_scope``)."""
+        names: set[str] = {"", obj.path} | ({obj.facts.soname} if obj.facts.soname else set())  # "": the main map
+        queue, seen = [obj.path], {obj.path}
+        while queue:
+            path = queue.pop()
+            for resolution in self.resolutions:
+                if resolution.requester != path:
+                    continue
+                names.add(resolution.name)
+                if resolution.path and resolution.path not in seen:
+                    seen.add(resolution.path)
+                    queue.append(resolution.path)
+        return names
+
     def check_versions(self, start: int) -> list[VersionProblem]:
         problems = []
         for obj in self.objects[start:]:
@@ -635,6 +660,10 @@ class _LoadState:
                 needs.setdefault(need.file, []).append(need)
             for file_name, wanted in needs.items():
                 provider = self.find_loaded(file_name)
+                if file_name not in obj.facts.needed and file_name not in self._local_scope(obj):
+                    # this glibc's find_needed looks only in the object's own scope (dl-version.c)
+                    problems.append(VersionProblem(obj.path, "", file_name, wanted[0].name, False, False, True))
+                    continue
                 if provider is None:
                     continue  # missing altogether: reported as not found
                 if not provider.facts.has_verdef:

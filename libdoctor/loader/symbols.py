@@ -27,6 +27,9 @@ from .elffacts import (
     _dynamic_entries,
     _parse_headers,
     _Reader,
+    LoaderCrash,
+    UnsupportedVersion,
+    _Image,
     _version_defs,
     _version_needs,
     open_regular,
@@ -72,14 +75,25 @@ def _symbol_count(reader: _Reader, layout, tags: dict[int, int]) -> int:
 
 
 def _version_names(reader: _Reader, layout, strtab: int, tags: dict[int, int]) -> dict[int, tuple[str, Optional[str]]]:
-    """versym index -> (version name, file that must define it, None for own definitions)."""
+    """versym index -> (version name, file that must define it, None for own definitions); the tables are read
+    as the loader reads them, through the mapped segments (``strtab``: unused, kept for the callers)."""
     names: dict[int, tuple[str, Optional[str]]] = {}
-    if DT_VERDEF in tags:
-        for definition in _version_defs(reader, layout, strtab, tags[DT_VERDEF], tags.get(DT_VERDEFNUM, 0)):
-            names[definition.index] = (definition.name, None)
-    if DT_VERNEED in tags:
-        for need in _version_needs(reader, layout, strtab, tags[DT_VERNEED], tags.get(DT_VERNEEDNUM, 0)):
-            names[need.index] = (need.name, need.file)
+    image = _Image(reader, layout.segments) if layout.segments else None
+    if image is None or DT_STRTAB not in tags:
+        return names
+
+    def string(value: int, what: str) -> str:
+        return image.cstring(tags[DT_STRTAB] + value, what)
+
+    try:
+        if DT_VERDEF in tags:
+            for definition in _version_defs(image, layout.fmt, string, tags[DT_VERDEF], tags.get(DT_VERDEFNUM, 0)):
+                names[definition.index] = (definition.name, None)
+        if DT_VERNEED in tags:
+            for need in _version_needs(image, layout.fmt, string, tags[DT_VERNEED], tags.get(DT_VERNEEDNUM, 0)):
+                names[need.index] = (need.name, need.file)
+    except (LoaderCrash, UnsupportedVersion) as exc:
+        raise CorruptError(f"corrupt: {exc}") from None
     return names
 
 

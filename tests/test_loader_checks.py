@@ -1,0 +1,190 @@
+"""The loader's own checks on the file it maps (``_dl_map_object_from_fd``, ``_dl_map_segments``,
+``elf_get_dynamic_info``, ``_dl_check_map_versions``), each built from a real gcc library with one field
+changed, judged by ``ld.so --list``; and a seeded mutation sweep against the same judge."""
+from __future__ import annotations
+
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from libdoctor.loader.elffacts import read_elf_facts
+from libdoctor.loader.resolver import MODE_LIST
+
+from .conftest import ElfFactory, Judge, loader_env
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import mutation_sweep  # noqa: E402
+
+PT_LOAD, PT_DYNAMIC = 1, 2
+
+
+def phdrs(data: bytes) -> list[tuple[int, tuple]]:
+    """(offset of the entry, (type, flags, offset, vaddr, paddr, filesz, memsz, align)) of each program header."""
+    phoff, = struct.unpack_from("<Q", data, 32)
+    count, = struct.unpack_from("<H", data, 56)
+    return [(phoff + 56 * i, struct.unpack_from("<IIQQQQQQ", data, phoff + 56 * i)) for i in range(count)]
+
+
+def set_phdr(data: bytearray, index: int, **fields: int) -> None:
+    names = ("type", "flags", "offset", "vaddr", "paddr", "filesz", "memsz", "align")
+    at, values = phdrs(bytes(data))[index]
+    merged = [fields.get(n, v) for n, v in zip(names, values)]
+    struct.pack_into("<IIQQQQQQ", data, at, *merged)
+
+
+def dynamic_entries(data: bytes) -> tuple[int, list[tuple[int, int]]]:
+    at = next(v[2] for _o, v in phdrs(data) if v[0] == PT_DYNAMIC)
+    entries = []
+    while True:
+        tag, value = struct.unpack_from("<qQ", data, at + 16 * len(entries))
+        entries.append((tag, value))
+        if tag == 0:
+            return at, entries
+
+
+def set_dynamic(data: bytearray, tag: int, new_tag: int | None = None, value: int | None = None) -> None:
+    at, entries = dynamic_entries(bytes(data))
+    index = next(i for i, (t, _v) in enumerate(entries) if t == tag)
+    old_tag, old_value = entries[index]
+    struct.pack_into("<qQ", data, at + 16 * index, old_tag if new_tag is None else new_tag,
+                     old_value if value is None else value)
+
+
+@pytest.fixture
+def pair(elf: ElfFactory, tmp_path: Path):  # noqa: ANN201 - (root, the dependency's path)
+    """A root library needing libdep.so (RUNPATH $ORIGIN), and a real libdep.so to spoil."""
+    dep = elf.lib(tmp_path / "libdep.so", defines=["h"], version_script={"DEP_1": ["h", "copy"]},
+                  body="#include <string.h>\nvoid *copy(void *d, const void *s, size_t n) { return memcpy(d, s, n); }\n")
+    root = elf.lib(tmp_path / "libroot.so", calls=["h"], link=[dep], runpath="$ORIGIN")
+    return root, dep
+
+
+def judge_both(judge: Judge, root: Path) -> tuple[subprocess.CompletedProcess, object]:
+    done = subprocess.run([judge.info.interpreter, "--list", str(root)], capture_output=True, text=True,
+                          env=loader_env(), errors="replace")
+    return done, judge.predict(str(root), str(root.parent), mode=MODE_LIST)
+
+
+def fails_alike(judge: Judge, root: Path, message: str) -> None:
+    done, result = judge_both(judge, root)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    error = next(r.error for r in result.resolutions if r.name == "libdep.so")
+    assert error and message in error and not result.ok
+
+
+def test_a_pie_as_a_dependency_is_refused(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    pie = tmp_path / "pie.c"
+    pie.write_text("int h(void) { return 0; }\nint main(void) { return h(); }\n")
+    dep = tmp_path / "libdep.so"
+    subprocess.run(["gcc", "-fPIE", "-pie", "-rdynamic", "-o", str(dep), str(pie)], check=True)
+    stub = elf.lib(tmp_path / "stub/libdep.so", defines=["h"])
+    root = elf.lib(tmp_path / "libroot.so", calls=["h"], link=[stub], runpath="$ORIGIN")
+    assert read_elf_facts(str(dep)).is_pie
+    fails_alike(judge, root, "cannot dynamically load position-independent executable")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"vaddr_plus": 0x10}, "ELF load command address/offset not page-aligned"),
+    ({"no_loads": True}, "object file has no loadable segments"),
+    ({"memsz_huge": True}, "cannot map zero-fill pages"),
+])
+def test_segment_checks(pair, judge: Judge, change: dict, message: str) -> None:  # noqa: ANN001
+    root, dep = pair
+    data = bytearray(dep.read_bytes())
+    loads = [i for i, (_at, v) in enumerate(phdrs(bytes(data))) if v[0] == PT_LOAD]
+    if "vaddr_plus" in change:
+        vaddr = phdrs(bytes(data))[loads[1]][1][3]
+        set_phdr(data, loads[1], vaddr=vaddr + change["vaddr_plus"], paddr=vaddr + change["vaddr_plus"])
+    elif change.get("no_loads"):
+        for index in loads:
+            set_phdr(data, index, type=0x60000000)  # an OS-specific type the loader ignores
+    else:
+        set_phdr(data, loads[-1], memsz=1 << 45)
+    dep.write_bytes(bytes(data))
+    fails_alike(judge, root, message)
+
+
+def test_no_dynamic_section(pair, judge: Judge) -> None:  # noqa: ANN001
+    root, dep = pair
+    data = bytearray(dep.read_bytes())
+    index = next(i for i, (_at, v) in enumerate(phdrs(bytes(data))) if v[0] == PT_DYNAMIC)
+    set_phdr(data, index, filesz=0)  # glibc skips an empty PT_DYNAMIC (objcopy --only-keep-debug files)
+    dep.write_bytes(bytes(data))
+    fails_alike(judge, root, "object file has no dynamic section")
+
+
+def test_segments_past_the_end_of_the_file_crash_the_loader(pair, judge: Judge) -> None:  # noqa: ANN001
+    root, dep = pair
+    data = dep.read_bytes()
+    last = [v for _at, v in phdrs(data) if v[0] == PT_LOAD][-1]
+    dep.write_bytes(data[:last[2] - 1])  # cut inside the writable segment (with the dynamic section)
+    done, result = judge_both(judge, root)
+    assert done.returncode == -signal.SIGBUS
+    assert not result.ok and "SIGBUS" in next(r.error for r in result.resolutions if r.name == "libdep.so")
+
+
+def test_dynamic_found_by_address_not_offset_and_read_to_dt_null(pair, judge: Judge) -> None:  # noqa: ANN001
+    root, dep = pair
+    data = bytearray(dep.read_bytes())
+    index = next(i for i, (_at, v) in enumerate(phdrs(bytes(data))) if v[0] == PT_DYNAMIC)
+    set_phdr(data, index, offset=8, filesz=1 << 40)  # glibc uses p_vaddr, and stops at DT_NULL
+    dep.write_bytes(bytes(data))
+    done, result = judge_both(judge, root)
+    assert done.returncode == 0 and "libdep.so =>" in done.stdout
+    assert result.ok
+
+
+def test_unsupported_verneed_version(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    dep = elf.lib(tmp_path / "libdep.so", defines=["h"], body="#include <string.h>\n"
+                  "void *copy(void *d, const void *s, size_t n) { return memcpy(d, s, n); }\n")
+    root = elf.lib(tmp_path / "libroot.so", calls=["h"], link=[dep], runpath="$ORIGIN")
+    data = bytearray(dep.read_bytes())
+    _at, entries = dynamic_entries(bytes(data))
+    verneed = dict(entries)[0x6FFFFFFE]
+    offset = next(v[2] + verneed - v[3] for _a, v in phdrs(bytes(data)) if v[0] == PT_LOAD and
+                  v[3] <= verneed < v[3] + v[5])
+    struct.pack_into("<H", data, offset, 2)
+    dep.write_bytes(bytes(data))
+    done, result = judge_both(judge, root)
+    assert done.returncode != 0 and "unsupported version 2 of Verneed record" in done.stderr
+    assert not result.ok
+
+
+def test_an_empty_needed_name_is_the_main_program(pair, judge: Judge) -> None:  # noqa: ANN001
+    root, dep = pair
+    data = bytearray(dep.read_bytes())
+    _at, entries = dynamic_entries(bytes(data))
+    strtab = dict(entries)[5]
+    needed_at = next(v for t, v in entries if t == 1)
+    empty = next(i for i in range(needed_at, 0, -1) if data[strtab + i - 1] == 0)  # the NUL ending the string before
+    set_dynamic(data, 1, value=empty - 1)
+    dep.write_bytes(bytes(data))
+    assert read_elf_facts(str(dep)).needed == ("",)
+    done, result = judge_both(judge, root)
+    assert next(r.path for r in result.resolutions if r.name == "") == str(root)  # matched by the main map's ""
+    # libdep's version need on libc.so.6 is now outside its own scope: this glibc asserts, and so says libdoctor
+    assert done.returncode == 127 and "needed != NULL" in done.stderr
+    assert not result.ok and any(v.unknown_file for v in result.version_problems)
+
+
+def test_relocation_assertions(pair, judge: Judge) -> None:  # noqa: ANN001
+    root, dep = pair
+    data = bytearray(dep.read_bytes())
+    set_dynamic(data, 9, value=16)  # DT_RELAENT
+    dep.write_bytes(bytes(data))
+    done, result = judge_both(judge, root)
+    assert done.returncode == 127 and "Inconsistency detected" in done.stderr
+    assert not result.ok and "Inconsistency detected" in next(r.error for r in result.resolutions
+                                                              if r.name == "libdep.so")
+
+
+def test_mutation_sweep_agrees_with_the_loader(tmp_path: Path) -> None:
+    """A small seeded sweep (benchmarks/mutation_sweep.py runs thousands): no traceback, no hang, and the
+    loader's verdict matched; measured on 10,000 cases: 99.74% (seed 2)."""
+    report = mutation_sweep.sweep(400, 7, tmp_path)
+    assert report["tracebacks"] == 0 and report["loader_timeouts"] == 0
+    assert report["agreement"] >= 0.985, report["disagreements"]
