@@ -52,6 +52,13 @@ class CorruptError(ElfError):
     default_loader_message = "cannot read file data"
 
 
+class TooLargeError(ElfError):
+    """A file beyond libdoctor's bounds on one object's facts (a real library never is): not modelled."""
+
+    kind = "too-large"
+    default_loader_message = "beyond libdoctor's bounds: not modelled (the loader itself would try it)"
+
+
 class NotRegularError(ElfError):
     """A FIFO, socket or device under a library's name: the loader's ``open`` blocks on a FIFO (``ldd`` hangs
     too) or reads nothing from a device.  libdoctor never opens one for reading."""

@@ -20,7 +20,7 @@ from .loader.resolver import (
     Resolution,
     SourceAttempt,
 )
-from .scan import Problem, ScanReport, TargetReport
+from .scan import Problem, ScanReport, TargetReport, shown_name
 
 SCHEMA_VERSION = 1
 
@@ -443,7 +443,7 @@ def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
         groups.setdefault((framework, problem.is_error), []).append(problem)
     causes = []
     for (group, error), members in groups.items():
-        names = list(dict.fromkeys(p.soname for p in members if p.soname))
+        names = list(dict.fromkeys(shown_name(p.soname) for p in members if p.soname))
         requesters = list(dict.fromkeys(os.path.basename(p.needed_by) for p in members if p.needed_by))
         framework = _framework_label(report, group)
         what = f"needed for the GPU by {framework}" if framework else f"needed by {_named(requesters, 2)}"

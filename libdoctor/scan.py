@@ -22,6 +22,11 @@ ROLE_WORDS = {"gate": "needed for the GPU", "lazy": "loaded on first use", "opti
 OTHER_CLASS_LOADERS = {(32, 3): "/lib/ld-linux.so.2", (32, 40): "/lib/ld-linux-armhf.so.3"}  # i386, ARM
 
 
+def shown_name(name: str, limit: int = 120) -> str:
+    """A name as a report shows it: a crafted 65,000-byte DT_NEEDED is cut, with its length."""
+    return name if len(name) <= limit else f"{name[:60]}... ({len(name)}+ bytes)"
+
+
 @dataclass(frozen=True)
 class Problem:
     kind: str  # missing | missing-dlopen | version | fatal | symbol | impostor | bad-target | driver | optional
@@ -144,8 +149,8 @@ def problems_of(target: Target, result: LoadResult, finder: CandidateFinder) -> 
             continue
         seen.add(resolution.name)
         kind = "fatal" if resolution.fatal else "missing"
-        message = (f"{resolution.name}: {resolution.error}" if resolution.fatal
-                   else f"{resolution.name} not found")
+        message = (f"{shown_name(resolution.name)}: {resolution.error}" if resolution.fatal
+                   else f"{shown_name(resolution.name)} not found")
         found = () if resolution.fatal else finder.find(resolution.name, _searched(resolution))
         problems.append(Problem(kind, target.path, message, resolution.name, resolution.requester,
                                 _chain(result, resolution.requester), resolution, found))

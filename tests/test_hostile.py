@@ -143,3 +143,28 @@ def test_undo_removes_the_temporaries_a_killed_run_left(field: dict) -> None:  #
     assert not any(line.startswith("left ") for line in report), report
     assert snapshot(field["tree"]) == before
     assert not list(journal.glob(".*"))
+
+
+def test_crafted_bloat_files_stay_bounded(tmp_path: Path) -> None:
+    """4,000 DT_NEEDED naming one 65,000-byte string, 100,000 distinct names, a 16 MB file of 1,000,000 entries:
+    each name once, names past PATH_MAX cut (the loader's ENAMETOOLONG, "Error 36"), a bound on distinct names,
+    and a small facts cache (benchmarks/bloat.py measures time and peak RSS against ld.so --list)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bloat  # noqa: PLC0415
+
+    from libdoctor.errors import TooLargeError
+    from libdoctor.loader.elffacts import PATH_MAX, read_elf_facts
+
+    long_name = bloat.craft(tmp_path / "long.so", [b"x" * 65000], 4000)
+    facts = read_elf_facts(str(long_name))
+    assert facts.needed == ("x" * (PATH_MAX + 1),)
+    cache = tmp_path / "cache"
+    done = libdoctor("scan", "--json", str(long_name), tmp_path=tmp_path, env={"LIBDOCTOR_CACHE_DIR": str(cache)})
+    assert done.returncode == 1
+    problem = json.loads(done.stdout)["problems"][0]
+    assert "File name too long" in problem["message"] and "(4097+ bytes)" in problem["message"]
+    assert sum(f.stat().st_size for f in cache.iterdir()) < 256 << 10
+    with pytest.raises(TooLargeError):
+        read_elf_facts(str(bloat.craft(tmp_path / "many.so", [b"lib%06d.so" % i for i in range(5000)], 5000)))
+    assert read_elf_facts(str(bloat.craft(tmp_path / "big.so", [b"libbloat.so"], 1_000_000))).needed == (
+        "libbloat.so",)

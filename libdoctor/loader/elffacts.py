@@ -19,6 +19,7 @@ from typing import Optional
 
 from ..errors import (
     CorruptError,
+    TooLargeError,
     ElfError,
     LdScriptError,
     NotElfError,
@@ -47,7 +48,10 @@ ELFOSABI_SYSV, ELFOSABI_GNU = 0, 3
 EV_CURRENT = 1
 
 # Bounds that keep a corrupt file from costing unbounded time or memory.
-MAX_DYNAMIC_BYTES = 4 << 20
+MAX_DYNAMIC_BYTES = 16 << 20
+SYMBOLS_DYNAMIC_BYTES = 1 << 20
+MAX_NEEDED = 4096  # distinct DT_NEEDED names in one file (real ones have tens)
+MAX_NAME_BYTES = 1 << 20  # all the names one file's facts keep (the facts cache holds them)
 MAX_STRING = 1 << 16
 PATH_MAX = 4096  # a longer name can never be opened (ENAMETOOLONG): kept to PATH_MAX + 1 bytes, same verdict
 PAGE = 4096  # x86_64 and most loaders here; the mapping checks use it as glibc uses GLRO(dl_pagesize)
@@ -519,9 +523,10 @@ def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
 
 
 def _dynamic_entries(reader: _Reader, layout: _Layout) -> list[tuple[int, int]]:
+    """The dynamic entries by file offset, for the symbol readers (a file they read has loaded already)."""
     offset, size = layout.dynamic  # type: ignore[misc]
-    if size > MAX_DYNAMIC_BYTES:
-        raise CorruptError(f"corrupt: dynamic segment of {size} bytes")
+    if size > SYMBOLS_DYNAMIC_BYTES:
+        raise TooLargeError(f"a dynamic segment of {size} bytes: its symbols are not checked")
     entry = "q" if layout.elf_class == 64 else "i"
     unsigned = "Q" if layout.elf_class == 64 else "I"
     fmt = f"{layout.fmt}{entry}{unsigned}"
@@ -677,17 +682,9 @@ def _mapped_facts(reader: _Reader, header: dict, layout: _Layout, interp: Option
         if header["e_type"] == ET_DYN:
             return ElfFacts(**header, interp=interp, load_error="object file has no dynamic section")
         return ElfFacts(**header, interp=interp)
-    entries = _mapped_dynamic(image, layout)
-    tags: dict[int, int] = {}
-    needed_offsets: list[int] = []
-    filter_offsets: list[int] = []
-    for tag, value in entries:
-        if tag == DT_NEEDED:
-            needed_offsets.append(value)
-        elif tag in (DT_AUXILIARY, DT_FILTER):
-            filter_offsets.append(value)
-        else:
-            tags[tag] = value  # elf_get_dynamic_info: a later entry of the same tag wins
+    dynamic = _mapped_dynamic(image, layout)
+    tags = dynamic.tags
+    needed_offsets, filter_offsets = list(dynamic.needed), list(dynamic.filters)
     flags_1 = tags.get(DT_FLAGS_1, 0)
     asserted = _dynamic_info_error(tags, header["machine"])
     if asserted:
@@ -720,6 +717,9 @@ def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[
     rpath = string(tags[DT_RPATH], "DT_RPATH") if DT_RPATH in tags else None
     runpath = string(tags[DT_RUNPATH], "DT_RUNPATH") if DT_RUNPATH in tags else None
     needed = tuple(dict.fromkeys(string(off, "a DT_NEEDED name") for off in needed_offsets))  # repeats: once
+    if sum(map(len, needed)) > MAX_NAME_BYTES:
+        raise TooLargeError(f"its {len(needed)} DT_NEEDED names take more than {MAX_NAME_BYTES >> 20} MB: not checked "
+                            "(libdoctor's bound on one file)")
     verneed = (_version_needs(image, layout.fmt, string, tags[DT_VERNEED], tags.get(DT_VERNEEDNUM, 0))
                if DT_VERNEED in tags else ())
     try:
@@ -744,21 +744,39 @@ def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[
     )
 
 
-def _mapped_dynamic(image: _Image, layout: _Layout) -> list[tuple[int, int]]:
-    """The dynamic entries as ``elf_get_dynamic_info`` walks them: from PT_DYNAMIC's address up to DT_NULL."""
+@dataclass
+class _Dynamic:
+    """The dynamic entries as ``elf_get_dynamic_info`` keeps them: the last of each tag, and the name lists
+    (each offset once: a repeated DT_NEEDED names an object already loaded)."""
+
+    tags: dict[int, int] = field(default_factory=dict)
+    needed: dict[int, None] = field(default_factory=dict)
+    filters: dict[int, None] = field(default_factory=dict)
+
+
+def _mapped_dynamic(image: _Image, layout: _Layout) -> _Dynamic:
+    """Walk the dynamic section from PT_DYNAMIC's address up to DT_NULL, in bounded memory."""
     width = 16 if layout.elf_class == 64 else 8
     fmt = layout.fmt + ("qQ" if layout.elf_class == 64 else "iI")
-    entries: list[tuple[int, int]] = []
-    address = layout.dynamic_vaddr
-    while len(entries) * width < MAX_DYNAMIC_BYTES:
-        block = image.read(address, min(PAGE - (address & (PAGE - 1)), MAX_DYNAMIC_BYTES) // width * width or width,
-                           "the dynamic section")
+    dynamic = _Dynamic()
+    address, walked = layout.dynamic_vaddr, 0
+    while walked < MAX_DYNAMIC_BYTES:
+        block = image.read(address, (PAGE - (address & (PAGE - 1))) // width * width or width, "the dynamic section")
         for tag, value in struct.iter_unpack(fmt, block):
             if tag == DT_NULL:
-                return entries
-            entries.append((tag, value))
+                return dynamic
+            if tag == DT_NEEDED:
+                dynamic.needed[value] = None
+                if len(dynamic.needed) > MAX_NEEDED:
+                    raise TooLargeError(f"more than {MAX_NEEDED} distinct DT_NEEDED names: not checked "
+                                        "(libdoctor's bound on one file)")
+            elif tag in (DT_AUXILIARY, DT_FILTER):
+                dynamic.filters[value] = None
+            else:
+                dynamic.tags[tag] = value  # a later entry of the same tag wins
         address += len(block)
-    raise CorruptError(f"corrupt: no DT_NULL in the first {MAX_DYNAMIC_BYTES} bytes of the dynamic section")
+        walked += len(block)
+    raise TooLargeError(f"no DT_NULL in the first {MAX_DYNAMIC_BYTES >> 20} MB of the dynamic section: not checked")
 
 
 def _version_needs(image: _Image, fmt: str, string, address: int, count: int  # noqa: ANN001

@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .elffacts import ET_EXEC, ElfFacts, LoaderVerdict, loader_verdict
+from .elffacts import ET_EXEC, PATH_MAX, ElfFacts, LoaderVerdict, loader_verdict
+
+NAME_MAX = 255
 from .environment import Environment
 from .factstore import FactsStore
 from .fsview import FileView, Probe
@@ -415,6 +417,10 @@ class _LoadState:
         if known is not None:
             self._note_rtld_use(known)
             return self._record(Resolution(name, requester, known.path, LOADED)), known
+        if len(os.fsencode(name)) > (PATH_MAX if "/" in name else NAME_MAX):  # every open fails: ENAMETOOLONG
+            return self._record(Resolution(name, requester, None, "not found", (), (
+                f"cannot open shared object file: File name too long (a name of {len(name)}+ bytes; the loader "
+                "says \"Error 36\" and stops)"), True)), None
         if "/" in name:
             return self._map_direct(loader, name, requester, depth)
         sources, search = self._search(loader, name)
