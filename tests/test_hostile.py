@@ -168,3 +168,85 @@ def test_crafted_bloat_files_stay_bounded(tmp_path: Path) -> None:
         read_elf_facts(str(bloat.craft(tmp_path / "many.so", [b"lib%06d.so" % i for i in range(5000)], 5000)))
     assert read_elf_facts(str(bloat.craft(tmp_path / "big.so", [b"libbloat.so"], 1_000_000))).needed == (
         "libbloat.so",)
+
+
+def test_cache_entries_are_checked_by_type_and_foreign_caches_ignored(elf: ElfFactory, tmp_path: Path) -> None:
+    from libdoctor.loader.factstore import FORMAT, FORMAT_VERSION, FactsStore, key_of
+
+    lib = elf.lib(tmp_path / "libreal.so", calls=["cos"], extra=["-lm"])
+    key = "%d:%d:%d:%d" % key_of(os.stat(lib))
+    cache = tmp_path / "cache.json"
+    good = FactsStore()
+    real = good.get_path(str(lib))
+    poisoned = {**{k: v for k, v in __import__("dataclasses").asdict(real).items()}}
+    for change in ({"needed": "libevil.so"}, {"needed": [1]}, {"elf_class": "64"}, {"dynamic": 1},
+                   {"version_needs": [{"file": "x"}]}, {"extra": 1}, {"soname": ["x"]}):
+        entry = {**poisoned, **change}
+        cache.write_text(json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "entries": {key: entry}}))
+        os.chmod(cache, 0o600)
+        store = FactsStore(str(cache))
+        assert store.get_path(str(lib)) == real and store.parsed == 1, change  # read again, never believed
+    cache.write_text(json.dumps({"format": FORMAT, "version": FORMAT_VERSION,
+                                 "entries": {key: {**poisoned, "needed": ["libevil.so"]}}}))
+    os.chmod(cache, 0o666)  # well typed, but anyone could have written it
+    store = FactsStore(str(cache))
+    assert "writable by others" in (store.load_problem or "") and store.get_path(str(lib)) == real
+    os.chmod(cache, 0o600)
+    link = tmp_path / "link.json"
+    link.symlink_to(cache)
+    assert FactsStore(str(link)).load_problem  # a planted symlink is not followed
+
+
+@pytest.mark.parametrize("planted", ["journal", "shims", "envs", "shims/ENV", "."])
+def test_symlinks_planted_in_the_state_folder_are_never_followed(field: dict, tmp_path: Path,  # noqa: F811
+                                                                  planted: str) -> None:
+    from libdoctor.errors import LibdoctorError
+    from libdoctor.repair.fix import apply_plan
+    from libdoctor.repair.fixer import env_slug
+
+    from .test_fix import plan_for
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    state = field["state"]
+    name = planted.replace("ENV", env_slug(str(field["env"])))
+    link = state / name if name != "." else state
+    if name == ".":
+        state.rmdir() if state.exists() else None
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere)
+    plan = plan_for(field)
+    with pytest.raises(LibdoctorError, match="symlink|safely"):
+        apply_plan(plan, in_place=False)
+    assert list(elsewhere.iterdir()) == []  # nothing written through the link
+
+
+def test_a_folder_swapped_between_plan_and_apply_gets_nothing(field: dict) -> None:  # noqa: F811
+    from libdoctor.repair.fix import apply_plan
+
+    from .test_fix import plan_for
+
+    plan = plan_for(field, in_place=True)
+    links = [p for p in plan.chosen if p.kind == "symlink"]
+    assert links and plan.folders
+    folder = Path(os.path.realpath(os.path.dirname(links[0].link)))
+    moved = folder.with_name(folder.name + ".orig")
+    folder.rename(moved)  # the swap: same path, same owner and mode, another folder
+    folder.mkdir()
+    os.chmod(folder, moved.stat().st_mode & 0o7777)
+    before = sorted(p.name for p in moved.iterdir())
+    outcome = apply_plan(plan, in_place=True)
+    assert any("not the folder the plan verified" in r for r in outcome.refused)
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in moved.iterdir()) == before
+
+
+def test_no_links_into_group_writable_folders(field: dict) -> None:  # noqa: F811
+    from libdoctor.repair.fix import apply_plan
+
+    from .test_fix import plan_for
+
+    plan = plan_for(field, in_place=True)
+    folder = Path(os.path.realpath(os.path.dirname(next(p for p in plan.chosen if p.kind == "symlink").link)))
+    os.chmod(folder, 0o775)
+    outcome = apply_plan(plan, in_place=True)
+    assert any("group-writable" in r for r in outcome.refused)

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Optional
 from ..errors import LibdoctorError, UsageError
 from ..loader.factstore import FactsStore
 from ..repair.fix import activated_environment, apply_plan, plan_from_report
+from ..repair.statedir import state_folder
 from ..scan import Problem, ScanReport, run_scan
 from ..targets import active_environment
 from .config import Config
@@ -376,7 +377,7 @@ class InstanceLock:
     """One watcher per state folder."""
 
     def __init__(self, root: str) -> None:
-        os.makedirs(root, mode=0o755, exist_ok=True)
+        state_folder(root)
         self.fd = os.open(os.path.join(root, "watch.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                           0o600)
         try:

@@ -448,17 +448,20 @@ class _Image:
             out += bytes(take - have)  # the rest of the last file page reads as zeros
         return bytes(out)
 
-    def cstring(self, address: int, what: str) -> str:
-        """A NUL-terminated string as the loader reads it; a name longer than PATH_MAX is kept to PATH_MAX + 1
-        bytes (no longer name can be opened, so the verdict is the same) but scanned to its end."""
+    def cstring(self, address: int, what: str, keep: int = PATH_MAX + 1) -> str:
+        """A NUL-terminated string as the loader reads it, scanned to its end.  A name is kept to PATH_MAX + 1
+        bytes (no longer name can be opened, so the verdict is the same); a search path (``keep`` larger) past
+        ``keep`` bytes is beyond libdoctor's bounds."""
         kept = bytearray()
         at = address
         while True:
             chunk = self.read(at, min(4096, PAGE - (at & (PAGE - 1))), what)
             end = chunk.find(b"\0")
             part = chunk if end < 0 else chunk[:end]
-            if len(kept) <= PATH_MAX:
-                kept += part[:PATH_MAX + 1 - len(kept)]
+            if len(kept) < keep:
+                kept += part[:keep - len(kept)]
+            elif keep > PATH_MAX + 1:
+                raise TooLargeError(f"{what} longer than {keep} bytes: not checked")
             if end >= 0:
                 return kept.decode("utf-8", "surrogateescape")
             at += len(chunk)
@@ -558,14 +561,18 @@ def file_kind(mode: int) -> str:
     return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
-def read_regular(path: str, limit: int) -> bytes:
+def read_regular(path: str, limit: int, private: bool = False) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (a cache, a journal, a configuration), read without
-    blocking; a FIFO, device or oversized file is an ``OSError`` like any unreadable one."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    blocking; a FIFO, device or oversized file is an ``OSError`` like any unreadable one.  ``private``: the file
+    must also belong to this user and be writable by nobody else (a cache another user could plant or edit
+    is never believed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, f"not a regular file: {path}")
+        if private and (st.st_uid != os.geteuid() or st.st_mode & 0o022):
+            raise OSError(errno.EPERM, f"not this user's own file, or writable by others: {path}")
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
         chunks, left = [], limit + 1
@@ -711,11 +718,11 @@ def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[
         raise LoaderCrash("SIGSEGV", "strings through a missing DT_STRTAB")
     strtab = tags[DT_STRTAB]
 
-    def string(value: int, what: str) -> str:
-        return image.cstring((strtab + value) % (1 << 64), what)
+    def string(value: int, what: str, keep: int = PATH_MAX + 1) -> str:
+        return image.cstring((strtab + value) % (1 << 64), what, keep)
 
-    rpath = string(tags[DT_RPATH], "DT_RPATH") if DT_RPATH in tags else None
-    runpath = string(tags[DT_RUNPATH], "DT_RUNPATH") if DT_RUNPATH in tags else None
+    rpath = string(tags[DT_RPATH], "DT_RPATH", MAX_NAME_BYTES) if DT_RPATH in tags else None
+    runpath = string(tags[DT_RUNPATH], "DT_RUNPATH", MAX_NAME_BYTES) if DT_RUNPATH in tags else None
     needed = tuple(dict.fromkeys(string(off, "a DT_NEEDED name") for off in needed_offsets))  # repeats: once
     if sum(map(len, needed)) > MAX_NAME_BYTES:
         raise TooLargeError(f"its {len(needed)} DT_NEEDED names take more than {MAX_NAME_BYTES >> 20} MB: not checked "

@@ -13,10 +13,11 @@ import os
 from typing import Optional, Union
 
 from .. import errors
-from .elffacts import ElfFacts, VersionDef, VersionNeed, open_regular, read_elf_facts_fd, read_regular
+from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDef, VersionNeed, open_regular, read_elf_facts_fd,
+                       read_regular)
 
 FORMAT = "libdoctor-elf-facts"
-FORMAT_VERSION = 2  # 2: VersionNeed.index
+FORMAT_VERSION = 3  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error)
 MAX_ENTRIES = 50_000
 MAX_CACHE_BYTES = 256 << 20  # a larger cache file is foreign or bloated: ignored and rebuilt
 MAX_BINDINGS = 20_000
@@ -25,7 +26,9 @@ MAX_REMEMBERED_UNBOUND = 64  # per consumer: more unbound imports than this are 
 Key = tuple[int, int, int, int]
 Entry = Union[ElfFacts, errors.ElfError]
 _ERROR_TYPES = {cls.kind: cls for cls in (errors.ElfError, errors.NotElfError, errors.TruncatedError,
-                                           errors.CorruptError, errors.UnsupportedError, errors.NotRegularError)}
+                                           errors.CorruptError, errors.UnsupportedError, errors.NotRegularError,
+                                           errors.TooLargeError)}
+_NAME_FIELDS = ("soname", "interp", "rpath", "runpath", "rpath_ignored", "load_error", "late_error")
 
 
 def default_cache_dir() -> str:
@@ -48,21 +51,65 @@ def _encode(entry: Entry) -> dict:
             "loader_skips": bool(getattr(entry, "loader_skips", False)), "references": list(refs or ())}
 
 
-def _decode(data: dict) -> Entry:
+def _text(value: object, optional: bool = False, limit: int = PATH_MAX + 1) -> Optional[str]:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise TypeError("not a string of the right length")
+    return value
+
+
+def _number(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("not an integer")
+    return value
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("not a boolean")
+    return value
+
+
+def _decode(data: object) -> Entry:
+    """One cache entry, every field checked by type: anything else raises (the entry is then read again)."""
+    if not isinstance(data, dict):
+        raise TypeError("not an object")
     if "error" in data:
-        if data["error"] == errors.LdScriptError.kind:
-            error: errors.ElfError = errors.LdScriptError(data["message"], tuple(data["references"]))
-            error.loader_message = data["loader_message"]
+        kind, message, loader_message = (_text(data["error"]), _text(data["message"], limit=MAX_NAME_BYTES),
+                                         _text(data["loader_message"], limit=MAX_NAME_BYTES))
+        if kind == errors.LdScriptError.kind:
+            refs = data["references"]
+            error: errors.ElfError = errors.LdScriptError(message, tuple(_text(r) for r in refs))  # type: ignore
+            error.loader_message = loader_message  # type: ignore[assignment]
+        elif kind in _ERROR_TYPES:
+            error = _ERROR_TYPES[kind](message, loader_message)  # type: ignore[arg-type]
         else:
-            error = _ERROR_TYPES.get(data["error"], errors.ElfError)(data["message"], data["loader_message"])
-        if data.get("loader_skips"):
+            raise ValueError("unknown error kind")
+        if _flag(data.get("loader_skips", False)):
             error.loader_skips = True  # type: ignore[attr-defined]
         return error
-    fields = dict(data)
-    fields["needed"] = tuple(fields["needed"])
-    fields["filters"] = tuple(fields["filters"])
-    fields["version_needs"] = tuple(VersionNeed(**v) for v in fields["version_needs"])
-    fields["version_defs"] = tuple(VersionDef(**v) for v in fields["version_defs"])
+    fields: dict = {}
+    for spec in dataclasses.fields(ElfFacts):
+        value = data[spec.name]
+        if spec.name in _NAME_FIELDS:
+            fields[spec.name] = _text(value, optional=True, limit=MAX_NAME_BYTES)
+        elif spec.name in ("needed", "filters"):
+            if not isinstance(value, list) or len(value) > MAX_NEEDED:
+                raise TypeError("not a list of names")
+            fields[spec.name] = tuple(_text(v) for v in value)
+        elif spec.name == "version_needs":
+            fields[spec.name] = tuple(VersionNeed(_text(v["file"]), _text(v["name"]), _number(v["hash"]),  # type: ignore
+                                                  _flag(v["weak"]), _number(v["index"])) for v in value)
+        elif spec.name == "version_defs":
+            fields[spec.name] = tuple(VersionDef(_text(v["name"]), _number(v["hash"]), _number(v["flags"]),  # type: ignore
+                                                 _number(v["index"])) for v in value)
+        elif spec.type in ("bool", bool):
+            fields[spec.name] = _flag(value)
+        else:
+            fields[spec.name] = _number(value)
+    if len(data) != len(fields):
+        raise ValueError("unknown fields")
     return ElfFacts(**fields)
 
 
@@ -86,7 +133,7 @@ class FactsStore:
 
     def _load(self, path: str) -> None:
         try:
-            data = json.loads(read_regular(path, MAX_CACHE_BYTES))
+            data = json.loads(read_regular(path, MAX_CACHE_BYTES, private=True))
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             if data.get("format") != FORMAT or data.get("version") != FORMAT_VERSION:
@@ -114,8 +161,8 @@ class FactsStore:
         if raw is not None:
             try:
                 entry = _decode(raw)
-            except (TypeError, KeyError, ValueError):
-                entry = None
+            except (TypeError, KeyError, ValueError, AttributeError):
+                entry = None  # foreign, corrupt or poisoned: read the file again, never believe it
         if entry is None:
             try:
                 entry = read_elf_facts_fd(fd)

@@ -158,7 +158,7 @@ def cached_probe_loader(cache_dir: Optional[str]) -> LoaderInfo:
     path = os.path.join(cache_dir, "loader-v1.json") if cache_dir else None
     if key and path:
         try:
-            data = json.loads(read_regular(path, 1 << 20))
+            data = json.loads(read_regular(path, 1 << 20, private=True))
             if isinstance(data, dict) and data.get("key") == key:
                 fields = data["info"]
                 fields["host"] = HostAbi(**fields["host"])

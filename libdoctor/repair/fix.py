@@ -23,6 +23,7 @@ class FixPlan:
     proposals: list[Proposal]  # every proposal, graded
     chosen: list[Proposal] = field(default_factory=list)  # what --apply would do
     env_prefix: Optional[str] = None  # whose repairs these are (None: not tied to a Python env)
+    folders: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # real folder -> identity at plan
 
     @property
     def needs_fixing(self) -> bool:
@@ -86,13 +87,29 @@ def plan_from_report(report: ScanReport, store: FactsStore, where: Optional[str]
     ctx = RuleContext(report, report.env, store, placement)
     findings, proposals = run_rules(ctx, select_rules(available_rules(), only, skip))
     graded = [verify(ctx, p) for p in proposals]
-    return FixPlan(report, findings, graded, choose(graded, force, heal_only_safe, accept), where)
+    chosen = choose(graded, force, heal_only_safe, accept)
+    return FixPlan(report, findings, graded, chosen, where, folder_identities(chosen))
+
+
+def folder_identities(chosen: list[Proposal]) -> dict[str, tuple[int, int, int, int]]:
+    """(device, inode, owner, mode) of each existing folder a chosen link goes into, as verified: apply checks
+    the folder it opens is still that one (a folder swapped in between is refused, nothing written)."""
+    identities = {}
+    for proposal in chosen:
+        if proposal.kind == "symlink" and proposal.link:
+            folder = os.path.realpath(os.path.dirname(proposal.link))
+            try:
+                st = os.stat(folder)
+            except OSError:
+                continue  # not there yet: libdoctor's own shim folder, made at apply
+            identities[folder] = (st.st_dev, st.st_ino, st.st_uid, st.st_mode)
+    return identities
 
 
 def apply_plan(plan: FixPlan, in_place: bool, root: Optional[str] = None) -> Outcome:
     root = root or state_dir()
     with state_lock(root):
-        return Applier(root, plan.env_prefix, in_place).apply(plan.chosen)
+        return Applier(root, plan.env_prefix, in_place, plan.folders).apply(plan.chosen)
 
 
 def proposal_json(proposal: Proposal) -> dict[str, Any]:

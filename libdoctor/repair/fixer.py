@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from ..errors import LibdoctorError, UsageError
 from ..loader.elffacts import read_regular
 from ..rules.base import Proposal
-from .statedir import ensure_private_dir, open_folder_nofollow, state_dir
+from .statedir import ensure_private_dir, open_folder_nofollow, state_dir, state_folder, write_private_json
 
 JOURNAL_VERSION = 1
 MARKER = "# written by libdoctor: `libdoctor undo` removes it"
@@ -59,7 +59,7 @@ def env_state_path(prefix: Optional[str], root: Optional[str] = None) -> str:
 
 def read_env_state(prefix: Optional[str], root: Optional[str] = None) -> dict:
     try:
-        data = json.loads(read_regular(env_state_path(prefix, root), MAX_STATE_BYTES))
+        data = json.loads(read_regular(env_state_path(prefix, root), MAX_STATE_BYTES, private=True))
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -76,14 +76,9 @@ def search_additions(prefix: Optional[str], root: Optional[str] = None) -> list[
 
 
 def _write_json_atomic(path: str, data: dict) -> None:
-    folder = os.path.dirname(path)
-    ensure_private_dir(folder)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)  # our own file: replacing it is the atomic update
+    """Our own state file replaced atomically, through the checked folder (never through a planted link)."""
+    folder = ensure_private_dir(os.path.dirname(path))
+    write_private_json(folder, os.path.basename(path), json.dumps(data, indent=1))
 
 
 # -- activation scripts ------------------------------------------------------------------
@@ -152,6 +147,22 @@ class Journal:
         _write_json_atomic(self.path, self.data)
 
 
+def folder_risk(folder: str, mode: int) -> Optional[str]:
+    """Why links must not go into ``folder``: writable by others (anyone there can swap or plant files), or, for
+    root, owned by another user (who can replace it between any check and the write)."""
+    if mode & stat.S_IWOTH:
+        return f"{folder} is world-writable"
+    try:
+        st = os.stat(folder)
+    except OSError as exc:
+        return f"{folder}: {exc.strerror}"
+    if st.st_mode & stat.S_IWGRP:
+        return f"{folder} is group-writable"
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"{folder} belongs to another user (uid {st.st_uid})"
+    return None
+
+
 def _nearest_existing(folder: str) -> str:
     path = os.path.abspath(folder)
     while not os.path.isdir(path) and os.path.dirname(path) != path:
@@ -184,16 +195,18 @@ def _write_temporary(folder_fd: int, name: str, data: bytes, mode: int = 0o644) 
 class Applier:
     """Applies proposals for one environment; the caller holds the state lock."""
 
-    def __init__(self, root: str, env_prefix: Optional[str], in_place: bool) -> None:
+    def __init__(self, root: str, env_prefix: Optional[str], in_place: bool,
+                 folders: Optional[dict[str, tuple[int, int, int, int]]] = None) -> None:
         self.root = root
         self.env_prefix = env_prefix
         self.in_place = in_place
+        self.folders = folders or {}  # real folder -> (dev, ino, uid, mode) when the plan was verified
         self.outcome = Outcome(run_id=new_run_id())
         self.journal = Journal(root, self.outcome.run_id, env_prefix)
 
     def apply(self, proposals: list[Proposal]) -> Outcome:
         self.check_writable(proposals)
-        os.makedirs(self.root, mode=0o755, exist_ok=True)  # shims below it must stay reachable by the loader
+        state_folder(self.root)  # 0755: shims below it must stay reachable by the loader
         ensure_private_dir(os.path.join(self.root, "journal"))
         self.journal.save()
         for proposal in proposals:
@@ -231,19 +244,26 @@ class Applier:
     def _symlink(self, proposal: Proposal) -> None:
         assert proposal.link and proposal.target
         folder, name = os.path.split(proposal.link)
-        if not self.in_place and not os.path.isdir(folder):
-            self._mkdir(folder)
+        if not self.in_place:
+            self._mkdir(folder)  # libdoctor's own shim folder: made, or checked to be a real folder of ours
         real_folder = os.path.realpath(folder)
         try:
             mode = os.stat(real_folder).st_mode
         except OSError as exc:
             self.outcome.refused.append(f"{proposal.link}: {exc.strerror}")
             return
-        if mode & stat.S_IWOTH:
-            self.outcome.refused.append(f"{proposal.link}: refused: {real_folder} is world-writable")
+        unsafe = folder_risk(real_folder, mode)
+        if unsafe:
+            self.outcome.refused.append(f"{proposal.link}: refused: {unsafe}")
             return
         fd = open_folder_nofollow(real_folder)
         try:
+            st = os.fstat(fd)
+            planned = self.folders.get(real_folder)
+            if planned is not None and planned != (st.st_dev, st.st_ino, st.st_uid, st.st_mode):
+                self.outcome.refused.append(f"{proposal.link}: refused: {real_folder} is not the folder the plan "
+                                            "verified (replaced or changed since): nothing written")
+                return
             try:
                 existing = os.readlink(name, dir_fd=fd)
             except FileNotFoundError:
@@ -273,9 +293,21 @@ class Applier:
             os.close(fd)
 
     def _mkdir(self, folder: str) -> None:
-        parent = os.path.dirname(folder)
-        if not os.path.isdir(parent):
-            self._mkdir(parent)
+        """``folder`` and its missing parents, each journalled; an existing component inside libdoctor's state
+        folder must be a real folder (a planted symlink is refused, never followed)."""
+        try:
+            st = os.lstat(folder)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            inside = os.path.abspath(folder).startswith(os.path.abspath(self.root) + os.sep)
+            if inside and stat.S_ISLNK(st.st_mode):
+                raise LibdoctorError(f"{folder}: a symlink where libdoctor keeps its shims: refused (never "
+                                     "followed); remove it and run again")
+            if not stat.S_ISDIR(os.stat(folder).st_mode):
+                raise LibdoctorError(f"{folder}: not a folder")
+            return
+        self._mkdir(os.path.dirname(folder))
         action = self.journal.intend({"kind": "mkdir", "path": folder})
         try:
             os.mkdir(folder, 0o755)
@@ -390,7 +422,7 @@ def _journal_files(root: str) -> list[str]:
 def _read_journal(root: str, name: str) -> tuple[Optional[dict], Optional[str]]:
     """A journal, or why it cannot be one of ours (never believed, never fatal)."""
     try:
-        data = json.loads(read_regular(os.path.join(root, "journal", name), MAX_STATE_BYTES))
+        data = json.loads(read_regular(os.path.join(root, "journal", name), MAX_STATE_BYTES, private=True))
     except (OSError, ValueError) as exc:
         return None, f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
     if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
@@ -512,7 +544,7 @@ def _undo_mkdir(action: dict, report: list[str]) -> None:
 def _undo_search_path(action: dict, report: list[str]) -> None:
     state_path = action.get("env_state")
     try:
-        state = json.loads(read_regular(state_path, MAX_STATE_BYTES))
+        state = json.loads(read_regular(state_path, MAX_STATE_BYTES, private=True))
     except (OSError, ValueError, TypeError):
         return
     if not isinstance(state, dict):

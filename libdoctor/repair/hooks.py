@@ -15,7 +15,7 @@ from typing import Optional
 
 from ..errors import LibdoctorError
 from .fixer import Applier, load_journals, undo
-from .statedir import state_dir, state_lock
+from .statedir import ensure_private_dir, state_dir, state_lock
 
 WRAPPED = ("bert-serving-start",)
 ORIGINAL_SUFFIX = ".libdoctor-orig"
@@ -71,7 +71,7 @@ def install_hook(prefix: str, libdoctor: list[str], root: Optional[str] = None) 
     with state_lock(root):
         applier = Applier(root, prefix, in_place=False)
         applier.journal.data["hook"] = True
-        os.makedirs(os.path.join(root, "journal"), mode=0o700, exist_ok=True)
+        ensure_private_dir(os.path.join(root, "journal"))
         applier.journal.save()
         applier.write_activation()
         for command in WRAPPED:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
+import stat
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -20,15 +22,71 @@ def state_dir() -> str:
     return os.path.join(base, "libdoctor")
 
 
-def ensure_private_dir(path: str) -> str:
-    os.makedirs(path, mode=0o700, exist_ok=True)
+def _checked_folder(path: str, mode: int) -> None:
+    """``path`` as a real folder of this user, created with ``mode`` when missing: a symlink planted in its place
+    (or a folder another user owns or can write) is refused, never followed."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise LibdoctorError(f"{path}: cannot create libdoctor's state folder: {exc.strerror}") from None
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise LibdoctorError(f"{path}: a symlink where libdoctor keeps its state: refused (never followed); "
+                             "remove it and run again")
+    if not stat.S_ISDIR(st.st_mode):
+        raise LibdoctorError(f"{path}: not a folder: libdoctor's state cannot live there")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise LibdoctorError(f"{path}: owned by another user or writable by others: refused as libdoctor's state")
+
+
+def state_folder(root: str, *parts: str, mode: int = 0o700) -> str:
+    """``root/parts...`` made (or checked) one component at a time: every component a real folder of ours.
+    The root stays reachable (0755) where shims below it must be read by the loader."""
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    path = os.path.abspath(root)
+    _checked_folder(path, 0o755)
+    for part in parts:
+        path = os.path.join(path, part)
+        _checked_folder(path, mode)
     return path
+
+
+def ensure_private_dir(path: str) -> str:
+    """A private folder inside libdoctor's state (``journal``, ``envs``): checked as :func:`state_folder` does."""
+    return state_folder(os.path.dirname(path), os.path.basename(path))
+
+
+def write_private_json(folder: str, name: str, text: str) -> None:
+    """``folder/name`` replaced atomically through a descriptor of the checked folder: a new file (O_EXCL,
+    O_NOFOLLOW, 0600), fsynced, renamed in place, and the folder fsynced so the rename survives a crash."""
+    fd = open_folder_nofollow(os.path.abspath(folder))
+    try:
+        tmp = f".{name}.{secrets.token_hex(4)}"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+        try:
+            with open(out, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=fd)
+            except OSError:
+                pass
+            raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
 def state_lock(folder: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
     """One changing run at a time per state folder (``fcntl.flock`` on ``folder/lock``)."""
-    os.makedirs(folder, mode=0o755, exist_ok=True)
+    state_folder(folder)
     fd = os.open(os.path.join(folder, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         deadline = time.monotonic() + wait
