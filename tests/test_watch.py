@@ -261,3 +261,45 @@ def test_systemd_install_writes_a_config_listing_the_envs_and_the_daemon_needs_s
                              env=env, capture_output=True, text=True, timeout=60)
     assert nothing.returncode == 2 and "nothing to watch" in nothing.stderr
     assert len(nothing.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("how", ["recreate", "move"])
+def test_watches_are_renewed_after_a_folder_is_replaced_or_moved(tree: Path, tmp_path: Path, how: str) -> None:
+    """A watched folder deleted and made again inside one debounce window, or moved away and back: the daemon
+    still sees the next change (it used to go blind until the hourly re-check)."""
+    daemon = Daemon([str(tree / "app"), "--debounce", "0.5"], cli_env(tmp_path))
+    libs = tree / "libs"
+    try:
+        daemon.wait_for("watching", timeout=30)
+        for round_ in range(3):
+            mark = len(daemon.events)
+            if how == "recreate":
+                saved = tmp_path / f"saved{round_}"
+                shutil.copytree(libs, saved, symlinks=True)
+                shutil.rmtree(libs)
+                shutil.copytree(saved, libs, symlinks=True)
+            else:
+                libs.rename(tmp_path / "away")
+                (tmp_path / "away").rename(libs)
+            if how == "recreate":
+                daemon.wait_for("verified", timeout=10, after=mark)
+            time.sleep(1.0)
+            mark = len(daemon.events)
+            (libs / "libdep.so.1").unlink()
+            event, _ = daemon.wait_for("regression", timeout=10, after=mark)
+            assert event["findings"] == [f"missing:libdep.so.1:{tree / 'app/libapp.so'}"]
+            mark = len(daemon.events)
+            os.symlink("libdep.so.1.2.3", libs / "libdep.so.1")
+            daemon.wait_for("recovery", timeout=10, after=mark)
+    finally:
+        code, _seconds = daemon.stop()
+    assert code == 0
+
+
+def test_sigterm_during_a_long_verification_stops_within_two_seconds(tree: Path, tmp_path: Path) -> None:
+    daemon = Daemon([str(tree / "app")], cli_env(tmp_path, LIBDOCTOR_TEST_VERIFY_SECONDS="30"))
+    time.sleep(1.5)  # python is up and the first verification has started
+    code, seconds = daemon.stop()
+    assert code == 0 and seconds < 2
+    daemon.thread.join(timeout=2)
+    assert daemon.count("stopped during a verification") == 1

@@ -123,11 +123,13 @@ def watch_folders(reports: list[ScanReport], units: list[Unit]) -> set[str]:
 
 
 class _Handler:
-    """watchdog handler: every relevant event is queued for the main loop."""
+    """watchdog handler: every relevant event is queued for the main loop; a watched folder that is deleted or
+    moved itself is marked to be watched anew (its inotify watch is gone or follows the old inode)."""
 
-    def __init__(self, events: "queue.Queue[str]", ignored: tuple[str, ...]) -> None:
+    def __init__(self, events: "queue.Queue[str]", ignored: tuple[str, ...], rearm: set[str]) -> None:
         self.events = events
         self.ignored = ignored
+        self.rearm = rearm
 
     def dispatch(self, event) -> None:  # noqa: ANN001 - watchdog's event type
         if event.event_type in IGNORED_EVENTS:
@@ -135,8 +137,22 @@ class _Handler:
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
         for path in paths:
             path = os.fsdecode(path)
+            if event.event_type in ("deleted", "moved"):
+                self.rearm.add(path)
             if not path.startswith(self.ignored):
                 self.events.put(path)
+
+
+class Stop(BaseException):
+    """SIGTERM during a verification: ends it at once (nothing it does is half-written)."""
+
+
+def identity(folder: str) -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class Watcher:
@@ -159,12 +175,19 @@ class Watcher:
         self.observer = None
         self.polling = False
         self.scheduled: dict[str, object] = {}
+        self.identities: dict[str, Optional[tuple[int, int]]] = {}  # watched folder -> (dev, ino) when scheduled
+        self.rearm: set[str] = set()  # folders deleted or moved since: their watches are renewed
+        self.verifying = False
+        self.heal_failures = 0
         self.verifications = 0
         self.seen_processes: set[tuple[int, str]] = set()
 
     # -- verification --------------------------------------------------------------------
 
     def scan_unit(self, unit: Unit) -> ScanReport:
+        slow = os.environ.get("LIBDOCTOR_TEST_VERIFY_SECONDS")  # lets tests stop a daemon mid-verification
+        if slow:
+            time.sleep(float(slow))
         env = activated_environment(unit.prefix, self.root)
         return run_scan(unit.targets, env=env, store=self.store, prefix=unit.prefix,
                         previous=self.reports.get(unit.label))
@@ -175,7 +198,13 @@ class Watcher:
         self.verifications += 1
         total = 0
         for unit in self.units:
-            report = self.scan_unit(unit)
+            self.verifying = True
+            try:
+                if self.stopping:
+                    raise Stop
+                report = self.scan_unit(unit)
+            finally:
+                self.verifying = False
             self.reports[unit.label] = report
             problems = {problem_id(p): p for p in report.problems}
             ids = set(problems)
@@ -218,11 +247,16 @@ class Watcher:
             report = self.reports.get(unit.label)
             if report is None or report.healthy:
                 continue
-            plan = plan_from_report(report, self.store, unit.prefix, in_place=self.config.in_place,
-                                    root=self.root, heal_only_safe=True)
-            if not plan.chosen:
+            try:
+                plan = plan_from_report(report, self.store, unit.prefix, in_place=self.config.in_place,
+                                        root=self.root, heal_only_safe=True)
+                if not plan.chosen:
+                    continue
+                outcome = apply_plan(plan, self.config.in_place, self.root)
+            except (LibdoctorError, OSError) as exc:  # a heal that cannot be made is reported, never fatal
+                self.heal_failures += 1
+                self.log.error("heal failed", env=unit.label, reason=str(exc), failures=self.heal_failures)
                 continue
-            outcome = apply_plan(plan, self.config.in_place, self.root)
             if outcome.created:
                 healed = True
                 self.log.warning("healed", env=unit.label, run_id=outcome.run_id, created=outcome.created)
@@ -280,28 +314,37 @@ class Watcher:
         return Observer()
 
     def reschedule(self) -> None:
+        """Watch what the last verification read; renew the watch of a folder deleted, recreated or moved
+        (a new inode, or an event on the folder itself), and watch the nearest existing ancestor of one gone."""
         wanted = watch_folders(list(self.reports.values()), self.units)
         ignored = (self.root + os.sep, os.path.dirname(self.store.path or "/nonexistent/x") + os.sep)
-        handler = _Handler(self.events, ignored)
+        handler = _Handler(self.events, ignored, self.rearm)
+        stale = {f for f in self.scheduled if f in self.rearm or identity(f) != self.identities.get(f)}
+        self.rearm.clear()
+        for folder in sorted((set(self.scheduled) - wanted) | stale):
+            try:
+                self.observer.unschedule(self.scheduled.pop(folder))
+            except (KeyError, OSError, ValueError):
+                pass
+            self.identities.pop(folder, None)
         for folder in sorted(wanted - set(self.scheduled)):
             try:
                 self.scheduled[folder] = self.observer.schedule(handler, folder, recursive=False)
+                self.identities[folder] = identity(folder)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EMFILE) and not self.polling:
                     self.log.warning("inotify watches ran out: polling instead", folders=len(wanted))
                     self.switch_to_polling()
                     return
                 self.log.info("folder not watched", folder=folder, error=exc.strerror)
-        for folder in sorted(set(self.scheduled) - wanted):
-            try:
-                self.observer.unschedule(self.scheduled.pop(folder))
-            except (KeyError, OSError):
-                pass
+        if stale:
+            self.log.info("watches renewed", folders=sorted(stale)[:20], count=len(stale))
 
     def switch_to_polling(self) -> None:
         self.observer.stop()
         self.polling = True
         self.scheduled = {}
+        self.identities = {}
         self.observer = self._observer()
         self.observer.start()
         self.reschedule()
@@ -309,6 +352,8 @@ class Watcher:
     def _signals(self) -> None:
         def stop(_signum: int, _frame: object) -> None:
             self.stopping = True
+            if self.verifying:  # a long verification ends now, not when it is done (systemd waits 2 s, not 90)
+                raise Stop
 
         def hup(_signum: int, _frame: object) -> None:
             self.reload = True
@@ -364,8 +409,11 @@ class Watcher:
                 self.verify(changed)
                 self.reschedule()
                 next_periodic = time.monotonic() + self.config.interval
+        except Stop:
+            self.log.info("stopped during a verification")
         finally:
             notify("STOPPING=1")
+            self.verifying = False
             self.observer.stop()
             self.observer.join(timeout=1.0)
             self.store.save()
