@@ -53,15 +53,19 @@ def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
 
 @pytest.fixture
 def field(elf: ElfFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """TF-1.14-like consumers (DT_NEEDED and dlopen styles) on a machine with CUDA 11 and cuDNN 8,
-    where CUDA 10.0's files and cuDNN 7.6.5 also lie, off every search path."""
-    tree = tmp_path / "tree"
-    state = tmp_path / "state"
-    monkeypatch.setenv("LIBDOCTOR_STATE_DIR", str(state))
+    monkeypatch.setenv("LIBDOCTOR_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("LIBDOCTOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
     monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    return build_field(elf, tmp_path)
+
+
+def build_field(elf: ElfFactory, tmp_path: Path) -> dict:
+    """TF-1.14-like consumers (DT_NEEDED and dlopen styles) on a machine with CUDA 11 and cuDNN 8,
+    where CUDA 10.0's files and cuDNN 7.6.5 also lie, off every search path."""
+    tree = tmp_path / "tree"
+    state = tmp_path / "state"
     stubs = [
         elf.stub("libcudart.so.10.0", ["cudaMalloc"], {"libcudart.so.10.0": ["cudaMalloc"]}),
         elf.stub("libcublas.so.10.0", ["cublasCreate_v2"]),
