@@ -25,6 +25,7 @@ SPECS = {
     "jax-cuda12": ["jax[cuda12]==0.10.2"],
     "cupy-ctk": ["cupy-cuda12x[ctk]==14.2.*"],
     "ort-cuda": ["onnxruntime-gpu[cuda,cudnn]==1.31.1"],
+    "cuda13-host": ["torch==2.14.1", "jax[cuda13]==0.10.2", "cupy-cuda13x[ctk]==14.2.*"],  # the H200 report's mix
 }
 MARKER = ".libdoctor-spec"
 

@@ -161,6 +161,8 @@ def soname_for(family: str, cuda: str) -> Optional[str]:
     for row in table():
         if row.family != family:
             continue
+        if row.cuda_versions.startswith("all"):  # one soname for every CUDA (libnccl.so.2)
+            return row.soname
         span = cuda_span(row.cuda_versions)
         if span and span[0] <= wanted <= span[1]:
             return row.soname

@@ -24,8 +24,9 @@ from ..cudatable import soname_for
 from .base import (GATE, LAZY, ExpectedLib, FrameworkInfo, FrameworkPlugin, installed_wheel_file, optional_objects,
                    python_version_of, read_text, requirements)
 
-# Dependencies before dependants, as cuda-pathfinder's load_dependencies does.
-PATHFINDER_FAMILIES = ("nvJitLink", "cublasLt", "cublas", "cusparse", "cusolver", "curand", "cufft", "nvrtc")
+# Dependencies before dependants, as cuda-pathfinder's load_dependencies does; the optional modules' too.
+PATHFINDER_FAMILIES = ("nvJitLink", "cublasLt", "cublas", "cusparse", "cusolver", "curand", "cufft", "nvrtc", "nccl",
+                       "cusparseLt")
 OPTIONAL_FEATURES = ((r"/cupy_backends/cuda/libs/cutensor\.|/cupyx/_cutensor\.|/cupy/cuda/cutensor\.",
                       "cuTENSOR (cupyx.cutensor)"),
                      (r"/cupy_backends/cuda/libs/cusparselt\.", "cuSPARSELt (cupy_backends.cuda.libs.cusparselt)"),
@@ -84,6 +85,9 @@ def cupy_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     builtins = nvrtc_builtins(found_nvrtc, site) if found_nvrtc else None
     if builtins and found_nvrtc:
         expected.append(ExpectedLib(builtins, "nvrtc", LAZY, found_nvrtc))  # at the first kernel compiled
+        beside = os.path.join(os.path.dirname(found_nvrtc), builtins)
+        if os.path.isfile(beside):  # cuda-pathfinder loads it too: a CUDA 13 wheel's NVRTC has no RUNPATH
+            preloads += (beside,)
     expected.append(ExpectedLib("libcuda.so.1", "cuda driver", GATE, None))
     return FrameworkInfo(flavour=f"{framework.name} (CUDA {major}.x)", cuda=f"{major}.x", cudnn=None,
                          built_from="distribution name", cuda_build=True, expected=tuple(expected), preloads=preloads,
@@ -102,6 +106,12 @@ for name in ("nvrtc", "cublas", "cusolver", "cusparse", "curand", "cufft"):
             module.getVersion()
     except Exception as exc:
         log("CuPy could not load " + name + ": " + type(exc).__name__ + ": " + str(exc)[:300])
+import cupy_backends.cuda.libs as libs
+for name in ("nccl", "cutensor", "cusparselt"):  # optional modules: their absence is not a load failure
+    try:
+        getattr(libs, name)
+    except Exception as exc:
+        log("CuPy optional module " + name + " unavailable: " + type(exc).__name__)
 try:
     out["gpu"] = cupy.cuda.runtime.getDeviceCount() > 0
 except Exception as exc:
