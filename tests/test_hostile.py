@@ -250,3 +250,18 @@ def test_no_links_into_group_writable_folders(field: dict) -> None:  # noqa: F81
     os.chmod(folder, 0o775)
     outcome = apply_plan(plan, in_place=True)
     assert any("group-writable" in r for r in outcome.refused)
+
+
+def test_a_poisoned_loader_cache_is_probed_again(tmp_path: Path) -> None:
+    from libdoctor.loader.loaderinfo import cached_probe_loader
+
+    real = cached_probe_loader(str(tmp_path))
+    cache = tmp_path / "loader-v1.json"
+    data = json.loads(cache.read_text())
+    for change in ({"system_dirs": "/evil"}, {"host": {"elf_class": "64"}}, {"lib": 5}, {"extra": 1}):
+        cache.write_text(json.dumps({"key": data["key"], "info": {**data["info"], **change}}))
+        assert cached_probe_loader(str(tmp_path)) == real, change
+    cache.write_text(json.dumps({"key": data["key"], "info": {**data["info"], "system_dirs": ["/evil"]}}))
+    assert cached_probe_loader(str(tmp_path)).system_dirs == ("/evil",)  # well formed and ours: believed
+    os.chmod(cache, 0o646)
+    assert cached_probe_loader(str(tmp_path)) == real  # writable by others: never believed

@@ -151,6 +151,30 @@ def _probe_key(interpreter: str) -> Optional[str]:
             f"{os.environ.get('GLIBC_TUNABLES', '')}")
 
 
+def _decode_info(fields: dict) -> LoaderInfo:
+    """A cached LoaderInfo, every field checked by type (anything else raises)."""
+    def text(value: object, optional: bool = False) -> Optional[str]:
+        if (value is None and optional) or isinstance(value, str):
+            return value  # type: ignore[return-value]
+        raise TypeError("not a string")
+
+    def texts(value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise TypeError("not a list")
+        return tuple(text(v) for v in value)  # type: ignore[misc]
+
+    host = fields["host"]
+    if not (isinstance(host, dict) and isinstance(host.get("elf_class"), int) and isinstance(host.get("machine"), int)
+            and isinstance(host.get("little_endian"), bool) and len(host) == 3):
+        raise TypeError("bad host")
+    if set(fields) != {f.name for f in dataclasses.fields(LoaderInfo)}:
+        raise ValueError("unknown fields")
+    return LoaderInfo(text(fields["interpreter"]), text(fields["glibc_version"], True),  # type: ignore[arg-type]
+                      texts(fields["system_dirs"]), text(fields["lib"]), text(fields["platform"], True),  # type: ignore[arg-type]
+                      texts(fields["hwcaps_active"]), texts(fields["subdirs"]), HostAbi(**host),
+                      text(fields["source"]))  # type: ignore[arg-type]
+
+
 def cached_probe_loader(cache_dir: Optional[str]) -> LoaderInfo:
     """:func:`probe_loader`, remembered in ``cache_dir`` while the loader and the CPU stay the same."""
     interpreter = find_interpreter() or DEFAULT_INTERPRETERS[0]
@@ -160,13 +184,9 @@ def cached_probe_loader(cache_dir: Optional[str]) -> LoaderInfo:
         try:
             data = json.loads(read_regular(path, 1 << 20, private=True))
             if isinstance(data, dict) and data.get("key") == key:
-                fields = data["info"]
-                fields["host"] = HostAbi(**fields["host"])
-                for name in ("system_dirs", "hwcaps_active", "subdirs"):
-                    fields[name] = tuple(fields[name])
-                return LoaderInfo(**fields)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+                return _decode_info(data["info"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # foreign, corrupt or poisoned: probed again, never believed
     info = probe_loader(interpreter)
     if key and path:
         import tempfile
