@@ -63,7 +63,7 @@ def install(venv: Path, name: str) -> str:
 def scan(venv: Path, *extra: str, env: dict | None = None) -> tuple[int, dict, float]:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "libdoctor", "scan", "--env", str(venv), "--json", *extra],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=str(venv))
     elapsed = time.perf_counter() - started
     return done.returncode, json.loads(done.stdout), elapsed
 

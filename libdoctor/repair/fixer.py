@@ -359,6 +359,10 @@ class Applier:
         folder, name = os.path.split(path)
         if not os.path.isdir(folder):
             self._mkdir(folder)  # journalled, so undo leaves the tree as it found it
+        unsafe = folder_risk(os.path.realpath(folder), os.stat(folder).st_mode)
+        if unsafe:
+            self.outcome.refused.append(f"{path}: refused: {unsafe}")
+            return
         fd = open_folder_nofollow(os.path.realpath(folder))
         try:
             try:
