@@ -54,7 +54,10 @@ MAX_NEEDED = 4096  # distinct DT_NEEDED names in one file (real ones have tens)
 MAX_NAME_BYTES = 1 << 20  # all the names one file's facts keep (the facts cache holds them)
 MAX_STRING = 1 << 16
 PATH_MAX = 4096  # a longer name can never be opened (ENAMETOOLONG): kept to PATH_MAX + 1 bytes, same verdict
-PAGE = 4096  # x86_64 and most loaders here; the mapping checks use it as glibc uses GLRO(dl_pagesize)
+try:  # the mapping checks use it as glibc uses GLRO(dl_pagesize): 4 KiB on x86_64, 16 or 64 KiB on some arm64
+    PAGE = os.sysconf("SC_PAGE_SIZE")
+except (ValueError, OSError):
+    PAGE = 4096
 ADDRESS_SPACE = 1 << 47  # a mapping longer than the user address space cannot be made
 MAX_VERSION_ENTRIES = 1 << 16
 MAX_PHNUM = 4096
