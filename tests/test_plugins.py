@@ -237,15 +237,16 @@ def test_hint_packages_exist_on_the_index(tmp_path: Path) -> None:
 def test_paddle_and_mxnet_are_known_from_their_files(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
     prefix, site = make_env(tmp_path / "p")
     (site / "paddle/version").mkdir(parents=True)
-    (site / "paddle/version/__init__.py").write_text("full_version = '3.0.0'\ncuda_version = '12.6'\n"
-                                                     "cudnn_version = '9.5.1'\n")
+    (site / "paddle/version/__init__.py").write_text(  # the layout of paddlepaddle_gpu-2.6.2's generated file
+        "# THIS FILE IS GENERATED FROM PADDLEPADDLE SETUP.PY\n#\nfull_version     = '2.6.2'\n"
+        "cuda_version     = '11.8'\ncudnn_version    = '8.6.0'\nxpu_version      = 'False'\n")
     elf.lib(site / "paddle/base/libpaddle.so", defines=["paddle_x"])
-    dist_info(site, "paddlepaddle-gpu", "3.0.0", ["paddle/base/libpaddle.so"])
+    dist_info(site, "paddlepaddle-gpu", "2.6.2", ["paddle/base/libpaddle.so"])
     elf.lib(site / "mxnet/libmxnet.so", defines=["mx_x"])
     dist_info(site, "mxnet-cu112", "1.9.1", ["mxnet/libmxnet.so"])
     report = scan_env(judge, prefix)
     infos = {f.info.name: f.info for f in report.frameworks}
-    assert (infos["paddlepaddle-gpu"].cuda, infos["paddlepaddle-gpu"].cudnn) == ("12.6", "9.5.1")
+    assert (infos["paddlepaddle-gpu"].cuda, infos["paddlepaddle-gpu"].cudnn) == ("11.8", "8.6.0")
     assert (infos["mxnet-cu112"].cuda, infos["mxnet-cu112"].cuda_build) == ("11.2", True)
     cpu, cpu_site = make_env(tmp_path / "cpu")
     (cpu_site / "paddle/version").mkdir(parents=True)
