@@ -437,6 +437,8 @@ def _install_parts(hint: str) -> tuple[str, list[str]]:
 
 
 def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
+    from .gpu.frameworkcheck import reach_hint
+
     groups: dict[tuple[str, bool], list[Problem]] = {}
     for problem in problems:
         framework = problem.target if problem.kind == "driver" else _group_of(report, problem.target)
@@ -447,13 +449,15 @@ def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
         requesters = list(dict.fromkeys(os.path.basename(p.needed_by) for p in members if p.needed_by))
         framework = _framework_label(report, group)
         what = f"needed for the GPU by {framework}" if framework else f"needed by {_named(requesters, 2)}"
+        reach = reach_hint(names, report.frameworks) if framework else None  # installed where it does not look
+        where = "installed but off its search path" if reach else "not there"
         cause = Cause(error, f"{plural(len(names), 'library', 'libraries')} {what} "
-                             f"{'is' if len(names) == 1 else 'are'} not there: {_named(names)}")
+                             f"{'is' if len(names) == 1 else 'are'} {where}: {_named(names)}")
         searched = _searched(members[0])
         if searched:
             cause.details.append(searched)
         elsewhere = list(dict.fromkeys(c.describe() for p in members for c in p.candidates))
-        if elsewhere:
+        if elsewhere and not reach:
             cause.details.append("elsewhere on this machine: " + "; ".join(elsewhere[:2]))
         stale = list(dict.fromkeys(f for p in members for f in stale_conf_folders(p, report)))
         for folder in stale:
@@ -461,19 +465,12 @@ def _missing_causes(report: ScanReport, problems: list[Problem]) -> list[Cause]:
                                  "(the loader reads only the cache)")
         hints = list(dict.fromkeys(h for p in members for h in install_hints(p, report)))
         same_version = any(c.name.startswith(p.soname or "\0") for p in members for c in p.candidates)
-        reach = _reach(report, names) if framework else None
         if reach:
             cause.details.append(reach[0])
         cause.fix = ("ldconfig  # as root" if stale else reach[1] if reach else fix_command(report) if same_version
                      else _one_command(hints))
         causes.append(cause)
     return causes
-
-
-def _reach(report: ScanReport, names: list[str]) -> Optional[tuple[str, str]]:
-    from .gpu.frameworkcheck import reach_hint
-
-    return reach_hint(names, report.frameworks)
 
 
 def _optional_causes(problems: list[Problem]) -> list[Cause]:

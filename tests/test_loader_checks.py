@@ -188,3 +188,15 @@ def test_mutation_sweep_agrees_with_the_loader(tmp_path: Path) -> None:
     report = mutation_sweep.sweep(400, 7, tmp_path)
     assert report["tracebacks"] == 0 and report["loader_timeouts"] == 0
     assert report["agreement"] >= 0.985, report["disagreements"]
+
+
+@pytest.mark.parametrize("length", [300, 5000])  # past NAME_MAX (one component) and past PATH_MAX
+def test_a_name_too_long_to_open_stops_the_load_as_the_loader_does(judge: Judge, tmp_path: Path,
+                                                                    length: int) -> None:
+    import bloat  # noqa: PLC0415 - benchmarks/, on sys.path above
+
+    root = bloat.craft(tmp_path / "libroot.so", [b"x" * length], 1)
+    done, result = judge_both(judge, root)
+    assert done.returncode == 127 and "cannot open shared object file: Error 36" in done.stderr
+    resolution = next(r for r in result.resolutions if r.name.startswith("xxx"))
+    assert resolution.fatal and "File name too long" in resolution.error and not result.ok

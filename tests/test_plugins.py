@@ -284,3 +284,20 @@ def test_load_failures_are_read_from_logs_and_stderr() -> None:
     assert load_failures(data) == ("Failed to load library x.so with error: libcublasLt.so.13: cannot open shared "
                                    "object file",)
     assert load_failures({"logs": [], "stderr": ""}) == ()
+
+
+@pytest.mark.parametrize(("path", "kind"), [  # files seen in the real wheels of issue 12's venvs
+    ("/e/site-packages/torch/lib/libtorch_cuda.so", "torch"),
+    ("/e/site-packages/tensorflow/libtensorflow_framework.so.2", "tensorflow"),
+    ("/e/site-packages/jaxlib/_jax.so", "jax"),
+    ("/e/site-packages/cupy/_core/core.cpython-311-x86_64-linux-gnu.so", "cupy"),
+    ("/e/site-packages/onnxruntime/capi/onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so", "onnxruntime"),
+    ("/e/site-packages/paddle/base/libpaddle.so", "paddle"),
+    ("/e/site-packages/mxnet/libmxnet.so", "mxnet"),
+    ("/usr/lib/x86_64-linux-gnu/libc.so.6", None),
+    ("/e/site-packages/nvidia/cu13/lib/libcudart.so.13", None),
+])
+def test_each_plugin_names_the_file_that_marks_a_process_as_running_it(path: str, kind: str | None) -> None:
+    from libdoctor.gpu.frameworks import PLUGINS
+
+    assert [k for k, plugin in PLUGINS.items() if plugin.mapped.search(path)] == ([kind] if kind else [])

@@ -1,5 +1,5 @@
-"""Running processes: which have TensorFlow or PyTorch loaded, their CUDA libraries and from where,
-libraries replaced or deleted since they were mapped (a restart is needed), and framework
+"""Running processes: which have a GPU framework loaded (each plug-in names the file that marks it), their
+CUDA libraries and from where, libraries replaced or deleted since they were mapped (a restart is needed), and framework
 processes with no CUDA runtime mapped at all: the field's silent failure, a worker on the CPU."""
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from ..gpu.frameworks import PLUGINS, framework_info
 from ..targets import CUDA_NAME
 
-FRAMEWORK_LIBS = {
-    "torch": re.compile(r"^lib(torch|torch_cpu|torch_cuda|c10)\.so"),
-    "tensorflow": re.compile(r"^(libtensorflow_framework\.so|libtensorflow_cc\.so|_pywrap_tensorflow_internal\.so)"),
-    "jax": re.compile(r"^xla_extension\.so"),
-}
 GPU_RUNTIME = re.compile(r"^lib(cudart|cudnn|cuda)\.so")
 
 
@@ -70,8 +66,12 @@ def read_maps(pid: int, proc: str = "/proc") -> list[Mapped]:
     return list(seen.values())
 
 
-def _interesting(name: str) -> bool:
-    return bool(CUDA_NAME.match(name)) or any(p.match(name) for p in FRAMEWORK_LIBS.values())
+def _framework_file(path: str) -> bool:
+    return any(plugin.mapped.search(path) for plugin in PLUGINS.values())
+
+
+def _interesting(path: str) -> bool:
+    return bool(CUDA_NAME.match(os.path.basename(path))) or _framework_file(path)
 
 
 def inspect_process(pid: int, name: str, cmdline: str, proc: str = "/proc") -> Optional[ProcessReport]:
@@ -79,12 +79,11 @@ def inspect_process(pid: int, name: str, cmdline: str, proc: str = "/proc") -> O
         maps = read_maps(pid, proc)
     except (OSError, ValueError):
         return None  # gone, or not ours to read
-    frameworks = tuple(f for f, pattern in FRAMEWORK_LIBS.items()
-                       if any(pattern.match(os.path.basename(m.path)) for m in maps))
+    frameworks = tuple(kind for kind, plugin in PLUGINS.items() if any(plugin.mapped.search(m.path) for m in maps))
     cuda = tuple(m for m in maps if CUDA_NAME.match(os.path.basename(m.path)))
     if not frameworks and not cuda:
         return None
-    stale = tuple(m for m in maps if m.stale and _interesting(os.path.basename(m.path)))
+    stale = tuple(m for m in maps if m.stale and _interesting(m.path))
     return ProcessReport(pid, name, cmdline, frameworks, cuda, stale, impostors_in_use(maps, cuda))
 
 
@@ -101,12 +100,10 @@ def impostors_in_use(maps: list[Mapped], cuda: tuple[Mapped, ...]) -> tuple[str,
     """CUDA files a framework process has mapped whose own SONAME is another major of a library the framework
     dlopens by name (a TensorFlow built for cuDNN 7 running on cuDNN 8 through a hand-made link)."""
     from ..candidates import stem_of
-    from ..gpu.frameworks import framework_info
     from ..loader.factstore import FactsStore
     from ..targets import find_frameworks, python_env
 
-    prefixes = {p for p in (_environment_of(m.path) for m in maps
-                            if any(f.match(os.path.basename(m.path)) for f in FRAMEWORK_LIBS.values())) if p}
+    prefixes = {p for p in (_environment_of(m.path) for m in maps if _framework_file(m.path)) if p}
     wanted: dict[str, tuple[str, str]] = {}  # stem -> (the soname asked for, the framework asking)
     for prefix in prefixes:
         env = python_env(prefix)

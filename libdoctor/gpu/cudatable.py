@@ -206,8 +206,8 @@ def install_hint(soname: str, cuda_major: Optional[int] = None) -> Optional[str]
     if family == "cudnn" and major:
         if major == 7:
             return "conda install cudnn=7.6.5"
-        cuda = cuda_major if cuda_major and cuda_major >= (12 if major >= 9 else 11) else (12 if major >= 9 else 11)
-        return f"pip install '{wheel_name('cudnn', cuda)}=={major}.*'"
+        oldest = 12 if major >= 9 else 11  # the oldest CUDA whose cuDNN wheels carry this major
+        return f"pip install '{wheel_name('cudnn', max(cuda_major or oldest, oldest))}=={major}.*'"
     rows = rows_for(soname)
     majors = sorted(_majors(rows))
     if not majors:  # one soname for every CUDA (libnccl.so.2, libcusparseLt.so.0)

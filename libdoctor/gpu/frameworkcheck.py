@@ -245,7 +245,7 @@ def reach_hint(sonames: list[str], frameworks: list[FrameworkReport]) -> Optiona
         files = [installed_for(framework, s) for s in sonames]
         if all(files):
             folders = ":".join(dict.fromkeys(os.path.dirname(f) for f in files if f))
-            return (f"the libraries are installed (NVIDIA wheels) but {framework.info.title} does not search there "
-                    f"by default: {framework.info.reach}, or put their folders on LD_LIBRARY_PATH",
+            return (f"{framework.info.title} finds these NVIDIA wheels only when told where: "
+                    f"{framework.info.reach}, or put their folders on LD_LIBRARY_PATH",
                     f"export LD_LIBRARY_PATH={folders}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}")
     return None

@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
-from ..targets import CUDA_NAME, framework_kind
+from ..targets import CUDA_NAME
 from .frameworkcheck import FrameworkReport
 from .frameworks import plugin_of
 
@@ -96,8 +96,7 @@ def run_probe(python: str, framework: FrameworkReport, timeout: int = PROBE_TIME
     info = framework.info
     predicted = _cuda_paths([p for _n, p, _v in framework.cuda_sources])
     lazily = _cuda_paths([c.path for c in framework.checks if c.path and c.lib.role == "lazy"])
-    known = framework_kind(info.name)
-    plugin = plugin_of(known[0]) if known else None
+    plugin = plugin_of(info.kind)
     if plugin is None:
         return ProbeResult(info.label, False, None, f"no probe for {info.name}", (), tuple(sorted(predicted)),
                            ("no probe for this framework: nothing compared",))

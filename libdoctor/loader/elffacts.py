@@ -33,7 +33,7 @@ ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
 ET_REL, ET_EXEC, ET_DYN, ET_CORE = 1, 2, 3, 4
 PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
-PT_TLS, PT_GNU_PROPERTY = 7, 0x6474E553
+PT_TLS = 7
 PF_X, PF_W, PF_R = 1, 2, 4
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 5, 6, 10, 11
 DT_HASH, DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS_1 = 4, 14, 15, 29, 0x6FFFFFFB
@@ -113,7 +113,6 @@ class ElfFacts:
     has_verdef: bool = False
     load_error: Optional[str] = None  # what _dl_map_object_from_fd says of this file (it is never loaded)
     late_error: Optional[str] = None  # the same, met after its DF_1_PIE check (hash table, strings)
-    crashes: bool = False  # the error is a crash of the loader itself (SIGSEGV, SIGBUS), not a message
 
     @property
     def nodeflib(self) -> bool:
@@ -210,8 +209,7 @@ def _enum_value(value: object, table_name: str) -> int:
     return int(getattr(enums, table_name)[value])
 
 
-_PT_NAMES = {"PT_LOAD": PT_LOAD, "PT_DYNAMIC": PT_DYNAMIC, "PT_INTERP": PT_INTERP, "PT_GNU_PROPERTY": PT_GNU_PROPERTY,
-             "PT_TLS": PT_TLS}
+_PT_NAMES = {"PT_LOAD": PT_LOAD, "PT_DYNAMIC": PT_DYNAMIC, "PT_INTERP": PT_INTERP, "PT_TLS": PT_TLS}
 _LD_SCRIPT_WORDS = re.compile(rb"\b(GROUP|INPUT|OUTPUT_FORMAT|AS_NEEDED)\s*\(")
 _LD_SCRIPT_REFS = re.compile(rb"(?:GROUP|INPUT|AS_NEEDED)\s*\(([^)]*)\)")
 
@@ -296,19 +294,22 @@ class _Layout:
 
     fmt: str  # "<" or ">"
     elf_class: int
-    loads: list[tuple[int, int, int]] = field(default_factory=list)  # (vaddr, offset, filesz)
     dynamic: Optional[tuple[int, int]] = None  # (offset, filesz)
     dynamic_vaddr: int = 0
     interp: Optional[tuple[int, int]] = None
-    readonly: list[tuple[int, int]] = field(default_factory=list)  # (offset, filesz) of r-- PT_LOAD segments
     segments: list[Segment] = field(default_factory=list)  # every PT_LOAD, in program header order
-    property_note: Optional[tuple[int, int, int]] = None  # PT_GNU_PROPERTY (vaddr, memsz, align)
     tls: Optional[tuple[int, int]] = None  # PT_TLS (memsz, align), the last non-empty one
 
+    @property
+    def readonly(self) -> list[tuple[int, int]]:
+        """(offset, filesz) of the read-only, non-executable PT_LOAD segments."""
+        return [(s.offset, s.filesz) for s in self.segments if not s.flags & (PF_X | PF_W)]
+
     def offset_of(self, vaddr: int, what: str) -> int:
-        for start, offset, size in self.loads:
-            if start <= vaddr < start + size:
-                return vaddr - start + offset
+        """The file offset of ``vaddr`` (the symbol readers' way: only a file that loaded is read so)."""
+        for seg in self.segments:
+            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+                return vaddr - seg.vaddr + seg.offset
         raise CorruptError(f"corrupt: {what} address {vaddr:#x} is in no loadable segment")
 
 
@@ -511,20 +512,15 @@ def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
         ph = phdr.parse(table[i * phentsize:(i + 1) * phentsize])
         p_type = _PT_NAMES.get(ph["p_type"], ph["p_type"])
         if p_type == PT_LOAD:
-            layout.loads.append((ph["p_vaddr"], ph["p_offset"], ph["p_filesz"]))
             layout.segments.append(Segment(ph["p_vaddr"], ph["p_offset"], ph["p_filesz"], ph["p_memsz"],
                                            int(ph["p_flags"])))
-            if not int(ph["p_flags"]) & (PF_X | PF_W):
-                layout.readonly.append((ph["p_offset"], ph["p_filesz"]))
         elif p_type == PT_DYNAMIC and ph["p_filesz"]:  # glibc: the last non-empty one; empty ones are skipped
             layout.dynamic = (ph["p_offset"], ph["p_filesz"])
             layout.dynamic_vaddr = ph["p_vaddr"]
-        elif p_type == PT_GNU_PROPERTY:
-            layout.property_note = (ph["p_vaddr"], ph["p_memsz"], ph["p_align"])
-        elif p_type == PT_TLS and ph["p_memsz"]:
-            layout.tls = (ph["p_memsz"], ph["p_align"])
         elif p_type == PT_INTERP and layout.interp is None:
             layout.interp = (ph["p_offset"], ph["p_filesz"])
+        elif p_type == PT_TLS and ph["p_memsz"]:
+            layout.tls = (ph["p_memsz"], ph["p_align"])
     return header, layout
 
 
@@ -633,8 +629,7 @@ def _read_facts(reader: _Reader, head: bytes) -> ElfFacts:
     try:
         return _mapped_facts(reader, header, layout, interp)
     except LoaderCrash as crash:
-        return ElfFacts(**header, interp=interp, dynamic=layout.dynamic is not None, load_error=str(crash),
-                        crashes=True)
+        return ElfFacts(**header, interp=interp, dynamic=layout.dynamic is not None, load_error=str(crash))
     except UnsupportedVersion as refused:
         return ElfFacts(**header, interp=interp, dynamic=True, load_error=str(refused))
 
@@ -693,20 +688,18 @@ def _mapped_facts(reader: _Reader, header: dict, layout: _Layout, interp: Option
             return ElfFacts(**header, interp=interp, load_error="object file has no dynamic section")
         return ElfFacts(**header, interp=interp)
     dynamic = _mapped_dynamic(image, layout)
-    tags = dynamic.tags
-    needed_offsets, filter_offsets = list(dynamic.needed), list(dynamic.filters)
-    flags_1 = tags.get(DT_FLAGS_1, 0)
-    asserted = _dynamic_info_error(tags, header["machine"])
+    flags_1 = dynamic.tags.get(DT_FLAGS_1, 0)
+    asserted = _dynamic_info_error(dynamic.tags, header["machine"])
     if asserted:
         return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, load_error=asserted)
     try:
-        return _named_facts(image, header, layout, interp, tags, needed_offsets, filter_offsets)
+        return _named_facts(image, header, layout, interp, dynamic)
     except LoaderCrash as crash:  # after the DF_1_PIE check: a PIE is refused before this
-        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, late_error=str(crash), crashes=True)
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, late_error=str(crash))
 
 
-def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[str], tags: dict[int, int],
-                 needed_offsets: list[int], filter_offsets: list[int]) -> ElfFacts:
+def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[str], dynamic: _Dynamic) -> ElfFacts:
+    tags, needed_offsets, filter_offsets = dynamic.tags, list(dynamic.needed), list(dynamic.filters)
     flags_1 = tags.get(DT_FLAGS_1, 0)
     late = _hash_error(image, tags, layout.fmt)
     if late:

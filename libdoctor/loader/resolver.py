@@ -664,12 +664,14 @@ class _LoadState:
             needs: dict[str, list] = {}
             for need in obj.facts.version_needs:
                 needs.setdefault(need.file, []).append(need)
+            scope: Optional[set[str]] = None  # walked once, only for a need beyond the object's own DT_NEEDED
             for file_name, wanted in needs.items():
                 provider = self.find_loaded(file_name)
-                if file_name not in obj.facts.needed and file_name not in self._local_scope(obj):
-                    # this glibc's find_needed looks only in the object's own scope (dl-version.c)
-                    problems.append(VersionProblem(obj.path, "", file_name, wanted[0].name, False, False, True))
-                    continue
+                if file_name not in obj.facts.needed:
+                    scope = self._local_scope(obj) if scope is None else scope
+                    if file_name not in scope:  # this glibc's find_needed looks only there (dl-version.c)
+                        problems.append(VersionProblem(obj.path, "", file_name, wanted[0].name, False, False, True))
+                        continue
                 if provider is None:
                     continue  # missing altogether: reported as not found
                 if not provider.facts.has_verdef:

@@ -5,6 +5,7 @@ distribution is which framework; :data:`PLUGINS` says who knows it.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from ...targets import Framework, PythonEnv
 from .base import GATE, LAZY, OPTIONAL, ExpectedLib, FrameworkInfo, FrameworkPlugin, python_version_of, requirements
@@ -30,7 +31,7 @@ def plugin_of(kind: str) -> FrameworkPlugin | None:
 def framework_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     plugin = plugin_of(framework.kind)
     if plugin is not None:
-        return plugin.info(framework, env)
+        return replace(plugin.info(framework, env), kind=plugin.kind, display=plugin.display)
     site = os.path.dirname(framework.location)
     return FrameworkInfo(framework.name, framework.version, framework.name, None, python_version_of(site), None,
                          None, "unknown", None, requirements=requirements(framework.location))

@@ -49,12 +49,12 @@ class FrameworkInfo:
     preloads: tuple[str, ...] = ()  # loaded by full path before anything else (torch, JAX, CuPy's pathfinder)
     requirements: tuple[str, ...] = ()  # Requires-Dist lines naming nvidia wheels
     notes: tuple[str, ...] = field(default_factory=tuple)
-    display: str = ""  # "PyTorch", "JAX"
+    display: str = ""  # "PyTorch", "JAX": the plug-in's, set with ``kind`` by ``framework_info``
+    kind: str = ""
     on_failure: str = "its GPU path fails"  # what the framework does when a gate library is missing
     install: Optional[str] = None  # the framework's own command for its CUDA libraries ("pip install 'jax[cuda12]'")
     optional_objects: tuple[tuple[str, str], ...] = ()  # (extension module, optional feature it serves)
-    wheel_libs: tuple[str, ...] = ()  # NVIDIA wheel folders installed here that the loader does not search
-    reach: Optional[str] = None  # how the framework reaches those folders when asked (onnxruntime.preload_dlls())
+    reach: Optional[str] = None  # how it reaches NVIDIA wheels its loads do not search (onnxruntime.preload_dlls())
 
     @property
     def label(self) -> str:
@@ -80,6 +80,7 @@ class FrameworkPlugin:
     display: str
     info: Callable[[Framework, PythonEnv], FrameworkInfo]
     probe: str  # python run in the environment: sets out["version"] and out["gpu"], may raise
+    mapped: "re.Pattern[str]"  # a file whose mapping marks a process as running it (searched in the path)
 
 
 def python_version_of(site_packages: str) -> Optional[str]:

@@ -71,7 +71,7 @@ def cupy_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     site = os.path.dirname(framework.location)
     major = cuda_major_of(framework.name, site)
     base = dict(name=framework.name, version=framework.version, package_dir=os.path.join(site, "cupy"),
-                python_version=python_version_of(site), display="CuPy", requirements=requirements(framework.location),
+                python_version=python_version_of(site), requirements=requirements(framework.location),
                 optional_objects=optional_objects(framework.files, OPTIONAL_FEATURES))
     if major is None:
         return FrameworkInfo(flavour=framework.name, cuda=None, cudnn=None, built_from="unknown", cuda_build=None,
@@ -119,4 +119,4 @@ except Exception as exc:
     out["gpu"] = False
 """
 
-PLUGIN = FrameworkPlugin("cupy", "CuPy", cupy_info, PROBE)
+PLUGIN = FrameworkPlugin("cupy", "CuPy", cupy_info, PROBE, re.compile(r"/cupy/_core/core\.[^/]*so$"))

@@ -57,7 +57,7 @@ def jax_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     plugin_dist = framework.part(rf"jax-cuda{major}-plugin$") if major else None
     reqs = requirements(plugin_dist.location) if plugin_dist else ()
     base = dict(name=framework.name, version=framework.version, package_dir=os.path.join(site, "jax"),
-                python_version=python_version_of(site), display="JAX", requirements=reqs)
+                python_version=python_version_of(site), requirements=reqs)
     if major is None:
         return FrameworkInfo(flavour="jaxlib (CPU only: no jax-cudaNN-plugin)", cuda=None, cudnn=None,
                              built_from="jax_plugins (none installed)", cuda_build=False, **base)
@@ -92,4 +92,4 @@ out["version"] = jax.__version__
 out["gpu"] = any(d.platform == "gpu" for d in jax.devices())
 """
 
-PLUGIN = FrameworkPlugin("jax", "JAX", jax_info, PROBE)
+PLUGIN = FrameworkPlugin("jax", "JAX", jax_info, PROBE, re.compile(r"/(_jax|xla_extension)\.[^/]*so$"))

@@ -17,7 +17,7 @@ def mxnet_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     cuda = f"{match.group(1)}.{match.group(2)}" if match else None
     return FrameworkInfo(framework.name, framework.version, framework.name, os.path.join(site, "mxnet"),
                          python_version_of(site), cuda, None, "distribution name", cuda is not None,
-                         requirements=requirements(framework.location), display="MXNet",
+                         requirements=requirements(framework.location),
                          on_failure="import mxnet fails (CUDA is linked through DT_NEEDED)")
 
 
@@ -27,4 +27,4 @@ out["version"] = mxnet.__version__
 out["gpu"] = mxnet.context.num_gpus() > 0
 """
 
-PLUGIN = FrameworkPlugin("mxnet", "MXNet", mxnet_info, PROBE)
+PLUGIN = FrameworkPlugin("mxnet", "MXNet", mxnet_info, PROBE, re.compile(r"/libmxnet\.so$"))

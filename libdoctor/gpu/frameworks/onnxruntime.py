@@ -39,7 +39,7 @@ def onnxruntime_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     cudnn = lower_bound(reqs, "nvidia-cudnn")
     provider = os.path.join(capi, PROVIDER)
     base = dict(name=framework.name, version=framework.version, package_dir=os.path.join(site, "onnxruntime"),
-                python_version=python_version_of(site), display="ONNX Runtime", requirements=reqs,
+                python_version=python_version_of(site), requirements=reqs,
                 optional_objects=optional_objects(framework.files, OPTIONAL_FEATURES))
     if not cuda or not os.path.isfile(provider):
         return FrameworkInfo(flavour=framework.name, cuda=cuda, cudnn=cudnn, built_from="build_and_package_info.py",
@@ -85,4 +85,5 @@ session = ort.InferenceSession(model, providers=["CUDAExecutionProvider", "CPUEx
 out["gpu"] = "CUDAExecutionProvider" in session.get_providers()
 """
 
-PLUGIN = FrameworkPlugin("onnxruntime", "ONNX Runtime", onnxruntime_info, PROBE)
+PLUGIN = FrameworkPlugin("onnxruntime", "ONNX Runtime", onnxruntime_info, PROBE,
+                         re.compile(r"/onnxruntime_pybind11_state\.[^/]*so$|/libonnxruntime\.so"))

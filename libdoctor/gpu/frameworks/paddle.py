@@ -30,7 +30,7 @@ def paddle_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
                          python_version_of(site), cuda, cudnn,
                          "paddle/version/__init__.py" if known else "unknown",
                          (cuda is not None) if known else None, requirements=requirements(framework.location),
-                         display="PaddlePaddle", on_failure="Paddle runs on the CPU",
+                         on_failure="Paddle runs on the CPU",
                          notes=("the libraries Paddle dlopens at run time are not modelled: only its objects' "
                                 "DT_NEEDED are checked",))
 
@@ -41,4 +41,4 @@ out["version"] = paddle.__version__
 out["gpu"] = bool(paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0)
 """
 
-PLUGIN = FrameworkPlugin("paddle", "PaddlePaddle", paddle_info, PROBE)
+PLUGIN = FrameworkPlugin("paddle", "PaddlePaddle", paddle_info, PROBE, re.compile(r"/libpaddle\.so$"))

@@ -54,7 +54,7 @@ def torch_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     return FrameworkInfo(framework.name, version, flavour, os.path.join(site, "torch"), python_version_of(site),
                          cuda, cudnn_major, "torch/version.py" if text else "unknown", cuda is not None if text else None,
                          tuple(expected), torch_preloads(site, cuda) if cuda else (), requirements(framework.location),
-                         display="PyTorch", on_failure="torch.cuda.is_available() is False: PyTorch runs on the CPU")
+                         on_failure="torch.cuda.is_available() is False: PyTorch runs on the CPU")
 
 
 PROBE = """
@@ -63,4 +63,4 @@ out["version"] = torch.__version__
 out["gpu"] = bool(torch.cuda.is_available())
 """
 
-PLUGIN = FrameworkPlugin("torch", "PyTorch", torch_info, PROBE)
+PLUGIN = FrameworkPlugin("torch", "PyTorch", torch_info, PROBE, re.compile(r"/lib(torch|torch_cpu|torch_cuda|c10)\.so"))

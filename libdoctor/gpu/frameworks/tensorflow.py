@@ -142,7 +142,7 @@ def tensorflow_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
                      "is missing")
     return FrameworkInfo(framework.name, framework.version, flavour, package, python_version_of(site), cuda, cudnn,
                          source, None if cuda is None and not cpu_only else not cpu_only, tuple(expected), (),
-                         requirements(framework.location), tuple(notes), display="TensorFlow",
+                         requirements(framework.location), tuple(notes),
                          on_failure="TensorFlow registers no GPU and runs on the CPU",
                          install=and_cuda_hint(framework))
 
@@ -162,4 +162,5 @@ devices = getattr(config, "list_physical_devices", None) or getattr(
 out["gpu"] = bool(devices("GPU")) if devices else bool(tf.test.is_gpu_available())
 """
 
-PLUGIN = FrameworkPlugin("tensorflow", "TensorFlow", tensorflow_info, PROBE)
+PLUGIN = FrameworkPlugin("tensorflow", "TensorFlow", tensorflow_info, PROBE,
+                         re.compile(r"/(libtensorflow_framework|libtensorflow_cc|_pywrap_tensorflow_internal)\.so"))
