@@ -90,6 +90,8 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
                      help="Another folder to look in for other versions of missing libraries (repeatable)."),
         click.option("--no-activate", is_flag=True,
                      help="Do not apply the --env's etc/conda/activate.d scripts (applied when it is not active)."),
+        click.option("--rule", "only", multiple=True, help="Run only this rule (repeatable; see `libdoctor rules`)."),
+        click.option("--skip-rule", "skip", multiple=True, help="Do not run this rule (repeatable)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -107,8 +109,8 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
               help="Also import each framework in the environment's python (runs its code; time-limited) and "
                    "compare what it really loads with the prediction.")
 def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
-         dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, verbose: bool,
-         quiet: bool, no_cache: bool, no_symbols: bool, probe: bool) -> None:
+         dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, only: tuple[str, ...],
+         skip: tuple[str, ...], verbose: bool, quiet: bool, no_cache: bool, no_symbols: bool, probe: bool) -> None:
     """Resolve every dependency of TARGETS (files or folders) exactly as glibc's loader would.
 
     Without TARGETS: the GPU frameworks of the active Python environment; with none active, of every
@@ -118,15 +120,14 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     from .report import render_human, render_summary, to_json
     from .scan import run_scan
 
-    if prefix and python:
-        raise click.UsageError("--env and --python name the same thing: give one")
     check_inputs(targets, (prefix,) if prefix else (), python, caller, look_in)
+    check_options(prefix, python, only, skip)
     log = get_logger()
     store = FactsStore() if no_cache else FactsStore.default()
     if store.load_problem:
         log.warning("facts cache ignored", problem=store.load_problem)
     kwargs = dict(store=store, caller=caller, dlopen_strings=dlopen_strings, look_in=look_in, probe=probe,
-                  activate=not no_activate, symbols=not no_symbols)
+                  activate=not no_activate, symbols=not no_symbols, only=only, skip=skip)
     if not (targets or prefix or python) and not active_environment():
         with progress("checking the Python environments of this machine"):
             reports = [run_scan(prefix=p, **kwargs) for p in framework_environments()]
@@ -154,6 +155,17 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     sys.exit(EXIT_OK if report.healthy else EXIT_PROBLEMS)
 
 
+def check_options(prefix: Optional[str], python: Optional[str], only: tuple[str, ...] = (),
+                  skip: tuple[str, ...] = ()) -> None:
+    """Options that cannot go together, and rule names that do not exist: exit 2 before anything runs."""
+    if prefix and python:
+        raise click.UsageError("--env and --python name the same thing: give one")
+    if only or skip:
+        from .rules import available_rules, select_rules
+
+        select_rules(available_rules(), only, skip)
+
+
 def _show_reports(reports: list, as_json: bool, quiet: bool, verbose: bool) -> None:  # noqa: ANN001
     """Several environments: each report in turn (JSON: ``{"schema_version", "environments": [report]}``)."""
     from .report import plural, render_human, render_summary, to_json
@@ -178,28 +190,27 @@ def _show_reports(reports: list, as_json: bool, quiet: bool, verbose: bool) -> N
 @_target_options
 def explain(soname: str, targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
             caller: Optional[str], dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...],
-            no_activate: bool) -> None:
+            no_activate: bool, only: tuple[str, ...], skip: tuple[str, ...]) -> None:
     """Every folder the loader searches for SONAME, in order, for each object that asks for it.
 
     TARGETS and the options pick what to scan, as for scan.  Exit status 1 when SONAME is not found
     for some object.
     """
     from .loader.factstore import FactsStore
-    from .report import Style, explain_json, explain_lines
+    from .report import Style, explain_json, explain_lines, searches_for
     from .scan import run_scan
 
-    if prefix and python:
-        raise click.UsageError("--env and --python name the same thing: give one")
     check_inputs(targets, (prefix,) if prefix else (), python, caller, look_in)
+    check_options(prefix, python, only, skip)
     store = FactsStore.default()
     report = run_scan(targets, store=store, caller=caller, prefix=prefix, python=python, dlopen_strings=dlopen_strings,
-                      look_in=look_in, activate=not no_activate, findings=False, symbols=False)
+                      look_in=look_in, activate=not no_activate, symbols=False, diagnosis=False)
     store.save()
     if as_json:
         click.echo(json.dumps(explain_json(report, soname)))
     else:
         click.echo("\n".join(explain_lines(report, soname, Style(sys.stdout))))
-    missing = any(p.soname == soname and p.kind in ("missing", "missing-dlopen", "fatal") for p in report.problems)
+    missing = any(not r.found for r in searches_for(report, soname))
     sys.exit(EXIT_PROBLEMS if missing else EXIT_OK)
 
 
@@ -211,23 +222,21 @@ def explain(soname: str, targets: tuple[str, ...], prefix: Optional[str], python
 @click.option("--accept", "accept", multiple=True, type=click.Choice(["risky"]),
               help="Also apply repairs of this grade (risky: across a soname bump or a CUDA release).")
 @click.option("--force", is_flag=True, help="Also apply repairs graded broken.")
-@click.option("--rule", "only", multiple=True, help="Run only this rule (repeatable).")
-@click.option("--skip-rule", "skip", multiple=True, help="Do not run this rule (repeatable).")
 def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
-        dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, do_apply: bool,
-        in_place: bool, yes: bool,
-        accept: tuple[str, ...], force: bool, only: tuple[str, ...], skip: tuple[str, ...]) -> None:
+        dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, only: tuple[str, ...],
+        skip: tuple[str, ...], do_apply: bool, in_place: bool, yes: bool, accept: tuple[str, ...],
+        force: bool) -> None:
     """Plan repairs for TARGETS (as scan picks them); with --apply, make them.
 
     Exit status: 0 nothing to fix (or, after --apply, healthy), 1 something to fix.
     """
     from .loader.factstore import FactsStore
-    from .repair.fix import apply_plan, make_plan, plan_json
-    from .report import render_plan
+    from .repair.fix import apply_plan
+    from .report import plan_json, render_plan
+    from .scan import run_scan
 
-    if prefix and python:
-        raise click.UsageError("--env and --python name the same thing: give one")
     check_inputs(targets, (prefix,) if prefix else (), python, caller, look_in)
+    check_options(prefix, python, only, skip)
     store = FactsStore.default()
     kwargs = dict(prefix=prefix, python=python, caller=caller, dlopen_strings=dlopen_strings, in_place=in_place,
                   only=only, skip=skip, force=force, store=store, look_in=look_in, accept=accept,
@@ -235,29 +244,44 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
     if do_apply and not yes and not sys.stdin.isatty():
         raise UsageError("fix --apply changes this machine: without a terminal to ask on, give --yes")
     with progress("planning repairs (each one is verified by resolving again)"):
-        plan = make_plan(targets, **kwargs)
+        plan = run_scan(targets, **kwargs)
+    assert plan.diagnosis is not None
     outcome = after = None
     shown = False
-    if do_apply and plan.chosen:
+    if do_apply and plan.diagnosis.chosen:
         if sys.stdin.isatty() and not yes and not as_json:
             render_plan(plan, sys.stdout)
             shown = True
             if not click.confirm("apply the changes marked *?", default=False):
                 sys.exit(EXIT_PROBLEMS)
-        outcome = apply_plan(plan, in_place)
+        outcome = apply_plan(plan)
         log = get_logger()
         for created in outcome.created:
             log.info("repair applied", run_id=outcome.run_id, change=created)
         for refused in outcome.refused:
             log.warning("repair refused", run_id=outcome.run_id, reason=refused)
-        after = make_plan(targets, **kwargs)
+        after = run_scan(targets, **kwargs)
     store.save()
     if as_json:
         click.echo(json.dumps(plan_json(plan, outcome, after), indent=1))
     else:
-        render_plan(plan, sys.stdout, outcome, after, show_plan=not shown)
+        render_plan(plan, sys.stdout, outcome, after, show_plan=not shown,
+                    activation=_activation_advice(plan) if outcome and outcome.run_id else None)
     final = after or plan
-    sys.exit(EXIT_PROBLEMS if final.needs_fixing else EXIT_OK)
+    sys.exit(EXIT_PROBLEMS if not final.healthy else EXIT_OK)
+
+
+def _activation_advice(report) -> str:  # noqa: ANN001 - ScanReport
+    """How the applied search-path changes reach the programs of the environment."""
+    from .repair.fixer import repair_prefix
+
+    inputs = report.inputs
+    where = repair_prefix(inputs.paths, inputs.prefix, inputs.python)
+    if where and os.path.isdir(os.path.join(where, "conda-meta")):
+        return f"active in: `conda activate {where}` (its activate.d script), and `libdoctor preflight -- COMMAND`"
+    env = f" --env {where}" if where else ""
+    return (f"active in: `eval \"$(libdoctor env{env})\"` in the shell that starts the program, and "
+            "`libdoctor preflight -- COMMAND`")
 
 
 @main.command("rules")
@@ -281,12 +305,12 @@ def list_rules(as_json: bool) -> None:
 @click.option("--env", "prefix", type=click.Path(), help="The environment whose repairs to activate.")
 def env_command(shell: str, prefix: Optional[str]) -> None:
     """Print the settings that activate the applied repairs: eval "$(libdoctor env)"."""
-    from .repair.fixer import search_additions, shell_settings
+    from .repair.fixer import applied_folders, shell_settings
     from .targets import python_env
 
     check_inputs(prefixes=(prefix,) if prefix else ())
     where = os.path.abspath(prefix) if prefix else python_env().prefix
-    click.echo(shell_settings(search_additions(where), shell), nl=False)
+    click.echo(shell_settings(*applied_folders(where), shell), nl=False)
 
 
 @main.command("undo")
@@ -441,12 +465,13 @@ def _preflight_json(result) -> dict:  # noqa: ANN001
 
 
 def _render_preflight(result, stream) -> None:  # noqa: ANN001
-    from .report import Style
+    from .report import Style, write_lines
 
     style = Style(stream)
     marks = {"ok": style.ok, "partial": style.warn, "missing": style.bad, "crashed": style.crash}
     lines = [f"libdoctor preflight: {result.shown_command} (profile {result.profile}, "
-             f"env {result.prefix or 'none'})"]
+             f"env {result.prefix or 'none'})",
+             f"    LD_LIBRARY_PATH it starts with: {result.ld_library_path if result.ld_library_path is not None else '(not set)'}"]
     for check in result.results:
         mark = marks.get(check.status, "[?]")
         mark = style.good(mark) if check.status == "ok" else style.error(mark) if check.blocking else mark
@@ -457,7 +482,7 @@ def _render_preflight(result, stream) -> None:  # noqa: ANN001
                              "(--warn-only starts anyway)") if blocking else style.good("ready"))
     if blocking and result.next_step:
         lines.append(f"next step: {result.next_step}")
-    stream.write("\n".join(lines) + "\n")
+    write_lines(stream, lines)
 
 
 @main.group("hook")

@@ -13,8 +13,8 @@ import glob
 import os
 import shutil
 import socket
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
 
 from .gpu.driver import parse_version
 from .repair.hooks import shown_name
@@ -40,6 +40,7 @@ class Preflight:
     prefix: Optional[str]
     results: tuple[CheckResult, ...]
     ld_library_path: Optional[str]  # what COMMAND runs with (the applied repairs active)
+    environ: Mapping[str, str] = field(default_factory=dict)  # exactly the variables judged: COMMAND gets these
 
     @property
     def shown_command(self) -> str:
@@ -132,35 +133,46 @@ def visible_gpus(device_map: list[int], dev: str = "/dev") -> tuple[int, str]:
 
 
 def framework_checks(report, cpu: bool) -> list[CheckResult]:  # noqa: ANN001 - ScanReport
+    """The libraries, as the diagnosis says (the same causes and next step as scan's): one check per framework,
+    one for every other error cause."""
+    from .rules.missing_soname import ROLE_WORDS
+
+    diagnosis = report.diagnosis
     results = []
+    claimed: set[str] = set()
     for framework in report.frameworks:
         info = framework.info
         name = f"libraries of {info.label}"
+        causes = [c for c in diagnosis.causes if c.error and any(f.group == info.label for f in c.findings)]
+        claimed.update(c.key for c in causes)
         if cpu:
             results.append(CheckResult(name, OK, "skipped: -cpu"))
             continue
-        if framework.gpu_usable:
+        if framework.gpu_usable and not causes:
             results.append(CheckResult(name, OK, framework.because))
-        else:
-            from .scan import ROLE_WORDS
-
-            details = tuple(f"{c.lib.soname} ({ROLE_WORDS.get(c.lib.role, c.lib.role)}): "
-                            f"{c.result.root_error or 'not found'}"
-                            for c in framework.checks if not c.found and c.lib.family != "cuda driver")
-            details += tuple(f"{name}: missing" for name in framework.closure_missing)
-            details += tuple(c.impostor.message for c in framework.checks if c.impostor is not None)
-            from .report import causes_of, next_step_of
-
-            step = next_step_of(causes_of(report))
-            results.append(CheckResult(name, MISSING, f"GPU usable: no, because {framework.because}", True, details,
-                                       fix=step))
-    problems = [p for p in report.problems if p.kind in ("missing", "fatal", "version", "impostor") and p.is_error]
-    if problems and not cpu:
-        results.append(CheckResult("shared libraries", MISSING, f"{len(problems)} problem(s): "
-                                   + "; ".join(dict.fromkeys(p.message for p in problems[:5])), True))
+            continue
+        details = tuple(f"{c.lib.soname} ({ROLE_WORDS.get(c.lib.role, c.lib.role)}): "
+                        f"{c.result.root_error or 'not found'}"
+                        for c in framework.checks if not c.found and c.lib.family != "cuda driver")
+        details += tuple(f"{missing}: missing" for missing in framework.closure_missing)
+        details += tuple(c.title for c in causes)
+        why = framework.because if framework.gpu_usable is False else "; ".join(c.title for c in causes)
+        results.append(CheckResult(name, MISSING, f"GPU usable: no, because {why}", True,
+                                   tuple(dict.fromkeys(details)), fix=_first_fix(causes, diagnosis)))
+    others = [c for c in diagnosis.causes if c.error and c.key not in claimed]
+    if others and not cpu:
+        results.append(CheckResult("shared libraries", MISSING, "; ".join(c.title for c in others[:5]), True,
+                                   tuple(line for c in others for line in c.details),
+                                   fix=_first_fix(others, diagnosis)))
     elif not report.frameworks:
         results.append(CheckResult("frameworks", PARTIAL, "no GPU framework found in this environment"))
     return results
+
+
+def _first_fix(causes: list, diagnosis) -> Optional[str]:  # noqa: ANN001
+    """The scan's next step when it is about these causes (it names the first of all), else their own."""
+    return diagnosis.next_step if any(c.fix == diagnosis.next_step for c in causes) else next(
+        (c.fix for c in causes if c.fix), None)
 
 
 def bert_serving_checks(args: argparse.Namespace, report, dev: str = "/dev") -> list[CheckResult]:  # noqa: ANN001
@@ -289,14 +301,10 @@ def profile_for(command: str, requested: Optional[str]) -> str:
 
 
 def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, dev: str = "/dev") -> Preflight:
-    from .loader.environment import append_to_search_path
-    from .repair.fix import activated_environment
-    from .repair.fixer import search_additions
     from .scan import run_scan
 
     prefix = os.path.abspath(prefix) if prefix else command_prefix(command[0])
-    env = activated_environment(prefix)
-    report = run_scan((), env=env, prefix=prefix) if prefix else run_scan((), env=env)
+    report = run_scan((), prefix=prefix)  # the environment it judges is the one COMMAND is started in
     results: list[CheckResult] = []
     cpu = False
     if profile == "bert-serving":
@@ -313,19 +321,17 @@ def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, de
         results.extend(framework_checks(report, cpu))
     except Exception as exc:  # noqa: BLE001 - a crashing check is a result, not an aborted run
         results.append(CheckResult("frameworks", CRASHED, f"the check did not complete: {exc!r}"))
-    value = append_to_search_path(os.environ.get("LD_LIBRARY_PATH"), search_additions(prefix))
-    return Preflight(tuple(command), profile, prefix, tuple(results), value)
+    environ = dict(report.environ or os.environ)
+    return Preflight(tuple(command), profile, prefix, tuple(results), environ.get("LD_LIBRARY_PATH"), environ)
 
 
 def exec_command(preflight: Preflight) -> None:
-    """Replace this process with the command (same pid: signals and the exit status pass through); a console
-    script the hook moved aside still sees its own name."""
+    """Replace this process with the command (same pid: signals and the exit status pass through), in exactly the
+    environment that was judged; a console script the hook moved aside still sees its own name."""
     from .repair.hooks import launch_words
 
-    env = dict(os.environ)
-    if preflight.ld_library_path is not None:
-        env["LD_LIBRARY_PATH"] = preflight.ld_library_path
     command = list(preflight.command)
-    found = command[0] if os.sep in command[0] else shutil.which(command[0]) or command[0]
+    environ = dict(preflight.environ)
+    found = command[0] if os.sep in command[0] else shutil.which(command[0], path=environ.get("PATH")) or command[0]
     words = launch_words(found) if shown_name(found) != os.path.basename(found) else [command[0]]
-    os.execvpe(words[0], words + command[1:], env)
+    os.execvpe(words[0], words + command[1:], environ)

@@ -53,8 +53,9 @@ def test_scan_json_schema_and_exit_status(field_tree: Path) -> None:
     problem = data["problems"][0]
     assert problem["kind"] == "missing" and problem["soname"] == "libcudnn.so.7"
     assert [s["source"] for s in problem["search"]] == ["rpath", "LD_LIBRARY_PATH", "runpath", "ld.so.cache", "system"]
-    assert {"path": str(field_tree / "cuda/lib64/libcudnn.so.8"), "name": "libcudnn.so.8",
-            "exact": False} in problem["candidates"]
+    (cudnn8,) = [c for c in problem["candidates"] if c["path"] == str(field_tree / "cuda/lib64/libcudnn.so.8")]
+    assert (cudnn8["name"], cudnn8["exact"], cudnn8["verdict"]) == ("libcudnn.so.8", False, "no")
+    assert cudnn8["why"].endswith("not a substitute")  # cuDNN 8 never stands in for 7: scan says so too
     assert by_path[str(field_tree / "site/tensorflow/libok.so")]["verdict"] == "ok"
     assert any("dangling symlink" in n for n in data["notes"])
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from libdoctor.loader.factstore import FactsStore
-from libdoctor.repair.fix import apply_plan, make_plan
-from libdoctor.repair.fixer import search_additions, undo
+from libdoctor.repair.fix import apply_plan
+from libdoctor.scan import run_scan
+from libdoctor.repair.fixer import applied_folders, undo
 from libdoctor.rules import available_rules, run_rules
 from libdoctor.rules.base import Placement, RuleContext
 
@@ -96,18 +97,18 @@ def build_field(elf: ElfFactory, tmp_path: Path) -> dict:
 
 
 def plan_for(field: dict, **kwargs):
-    return make_plan((str(field["needed"]), str(field["dlopened"])), prefix=str(field["env"]), dlopen_strings=True,
+    return run_scan((str(field["needed"]), str(field["dlopened"])), prefix=str(field["env"]), dlopen_strings=True,
                      look_in=field["look_in"], **kwargs)
 
 
 def by_link(plan, link_name: str, target_part: str):
-    return next(p for p in plan.proposals if p.kind == "symlink" and p.link.endswith("/" + link_name)
+    return next(p for p in plan.actions if p.kind == "symlink" and p.link.endswith("/" + link_name)
                 and target_part in p.target)
 
 
 def test_plan_grades_against_the_elf_facts(field: dict) -> None:
     plan = plan_for(field)
-    problems = {(p.kind, p.soname) for p in plan.report.problems}
+    problems = {(p.kind, p.soname) for p in plan.problems}
     assert ("missing", "libcudnn.so.7") in problems and ("missing-dlopen", "libcudnn.so.7") in problems
     assert by_link(plan, "libcudnn.so.7", "cudnn-7.6").grade == "safe"
     assert by_link(plan, "libcudart.so.10.0", "cuda-10.0").grade == "safe"
@@ -117,7 +118,7 @@ def test_plan_grades_against_the_elf_facts(field: dict) -> None:
     cudnn8 = by_link(plan, "libcudnn.so.7", "cudnn-8")
     assert cudnn8.grade == "broken"
     assert any("cudnnGetConvolutionForwardAlgorithm" in e for e in cudnn8.evidence)  # the dlsym names
-    search = [p for p in plan.proposals if p.kind == "search-path"]
+    search = [p for p in plan.actions if p.kind == "search-path"]
     assert {p.soname for p in search} == {"libcublas.so.10.0", "libcusparse.so.10.0"}
     assert all(p.grade == "safe" for p in search)
     assert {p.soname for p in plan.chosen} == {"libcudart.so.10.0", "libcublas.so.10.0", "libcusparse.so.10.0",
@@ -138,10 +139,10 @@ def test_the_broken_link_really_fails_in_the_loader(field: dict, tmp_path: Path,
 def test_apply_then_loader_resolves_then_undo_restores(field: dict, loader_info) -> None:
     before = snapshot(field["tree"].parent, skip=(str(field["state"]), str(field["tree"].parent / "cache")))
     plan = plan_for(field)
-    outcome = apply_plan(plan, in_place=False)
+    outcome = apply_plan(plan)
     assert outcome.run_id and len(outcome.created) >= 4 and not outcome.refused
-    folders = search_additions(str(field["env"]))
-    env = {"LD_LIBRARY_PATH": ":".join(folders)}
+    front, back = applied_folders(str(field["env"]))
+    env = {"LD_LIBRARY_PATH": ":".join(front + back)}
     trace = ldso_trace(loader_info, str(field["needed"]), str(field["tree"]), env)
     assert all(path for _name, path in trace.entries) and "not found" not in trace.stderr, trace
     probe = (f"import ctypes; lib = ctypes.CDLL({str(field['needed'])!r}); "
@@ -149,8 +150,8 @@ def test_apply_then_loader_resolves_then_undo_restores(field: dict, loader_info)
     run = subprocess.run([sys.executable, "-c", probe], env=loader_env(env), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     after = plan_for(field)
-    assert not after.report.problems
-    again = apply_plan(after, in_place=False)
+    assert not after.problems
+    again = apply_plan(after)
     assert again.run_id is None and not again.created  # applying twice creates nothing new
     activate = field["env"] / "etc/conda/activate.d/libdoctor.sh"
     assert activate.exists()
@@ -163,16 +164,16 @@ def test_in_place_links_sit_beside_the_libraries(field: dict, loader_info) -> No
     plan = plan_for(field, in_place=True)
     cudnn = next(p for p in plan.chosen if p.soname == "libcudnn.so.7")
     assert cudnn.kind == "symlink"
-    outcome = apply_plan(plan, in_place=True)
+    outcome = apply_plan(plan)
     assert any(c.endswith("libcudnn.so.7") for c in outcome.created)
-    created = [Path(c) for c in outcome.created if c.startswith("/")]
-    assert all(p.is_symlink() for p in created)
+    created = [Path(c) for c in outcome.created if c.startswith("/") and "/etc/conda/" not in c]
+    assert created and all(p.is_symlink() for p in created)  # beside the libraries; the activation adds folders
     undo(str(field["state"]), outcome.run_id)
     assert snapshot(field["tree"]) == before
 
 
 def test_conda_activation_restores_ld_library_path_exactly(field: dict) -> None:
-    outcome = apply_plan(plan_for(field), in_place=False)
+    outcome = apply_plan(plan_for(field))
     activate = field["env"] / "etc/conda/activate.d/libdoctor.sh"
     deactivate = field["env"] / "etc/conda/deactivate.d/libdoctor.sh"
     script = (f'. {activate}; printf "%s\\n" "${{LD_LIBRARY_PATH-UNSET}}"; . {deactivate}; '
@@ -190,7 +191,7 @@ def test_conda_activation_restores_ld_library_path_exactly(field: dict) -> None:
 
 def test_undo_leaves_what_changed_since(field: dict) -> None:
     plan = plan_for(field)
-    outcome = apply_plan(plan, in_place=False)
+    outcome = apply_plan(plan)
     link = next(Path(c) for c in outcome.created if c.endswith("libcudnn.so.7"))
     link.unlink()
     os.symlink("/somewhere/else", link)
@@ -208,8 +209,8 @@ def test_dlopen_consumer_with_missing_dlsym_names_is_broken(elf: ElfFactory, tmp
 int use(void) { void *h = dlopen("libfoo.so.1", RTLD_NOW); return h && dlsym(h, "foo_old") && dlsym(h, "foo_new"); }
 """
     plugin = elf.lib("app/libplugin.so", body=body, extra=["-ldl"])
-    plan = make_plan((str(plugin),), dlopen_strings=True, look_in=(str(tmp_path / "new"),))
-    link = next(p for p in plan.proposals if p.kind == "symlink" and p.soname == "libfoo.so.1")
+    plan = run_scan((str(plugin),), dlopen_strings=True, look_in=(str(tmp_path / "new"),))
+    link = next(p for p in plan.actions if p.kind == "symlink" and p.soname == "libfoo.so.1")
     assert link.grade == "broken"
     assert any("foo_old" in e for e in link.evidence) and not plan.chosen
 
@@ -223,7 +224,7 @@ def test_a_crashing_rule_becomes_a_finding(field: dict) -> None:
             raise RuntimeError("kaboom")
 
     plan = plan_for(field)
-    ctx = RuleContext(plan.report, plan.report.env, FactsStore(),
+    ctx = RuleContext(plan, plan.env, FactsStore(),
                       Placement(False, "/nonexistent"))
     findings, _ = run_rules(ctx, [Boom()] + available_rules()[:1])
     assert findings[0].status == "crashed" and "kaboom" in findings[0].title
@@ -264,7 +265,7 @@ def test_cli_fix_apply_json_and_killed_run(field: dict, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout
     assert data["schema_version"] == 1 and data["after"]["problems"] == 0
     assert {p["grade"] for p in data["proposals"] if p["kind"] == "symlink"} >= {"safe", "broken"}
-    assert {f["id"] for f in data["findings"]} >= {"missing-soname", "cuda-family"}
+    assert {f["id"] for f in data["findings"]} >= {"missing-soname"}
 
 
 def test_apply_checks_every_folder_before_the_first_change(field: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,7 +284,7 @@ def test_apply_checks_every_folder_before_the_first_change(field: dict, monkeypa
         os.chmod(blocked, 0o555)
     with pytest.raises(UsageError, match=f"cannot write {blocked}.*nothing was changed; run as its owner, or "
                                          "without --in-place"):
-        apply_plan(plan, in_place=True)
+        apply_plan(plan)
     assert snapshot(field["tree"]) == before
 
 
@@ -309,10 +310,10 @@ def test_fix_plan_is_printed_once_deduplicated_and_safest_first(field: dict, tmp
 def test_a_relative_look_in_folder_gives_absolute_links(field: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(field["tree"])
     look_in = tuple(os.path.relpath(f, field["tree"]) for f in field["look_in"])
-    plan = make_plan((str(field["needed"]),), prefix=str(field["env"]), look_in=look_in)
-    links = [p for p in plan.proposals if p.kind == "symlink"]
+    plan = run_scan((str(field["needed"]),), prefix=str(field["env"]), look_in=look_in)
+    links = [p for p in plan.actions if p.kind == "symlink"]
     assert links and all(p.target.startswith("/") for p in links), [p.target for p in links]
-    assert all(p.folder.startswith("/") for p in plan.proposals if p.kind == "search-path")
+    assert all(p.folder.startswith("/") for p in plan.actions if p.kind == "search-path")
     assert by_link(plan, "libcudnn.so.7", "cudnn-7.6").grade == "safe"
 
 
@@ -325,9 +326,9 @@ def test_in_place_link_in_an_origin_relative_folder_is_graded_by_what_the_loader
     stub = elf.stub("libfoo.so.1", defines=["foo"])
     elf.lib("app/lib/libfoo.so.1.2.3", soname="libfoo.so.1", defines=["foo"])  # the name link is missing
     program = elf.exe("app/bin/tool", calls=["foo"], link=[stub], runpath="$ORIGIN/../lib")
-    plan = make_plan((str(program),), in_place=True, look_in=(str(tmp_path / "app/lib"),))
-    link = next(p for p in plan.proposals if p.kind == "symlink" and p.soname == "libfoo.so.1")
+    plan = run_scan((str(program),), in_place=True, look_in=(str(tmp_path / "app/lib"),))
+    link = next(p for p in plan.actions if p.kind == "symlink" and p.soname == "libfoo.so.1")
     assert link.link == str(tmp_path / "app/lib/libfoo.so.1") and link.grade == "safe", link.evidence
-    apply_plan(plan, in_place=True)
+    apply_plan(plan)
     run = subprocess.run([str(program)], env=loader_env(), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr  # the loader agrees: the same link fixes the load

@@ -12,7 +12,6 @@ import pytest
 from libdoctor.gpu.driver import DriverInfo, driver_fit, read_driver
 from libdoctor.gpu.frameworks import tf_sonames
 from libdoctor.loader.symbols import probable_dlopen_names
-from libdoctor.repair.fix import make_plan
 from libdoctor.scan import run_scan
 
 from .conftest import ElfFactory, Judge, loader_env
@@ -137,7 +136,7 @@ def test_tensorflow_2_15_resolves_through_its_runpath(elf: ElfFactory, judge: Ju
     report = scan_env(judge, prefix)
     missing = next(p for p in report.problems if p.soname == "libcudnn.so.8")
     assert missing.needed_by == str(framework)
-    from libdoctor.report import install_hints
+    from libdoctor.rules.hints import install_hints
     python = report.discovery.environment.python
     assert install_hints(missing, report) == [f"{python} -m pip install 'nvidia-cudnn-cu12==8.9.4.25'",
                                               f"{python} -m pip install 'tensorflow[and-cuda]==2.15.1'"]
@@ -198,7 +197,7 @@ def test_torch_without_cudnn_names_the_package(torch_env: tuple[Path, Path], jud
     report = scan_env(judge, prefix)
     missing = [p for p in report.problems if p.soname == "libcudnn.so.9"]
     assert missing and missing[0].needed_by == str(site / "torch/lib/libtorch_cuda.so")
-    from libdoctor.report import install_hints
+    from libdoctor.rules.hints import install_hints
     assert install_hints(missing[0], report) == [
         f"{report.discovery.environment.python} -m pip install 'nvidia-cudnn-cu13==9.24.0.43'"]
     assert "libcudnn.so.9" in report.frameworks[0].missing
@@ -212,7 +211,7 @@ def test_framework_env_rule_and_python_fit(elf: ElfFactory, judge: Judge, tmp_pa
     cuda_config(site / "tensorflow", TF_CUDA_VERSION="10.0", TF_CUDNN_VERSION="7")
     dist_info(site, "tensorflow", "1.14.0", [])
     dist_info(site, "tensorflow-gpu", "1.14.0", ["tensorflow/libtensorflow_framework.so.1"])
-    plan = make_plan((), prefix=str(prefix))
+    plan = run_scan((), prefix=str(prefix))
     titles = [f.title for f in plan.findings if f.id == "framework-env"]
     assert any("installed together" in t for t in titles)
     assert any("this environment runs Python 3.8" in t for t in titles)

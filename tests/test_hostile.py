@@ -133,7 +133,7 @@ def test_undo_removes_the_temporaries_a_killed_run_left(field: dict) -> None:  #
     from .test_fix import plan_for, snapshot
 
     before = snapshot(field["tree"])
-    outcome = apply_plan(plan_for(field), in_place=False)
+    outcome = apply_plan(plan_for(field))
     activate = field["env"] / "etc/conda/activate.d"
     assert (activate / "libdoctor.sh").exists()
     (activate / ".libdoctor.sh.deadbeef").write_text("half a script")  # a write the kill interrupted
@@ -217,7 +217,7 @@ def test_symlinks_planted_in_the_state_folder_are_never_followed(field: dict, tm
     link.symlink_to(elsewhere)
     plan = plan_for(field)
     with pytest.raises(LibdoctorError, match="symlink|safely"):
-        apply_plan(plan, in_place=False)
+        apply_plan(plan)
     assert list(elsewhere.iterdir()) == []  # nothing written through the link
 
 
@@ -228,14 +228,14 @@ def test_a_folder_swapped_between_plan_and_apply_gets_nothing(field: dict) -> No
 
     plan = plan_for(field, in_place=True)
     links = [p for p in plan.chosen if p.kind == "symlink"]
-    assert links and plan.folders
+    assert links and plan.folder_identities
     folder = Path(os.path.realpath(os.path.dirname(links[0].link)))
     moved = folder.with_name(folder.name + ".orig")
     folder.rename(moved)  # the swap: same path, same owner and mode, another folder
     folder.mkdir()
     os.chmod(folder, moved.stat().st_mode & 0o7777)
     before = sorted(p.name for p in moved.iterdir())
-    outcome = apply_plan(plan, in_place=True)
+    outcome = apply_plan(plan)
     assert any("not the folder the plan verified" in r for r in outcome.refused)
     assert list(folder.iterdir()) == [] and sorted(p.name for p in moved.iterdir()) == before
 
@@ -248,7 +248,7 @@ def test_no_links_into_group_writable_folders(field: dict) -> None:  # noqa: F81
     plan = plan_for(field, in_place=True)
     folder = Path(os.path.realpath(os.path.dirname(next(p for p in plan.chosen if p.kind == "symlink").link)))
     os.chmod(folder, 0o775)
-    outcome = apply_plan(plan, in_place=True)
+    outcome = apply_plan(plan)
     assert any("group-writable" in r for r in outcome.refused)
 
 

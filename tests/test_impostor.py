@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from libdoctor.gpu.impostor import built_for, judge_file, link_chain, version_of
-from libdoctor.repair.fix import make_plan
+from libdoctor.scan import run_scan
 
 from .conftest import ElfFactory, Judge, loader_env
 from .test_frameworks import TRY_LOAD, cuda_config, dist_info, make_env, real_dlopen, scan_env
@@ -182,13 +182,13 @@ def test_fix_offers_no_cuda_10_name_linked_to_a_cuda_11_file_as_safe(elf: ElfFac
     cufft = elf.stub("libcufft.so.10.0", ["cufft_x"])
     consumer = elf.lib(tmp_path / "app/libconsumer.so", calls=["cufft_x"], link=[cufft])
     elf.lib(machine / "usr/local/cuda-11.0/lib64/libcufft.so.10.4.1", soname="libcufft.so.10", defines=["cufft_x"])
-    plan = make_plan((str(consumer),), look_in=(str(machine / "usr/local/cuda-11.0/lib64"),))
-    links = [p for p in plan.proposals if p.kind == "symlink" and p.soname == "libcufft.so.10.0"]
-    assert links, [p.title for p in plan.proposals]
+    plan = run_scan((str(consumer),), look_in=(str(machine / "usr/local/cuda-11.0/lib64"),))
+    links = [p for p in plan.actions if p.kind == "symlink" and p.soname == "libcufft.so.10.0"]
+    assert links, [p.title for p in plan.actions]
     assert all(p.grade != "safe" for p in links), [(p.title, p.grade, p.evidence) for p in links]
     assert any("CUDA 10.0" in line and "CUDA 11.0" in line for p in links for line in p.evidence)
     assert not any(p.soname == "libcufft.so.10.0" for p in plan.chosen)  # risky: not applied by default
-    accepted = make_plan((str(consumer),), look_in=(str(machine / "usr/local/cuda-11.0/lib64"),), accept=("risky",))
+    accepted = run_scan((str(consumer),), look_in=(str(machine / "usr/local/cuda-11.0/lib64"),), accept=("risky",))
     assert any(p.soname == "libcufft.so.10.0" and p.grade == "risky" for p in accepted.chosen)
 
 
@@ -328,16 +328,18 @@ def test_ps_names_an_impostor_a_running_framework_has_mapped(elf: ElfFactory, ma
 
 def test_a_link_libdoctor_made_is_named_by_its_run(elf: ElfFactory, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from libdoctor.repair.fixer import Applier
-    from libdoctor.report import link_maker
+    from libdoctor.repair.fixer import Applier, journal_links
     from libdoctor.rules.base import Proposal
+    from libdoctor.rules.ownership import made_by
 
     monkeypatch.setenv("LIBDOCTOR_STATE_DIR", str(tmp_path / "state"))
     elf.lib("lib/libdep.so.2.0.0", soname="libdep.so.2", defines=["dep"])
     outcome = Applier(str(tmp_path / "state"), None, in_place=True).apply(
         [Proposal("test", "symlink", "a link", soname="libdep.so.1", link=str(tmp_path / "lib/libdep.so.1"),
                   target="libdep.so.2.0.0", grade="risky")])
-    ours = link_chain(str(tmp_path / "lib/libdep.so.1"))
-    assert link_maker(ours) == f"libdoctor run {outcome.run_id}"
+    ours = journal_links(str(tmp_path / "state"))
+    assert made_by(str(tmp_path / "lib/libdep.so.1"), "libdep.so.2", ours) == f"libdoctor run {outcome.run_id}"
     os.symlink("libdep.so.2.0.0", tmp_path / "lib/libdep.so.3")
-    assert link_maker(link_chain(str(tmp_path / "lib/libdep.so.3"))) == "by hand"
+    assert made_by(str(tmp_path / "lib/libdep.so.3"), "libdep.so.2", ours) == "by hand"
+    os.symlink("libdep.so.2.0.0", tmp_path / "lib/libdep.so.2")  # what ldconfig makes: never "by hand"
+    assert made_by(str(tmp_path / "lib/libdep.so.2"), "libdep.so.2", ours).startswith("its own SONAME link")

@@ -16,15 +16,20 @@ from libdoctor.rules import available_rules
 
 PACKAGE = Path(libdoctor.__file__).resolve().parent  # the source tree, or site-packages when installed
 SUB_PACKAGES = ("loader", "gpu", "rules", "repair", "daemon")
-BASICS = {"errors", "logs", "__init__"}
+BASICS = {"errors", "logs", "files", "__init__"}
 # What each part may import, besides itself and BASICS (README.rst, "Layout", says the same).
 MAY_IMPORT: dict[str, set[str]] = {
     "loader": set(),
-    "gpu": {"loader", "targets", "candidates"},
-    "rules": {"loader", "gpu", "scan", "targets", "candidates"},
-    "repair": {"loader", "gpu", "rules", "scan", "targets", "candidates"},
-    "daemon": {"loader", "gpu", "repair", "scan", "targets", "candidates"},
+    "gpu": {"loader", "targets"},
+    "rules": {"loader", "gpu", "targets"},
+    "repair": {"loader", "gpu", "rules", "targets"},
+    "daemon": {"loader", "gpu", "rules", "repair", "scan", "targets"},
+    "targets": {"loader"},
+    "scan": {"loader", "gpu", "rules", "repair", "targets"},
 }
+# The renderer decides nothing: it reads the diagnosis (rules.base, the facts) and the loader's search records.
+REPORT_MAY_IMPORT = {"libdoctor", "libdoctor.__version__", "libdoctor.loader.resolver", "libdoctor.rules.base", "libdoctor.rules.causes",
+                     "libdoctor.rules.facts"}
 
 
 def part_of(module: str) -> str:
@@ -84,8 +89,32 @@ def test_each_part_imports_only_what_it_may(part: str) -> None:
     assert not offenders, offenders
 
 
+@pytest.mark.parametrize("module", ["targets", "scan"])
+def test_each_top_level_pipeline_module_imports_only_what_it_may(module: str) -> None:
+    allowed = MAY_IMPORT[module] | BASICS | {module}
+    offenders = [t for t in imported_modules(PACKAGE / f"{module}.py") if t != "libdoctor" and part_of(t) not in allowed]
+    assert not offenders, offenders
+
+
+def test_the_report_only_renders() -> None:
+    """report.py imports no judgement (gpu/, the rule modules, repair/, the pipeline) and defines no decision."""
+    imported = imported_modules(PACKAGE / "report.py")
+    assert imported <= REPORT_MAY_IMPORT, sorted(imported - REPORT_MAY_IMPORT)
+    tree = ast.parse((PACKAGE / "report.py").read_text(encoding="utf-8"))
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    decisions = {"causes_of", "install_hints", "next_step_of", "verdict_line", "fix_command", "link_maker",
+                 "stale_conf_folders", "aimed"}
+    assert not defined & decisions, sorted(defined & decisions)
+
+
+def test_rules_never_import_the_pipeline() -> None:
+    for path in sorted((PACKAGE / "rules").rglob("*.py")):
+        hits = {t for t in imported_modules(path) if part_of(t) in ("scan", "report", "preflight", "cli", "repair")}
+        assert not hits, f"{module_name(path)} imports {sorted(hits)}"
+
+
 def test_the_loader_model_imports_nothing_above_it() -> None:
-    forbidden = {"gpu", "repair", "daemon", "rules", "scan", "targets", "candidates", "report", "preflight", "cli"}
+    forbidden = {"gpu", "repair", "daemon", "rules", "scan", "targets", "report", "preflight", "cli"}
     for path in sorted((PACKAGE / "loader").rglob("*.py")):
         hits = {t for t in imported_modules(path) if part_of(t) in forbidden}
         assert not hits, f"{module_name(path)} imports {sorted(hits)}"

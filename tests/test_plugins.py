@@ -13,7 +13,8 @@ import pytest
 
 from libdoctor.gpu.cudatable import install_hint, wheel_name
 from libdoctor.gpu.probe import load_failures
-from libdoctor.report import causes_of, install_hints, next_step_of, to_json
+from libdoctor.report import to_json
+from libdoctor.rules.hints import install_hints
 
 from .conftest import ElfFactory, Judge, loader_env
 from .test_frameworks import PYVER, TRY_LOAD, dist_info, make_env, real_dlopen, scan_env
@@ -66,7 +67,7 @@ def test_jax_without_its_cuda_wheels_names_every_library_and_its_extra(elf: ElfF
     assert [(p.soname, p.severity) for p in notes] == [("libnccl.so.2", "note")]
     missing = next(p for p in report.problems if p.soname == "libcudart.so.12")
     assert f"{prefix}/bin/python3 -m pip install 'jax[cuda12]==0.10.2'" in install_hints(missing, report)
-    assert next_step_of(causes_of(report)) == f"{prefix}/bin/python3 -m pip install 'jax[cuda12]==0.10.2'"
+    assert report.diagnosis.next_step == f"{prefix}/bin/python3 -m pip install 'jax[cuda12]==0.10.2'"
 
 
 def test_jax_with_its_wheels_finds_them_where_jax_does(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
@@ -134,7 +135,7 @@ def test_cupy_takes_the_wheels_first_and_optional_modules_are_notes(elf: ElfFact
         ("libcutensor.so.2", "cuTENSOR (cupyx.cutensor)", "note")}
     builtins = next(c for c in framework.checks if c.lib.soname == "libnvrtc-builtins.so.12.9")
     assert builtins.found and builtins.lib.requester == str(site / "nvidia/cuda_nvrtc/lib/libnvrtc.so.12")
-    causes = causes_of(report)
+    causes = report.diagnosis.causes
     assert any(c.title.startswith("optional cuTENSOR (cupyx.cutensor) unavailable") and not c.error for c in causes)
 
 
@@ -173,10 +174,13 @@ def test_onnxruntime_with_wheels_installed_gets_the_reachability_hint(elf: ElfFa
     assert not _loads(provider, {})  # default use: the loader does not look in the wheels
     problem = next(p for p in report.problems if p.soname == "libcublasLt.so.13" and p.kind == "missing")
     assert install_hints(problem, report) == []  # nothing to install: it is there
-    step = next_step_of(causes_of(report)) or ""
+    assert report.diagnosis.next_step == f"libdoctor fix --apply --env {prefix}"  # journalled, undoable
     folder = f"{site}/nvidia/cu13/lib:{site}/nvidia/cudnn/lib"
-    assert step.startswith(f"export LD_LIBRARY_PATH={folder}")
-    assert _loads(provider, {"LD_LIBRARY_PATH": folder})  # the hint works for the real loader
+    assert {a.folder for a in report.chosen} == set(folder.split(":"))  # fix puts exactly these on the path
+    assert all(a.grade == "safe" for a in report.chosen)
+    (cause,) = [c for c in report.diagnosis.causes if c.error and c.key.startswith("missing:")]
+    assert cause.repaired and f"for this shell only: export LD_LIBRARY_PATH={folder}" in "\n".join(cause.details)
+    assert _loads(provider, {"LD_LIBRARY_PATH": folder})  # the change works for the real loader
     assert not any(p.kind == "missing" for p in scan_env(judge, prefix, {"LD_LIBRARY_PATH": folder}).problems)
     tensorrt = [p for p in report.problems if p.soname == "libnvinfer.so.10"]
     assert [(p.kind, p.severity, p.feature) for p in tensorrt] == [("optional", "note", "TensorRT execution provider")]
@@ -188,7 +192,7 @@ def test_onnxruntime_without_wheels_gets_its_extra(elf: ElfFactory, judge: Judge
     report = scan_env(judge, prefix)
     problem = next(p for p in report.problems if p.soname == "libcublasLt.so.13" and p.kind == "missing")
     assert install_hints(problem, report)[-1].endswith("pip install 'onnxruntime-gpu[cuda,cudnn]==1.31.1'")
-    assert (next_step_of(causes_of(report)) or "").endswith("pip install 'onnxruntime-gpu[cuda,cudnn]==1.31.1'")
+    assert (report.diagnosis.next_step or "").endswith("pip install 'onnxruntime-gpu[cuda,cudnn]==1.31.1'")
 
 
 @pytest.mark.parametrize(("soname", "cuda", "hint"), [

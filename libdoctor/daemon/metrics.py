@@ -1,11 +1,9 @@
-"""A Prometheus textfile for node_exporter's textfile collector, written by prometheus_client.
-
-``write_to_textfile`` writes a temporary file and renames it over the old one, so the collector
-never reads half a file.
+"""A Prometheus textfile for node_exporter's textfile collector: prometheus_client's text format, written
+through libdoctor's one atomic writer (a temporary file renamed over the old one, so the collector never
+reads half a file; anything but a regular file at the path is refused, never replaced).
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Iterable
 
@@ -16,7 +14,9 @@ def write_metrics(path: str, units: Iterable[tuple[str, object]], processes: Ite
     Names and labels after Prometheus' conventions: the framework's name and version are separate
     labels, and optional libraries (cupti, nccl) are never counted as missing.
     """
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    from ..files import write_atomic
 
     from ..gpu.frameworks import OPTIONAL
 
@@ -57,5 +57,4 @@ def write_metrics(path: str, units: Iterable[tuple[str, object]], processes: Ite
             ("libdoctor_processes_stale", "processes mapping a library replaced or deleted since",
              sum(bool(getattr(p, "stale", ())) for p in processes))):
         Gauge(name, text, registry=registry).set(count)
-    write_to_textfile(path, registry)
-    os.chmod(path, 0o644)  # whatever the umask: node_exporter reads it, nobody else writes it
+    write_atomic(path, generate_latest(registry), 0o644)  # whatever the umask: node_exporter reads it

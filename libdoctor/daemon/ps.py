@@ -99,7 +99,7 @@ def _environment_of(path: str) -> Optional[str]:
 def impostors_in_use(maps: list[Mapped], cuda: tuple[Mapped, ...]) -> tuple[str, ...]:
     """CUDA files a framework process has mapped whose own SONAME is another major of a library the framework
     dlopens by name (a TensorFlow built for cuDNN 7 running on cuDNN 8 through a hand-made link)."""
-    from ..candidates import stem_of
+    from ..gpu.cudatable import stem_of
     from ..loader.factstore import FactsStore
     from ..targets import find_frameworks, python_env
 

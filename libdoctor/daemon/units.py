@@ -7,6 +7,7 @@ import sys
 from typing import Optional
 
 from ..errors import UsageError
+from ..files import write_atomic
 
 UNITS = ("libdoctor-scan.service", "libdoctor-scan.timer", "libdoctor-watch.service")
 PLACEHOLDER = "/usr/local/bin/libdoctor"
@@ -45,12 +46,7 @@ def install_units(dest: str, executable: Optional[str] = None) -> list[tuple[str
                     continue
         except (OSError, UnicodeDecodeError):
             pass
-        tmp = f"{path}.libdoctor-new"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # whatever the umask: units are read by systemd, written by root only
-        os.replace(tmp, path)
+        write_atomic(path, text.encode("utf-8"), 0o644)  # whatever the umask: read by systemd, written by root
         written.append((path, True))
     return written
 
@@ -80,11 +76,8 @@ def install_config(dest: str, environments: list[str]) -> str:
     if os.path.exists(path):
         return f"kept {path} (it exists)"
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = f"{path}.libdoctor-new"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(config_text(environments))
-    os.chmod(tmp, 0o644)
-    os.link(tmp, path)  # never replaces a file that appeared meanwhile
-    os.unlink(tmp)
+    try:
+        write_atomic(path, config_text(environments).encode("utf-8"), 0o644, replace=False)  # never over one
+    except FileExistsError:
+        return f"kept {path} (it exists)"
     return f"wrote {path} ({len(environments)} environment{'s' if len(environments) != 1 else ''} listed)"

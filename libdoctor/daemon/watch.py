@@ -20,9 +20,11 @@ from typing import Callable, Iterable, Optional
 
 from ..errors import LibdoctorError, UsageError
 from ..loader.factstore import FactsStore
-from ..repair.fix import activated_environment, apply_plan, plan_from_report
+from ..repair.fix import apply_plan
 from ..repair.statedir import state_folder
-from ..scan import Problem, ScanReport, run_scan
+from ..rules.base import Finding
+from ..rules.facts import ScanReport
+from ..scan import run_scan
 from ..targets import active_environment
 from .config import Config
 from .sdnotify import notify
@@ -32,11 +34,13 @@ MAX_BURST_FACTOR = 10  # a burst is closed after debounce * this, even if events
 IGNORED_EVENTS = ("opened", "closed", "closed_no_write")
 
 
-def problem_id(problem: Problem) -> str:
+def problem_id(problem: Finding) -> str:
+    if not problem.is_problem:
+        return f"{problem.rule}:{problem.message}"
     return f"{problem.kind}:{problem.soname or '-'}:{problem.target}"
 
 
-def in_words(problems: Iterable[Problem], report: ScanReport, label: str, recovered: bool = False) -> str:
+def in_words(problems: Iterable[Finding], report: ScanReport, label: str, recovered: bool = False) -> str:
     """"libcudnn.so.7 no longer found: tensorflow-gpu 1.14.0 cannot use the GPU" (ids stay in the fields)."""
     phrases = []
     for problem in problems:
@@ -166,7 +170,7 @@ class Watcher:
         self.load_config = load_config
         self.events: "queue.Queue[str]" = queue.Queue()
         self.previous: dict[str, set[str]] = {}
-        self.previous_problems: dict[str, dict[str, Problem]] = {}
+        self.previous_problems: dict[str, dict[str, Finding]] = {}
         self.processes: list = []  # the last `ps` reports, for the metrics
         self.reports: dict[str, ScanReport] = {}
         self.stopping = False
@@ -188,15 +192,15 @@ class Watcher:
         slow = os.environ.get("LIBDOCTOR_TEST_VERIFY_SECONDS")  # lets tests stop a daemon mid-verification
         if slow:
             time.sleep(float(slow))
-        env = activated_environment(unit.prefix, self.root)
-        return run_scan(unit.targets, env=env, store=self.store, prefix=unit.prefix,
-                        previous=self.reports.get(unit.label))
+        return run_scan(unit.targets, store=self.store, prefix=unit.prefix, previous=self.reports.get(unit.label),
+                        in_place=self.config.in_place, heal=True, root=self.root)
 
     def verify(self, changed: list[str]) -> bool:
         """Verify every unit; log regressions and recoveries; heal; write metrics.  True if healthy."""
         started = time.monotonic()
         self.verifications += 1
         total = 0
+        healthy = True
         for unit in self.units:
             self.verifying = True
             try:
@@ -206,7 +210,8 @@ class Watcher:
             finally:
                 self.verifying = False
             self.reports[unit.label] = report
-            problems = {problem_id(p): p for p in report.problems}
+            healthy &= report.healthy
+            problems = {problem_id(p): p for p in report.problems + tuple(f for f in report.findings if f.is_error)}
             ids = set(problems)
             total += len(ids)
             before = self.previous.get(unit.label)
@@ -229,11 +234,11 @@ class Watcher:
             self.previous_problems[unit.label] = problems
         self.log.info("verified", units=len(self.units), problems=total, changed_count=len(changed),
                       seconds=round(time.monotonic() - started, 3))
-        if total and self.config.heal == "safe" and self.heal():
+        if not healthy and self.config.heal == "safe" and self.heal():
             return self.verify(["(healed)"])
         self.check_processes()
         self.write_metrics()
-        return total == 0
+        return healthy
 
     def heal(self) -> bool:
         """Apply repairs graded safe, through fix --apply's code; at most one heal per heal_interval."""
@@ -248,11 +253,9 @@ class Watcher:
             if report is None or report.healthy:
                 continue
             try:
-                plan = plan_from_report(report, self.store, unit.prefix, in_place=self.config.in_place,
-                                        root=self.root, heal_only_safe=True)
-                if not plan.chosen:
-                    continue
-                outcome = apply_plan(plan, self.config.in_place, self.root)
+                if report.diagnosis is None or not report.diagnosis.chosen:
+                    continue  # the daemon's scans choose with the heal policy: safe additions only
+                outcome = apply_plan(report, self.root)
             except (LibdoctorError, OSError) as exc:  # a heal that cannot be made is reported, never fatal
                 self.heal_failures += 1
                 self.log.error("heal failed", env=unit.label, reason=str(exc), failures=self.heal_failures)
@@ -271,8 +274,9 @@ class Watcher:
 
         try:
             write_metrics(self.config.metrics_file, list(self.reports.items()), self.processes)
-        except OSError as exc:
-            self.log.error("metrics not written", path=self.config.metrics_file, error=exc.strerror)
+        except (OSError, LibdoctorError) as exc:
+            self.log.error("metrics not written", path=self.config.metrics_file,
+                           error=getattr(exc, "strerror", None) or str(exc))
 
     def check_processes(self) -> None:
         from .ps import scan_processes

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
-from ..candidates import stem_of
-
 DRIVER_SONAMES = frozenset({"libcuda.so.1", "libnvidia-ml.so.1"})
 # The pip wheel (without its -cuXX suffix) and the cuda-toolkit extra that ship each family.
 WHEELS = {"cudart": "nvidia-cuda-runtime", "cublas": "nvidia-cublas", "cublasLt": "nvidia-cublas",
@@ -34,6 +32,15 @@ WHEEL_DIRS = {"cudart": "cuda_runtime", "cublas": "cublas", "cublasLt": "cublas"
 TOOLKIT_EXTRAS = {"cudart": "cudart", "cublas": "cublas", "cublasLt": "cublas", "cufft": "cufft",
                   "curand": "curand", "cusolver": "cusolver", "cusparse": "cusparse", "nvrtc": "nvrtc",
                   "nvJitLink": "nvjitlink", "cupti": "cupti", "cufile": "cufile"}
+
+
+_SONAME_VERSION = re.compile(r"^(?P<stem>.+?\.so)(?P<version>(\.[0-9A-Za-z_]+)*)$")
+
+
+def stem_of(soname: str) -> str:
+    """``libcudnn.so.7`` -> ``libcudnn.so``: the family name shared by every version."""
+    match = _SONAME_VERSION.match(soname)
+    return match.group("stem") if match else soname
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..loader.environment import Environment
-from ..loader.resolver import MODE_DLOPEN, LoadResult, Resolver
+from ..loader.resolver import MODE_DLOPEN, LoadRequest, LoadResult, Resolver
 from ..targets import CUDA_NAME
 from .cudatable import DRIVER_SONAMES, TOOLKIT_EXTRAS, WHEELS, family_of
 from .driver import DriverFit, DriverInfo, driver_fit, read_driver
@@ -21,6 +21,7 @@ class ExpectedCheck:
     lib: ExpectedLib
     result: LoadResult
     impostor: Optional[Impostor] = None  # found, but the file is something else
+    request: Optional[LoadRequest] = None  # the dlopen, to be asked again in another Environment
 
     @property
     def found(self) -> bool:
@@ -98,16 +99,23 @@ def dlopen_path(resolver: Resolver, soname: str) -> Optional[str]:
 def check_expected(resolver: Resolver, info: FrameworkInfo, python: Optional[str]) -> tuple[ExpectedCheck, ...]:
     checks = []
     for lib in info.expected:
-        if python is None and lib.requester is None:
+        request = expected_request(lib, info, python)
+        if request is None:
             continue
-        if python is not None:
-            via = lib.requester if lib.requester and os.path.exists(lib.requester) else None
-            result = resolver.dlopen(python, lib.soname, via=via, preloads=info.preloads,
-                                     loaded_by=lib.loaded_by if via else None)
-        else:
-            result = resolver.dlopen(lib.requester, lib.soname)  # type: ignore[arg-type]
-        checks.append(ExpectedCheck(lib, result, _impostor(resolver, info, lib, result)))
+        result = resolver.request(request)
+        checks.append(ExpectedCheck(lib, result, _impostor(resolver, info, lib, result), request))
     return tuple(checks)
+
+
+def expected_request(lib: ExpectedLib, info: FrameworkInfo, python: Optional[str]) -> Optional[LoadRequest]:
+    """The framework's dlopen of ``lib``: by the environment's python through the object that makes the call
+    (after the framework's preloads), or by that object alone when there is no interpreter."""
+    if python is not None:
+        via = lib.requester if lib.requester and os.path.exists(lib.requester) else None
+        return LoadRequest(lib.soname, True, python, via, info.preloads, lib.loaded_by if via else None)
+    if lib.requester is None:
+        return None
+    return LoadRequest(lib.soname, True, lib.requester)
 
 
 def _impostor(resolver: Resolver, info: FrameworkInfo, lib: ExpectedLib, result: LoadResult) -> Optional[Impostor]:

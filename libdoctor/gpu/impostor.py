@@ -16,8 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from ..candidates import stem_of
-from .cudatable import DRIVER_SONAMES, describe, family_of, pairing_verdict, soname_major
+from .cudatable import DRIVER_SONAMES, describe, family_of, pairing_verdict, soname_major, stem_of
 
 MAX_LINKS = 40  # ld.so gives up (ELOOP) long before this
 _CUDA_FOLDER = re.compile(r"(?:^|/)cuda-(\d+)\.(\d+)(?:/|$)")
@@ -171,6 +170,52 @@ def _judge_release(wanted: str, path: str, built_cuda: Optional[str], built_cudn
                     f"{who} was built for CUDA {built.group(0)} and this file comes from CUDA {major}.{minor} "
                     f"({how}); the same name spans several CUDA releases, so it may load and still fail",
                     link_chain(path))
+
+
+SERVES, UNPROVEN, NOT_A_SUBSTITUTE = "serves", "unproven", "no"
+
+
+@dataclass(frozen=True)
+class Substitute:
+    """Can the file at ``path`` serve a request for ``wanted``?  ``verdict``: serves (the same soname, major and,
+    where known, CUDA release), unproven (another release or minor, nothing known broken) or no."""
+
+    verdict: str
+    why: str
+
+
+def judge_substitute(wanted: str, path: str, soname: Optional[str], built: Optional["BuiltFor"] = None
+                     ) -> Substitute:
+    """What scan's "elsewhere" line and fix's grading both say of a copy of ``wanted`` at ``path`` (own SONAME
+    ``soname``, None when it has none or is no ELF library)."""
+    own = soname or os.path.basename(os.path.realpath(path))
+    if wanted in DRIVER_SONAMES:
+        return Substitute(NOT_A_SUBSTITUTE, "the driver's own library must come with the driver: never linked")
+    if stem_of(own) != stem_of(wanted):
+        return Substitute(NOT_A_SUBSTITUTE, f"{own} is another library: not a substitute")
+    impostor = judge_file(wanted, path, soname, *((built.cuda, built.cudnn, built.framework) if built else ()))
+    if impostor is None:
+        exact = own == wanted or (not soname and version_of(own)[:len(version_of(wanted))] == version_of(wanted))
+        if exact:
+            return Substitute(SERVES, "can serve")
+        return Substitute(UNPROVEN, f"{own}: another name, unproven")
+    if impostor.severity == "error":
+        return Substitute(NOT_A_SUBSTITUTE, f"{_release_words(wanted, path, own)}: not a substitute")
+    return Substitute(UNPROVEN, f"{_release_words(wanted, path, own)}: may load, unproven")
+
+
+def _release_words(wanted: str, path: str, own: str) -> str:
+    """"CUDA 13.0", "cuDNN 8.0.5", "libfoo.so.2": what the file is, in the fewest words."""
+    if family_of(wanted) == "cudnn":
+        version = cudnn_version_of(path)
+        return "cuDNN " + ".".join(map(str, version[:3])) if version else own
+    if family_of(wanted) is not None:
+        release = cuda_release_of(path)
+        if release is not None:
+            return f"CUDA {release[0][0]}.{release[0][1]}"
+        described = describe(own)
+        return described.split(" of ", 1)[1] if described and " of " in described else own
+    return own
 
 
 @dataclass(frozen=True)

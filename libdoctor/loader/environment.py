@@ -45,6 +45,16 @@ def append_to_search_path(value: Optional[str], folders: Iterable[str]) -> Optio
     return ":".join(([value] if value else []) + new)
 
 
+def prepend_to_search_path(value: Optional[str], folders: Iterable[str]) -> Optional[str]:
+    """``value`` with ``folders`` first, in order (a folder already present moves to the front); never an empty
+    element: an unset or empty value gains none."""
+    front = [f for f in dict.fromkeys(folders) if f]
+    if not front:
+        return value
+    rest = [f for f in split_search_path(value, ":;") if f not in front] if value else []
+    return ":".join(front + rest)
+
+
 def read_preload_file(path: str = PRELOAD_FILE) -> tuple[str, ...]:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as handle:
@@ -65,6 +75,7 @@ class Environment:
     conf: Optional[LdConf] = None
     overlay: Mapping[str, str] = field(default_factory=dict)  # hypothetical symlinks: link -> target
     cache_problem: Optional[str] = None
+    hidden: frozenset[str] = frozenset()  # hypothetically gone: links renamed aside
 
     @classmethod
     def from_process(cls, environ: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
@@ -91,9 +102,15 @@ class Environment:
     def replace(self, **changes: object) -> "Environment":
         return dataclasses.replace(self, **changes)
 
-    def with_search_folders(self, folders: Iterable[str]) -> "Environment":
-        """This environment with ``folders`` appended to LD_LIBRARY_PATH (what the shim activation does)."""
-        return self.replace(ld_library_path=append_to_search_path(self.ld_library_path, folders))
+    def with_search_folders(self, folders: Iterable[str], front: Iterable[str] = ()) -> "Environment":
+        """This environment with ``front`` put before LD_LIBRARY_PATH and ``folders`` appended to it (what
+        libdoctor's activation does)."""
+        value = append_to_search_path(self.ld_library_path, folders)
+        return self.replace(ld_library_path=prepend_to_search_path(value, front))
+
+    def with_hidden(self, paths: Iterable[str]) -> "Environment":
+        """This environment as if ``paths`` were gone (a link renamed aside)."""
+        return self.replace(hidden=self.hidden | frozenset(paths))
 
     def with_links(self, links: Mapping[str, str]) -> "Environment":
         merged = dict(self.overlay)

@@ -13,6 +13,7 @@ import os
 from typing import Optional, Union
 
 from .. import errors
+from ..files import write_atomic
 from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDef, VersionNeed, open_regular, read_elf_facts_fd,
                        read_regular)
 
@@ -214,22 +215,14 @@ class FactsStore:
             if len(entries) >= MAX_ENTRIES:
                 break
             entries.setdefault(k, v)
-        import tempfile
-
         folder = os.path.dirname(self.path)
+        bindings = dict(list(self._bindings.items())[-MAX_BINDINGS:])
+        data = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "entries": entries, "bindings": bindings},
+                          separators=(",", ":")).encode("utf-8")
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".elf-facts-", dir=folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    bindings = dict(list(self._bindings.items())[-MAX_BINDINGS:])
-                    json.dump({"format": FORMAT, "version": FORMAT_VERSION, "entries": entries,
-                               "bindings": bindings}, handle, separators=(",", ":"))
-                os.replace(tmp, self.path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError as exc:
-            return f"could not save the facts cache in {folder}: {exc.strerror}"
+            write_atomic(self.path, data, 0o600)
+        except (OSError, errors.LibdoctorError) as exc:
+            return f"could not save the facts cache in {folder}: {getattr(exc, 'strerror', None) or exc}"
         self._dirty = False
         return None

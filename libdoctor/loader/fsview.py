@@ -37,9 +37,14 @@ class Probe:
 
 
 class FileView:
-    def __init__(self, store: FactsStore, overlay: Mapping[str, str]) -> None:
+    def __init__(self, store: FactsStore, overlay: Mapping[str, str], hidden: frozenset[str] = frozenset()) -> None:
         self.store = store
         self.overlay = dict(overlay)
+        # Paths hypothetically gone, by their real folder (as the overlay is kept).
+        self._hidden_by_folder: dict[str, set[str]] = {}
+        for path in hidden:
+            folder, name = os.path.split(path)
+            self._hidden_by_folder.setdefault(os.path.realpath(folder or "."), set()).add(name)
         # By the link's real folder: a search folder reached as "$ORIGIN/../lib" is the same folder as "lib".
         self._overlay_by_folder: dict[str, dict[str, str]] = {}
         for link, target in self.overlay.items():
@@ -62,9 +67,13 @@ class FileView:
             names: Union[frozenset, int] = frozenset(os.listdir(folder or "."))
         except OSError as exc:
             names = exc.errno or errno.EIO
-        extra = self._overlay_by_folder.get(os.path.realpath(folder or ".")) if self.overlay else None
+        real = os.path.realpath(folder or ".") if self.overlay or self._hidden_by_folder else ""
+        extra = self._overlay_by_folder.get(real) if self.overlay else None
         if extra:
             names = (names if isinstance(names, frozenset) else frozenset()) | frozenset(extra)
+        gone = self._hidden_by_folder.get(real) if self._hidden_by_folder else None
+        if gone and isinstance(names, frozenset):
+            names = names - frozenset(gone)
         return names
 
     def _overlay_target(self, path: str) -> Optional[str]:
@@ -75,6 +84,12 @@ class FileView:
         real = os.path.realpath(folder or ".")
         target = self._overlay_by_folder.get(real, {}).get(name)
         return None if target is None else os.path.join(real, target)
+
+    def _is_hidden(self, path: str) -> bool:
+        if not self._hidden_by_folder:
+            return False
+        folder, name = os.path.split(path)
+        return name in self._hidden_by_folder.get(os.path.realpath(folder or "."), ())
 
     def stat_errno(self, folder: str) -> int:
         """The errno of ``stat(folder)`` (0 when it exists, as a folder or not)."""
@@ -103,6 +118,8 @@ class FileView:
         target = self._overlay_target(path)
         if target is not None:
             return self._probe(target, depth + 1)
+        if self._is_hidden(path):
+            return Probe(errno=errno.ENOENT)
         folder, name = os.path.split(path)
         names = self.listing(folder)
         if isinstance(names, frozenset) and name not in names:
@@ -135,7 +152,7 @@ class FileView:
             if self._read_listing(folder) != names:
                 return False
         for path, probe in self._probes.items():
-            if self._overlay_target(path) is not None:
+            if self._overlay_target(path) is not None or self._is_hidden(path):
                 continue
             try:
                 now_stamp = key_of(os.stat(path))

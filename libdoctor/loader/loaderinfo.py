@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
+from ..errors import LibdoctorError
 from .elffacts import HostAbi, read_regular
 
 DEFAULT_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux.so.2")
@@ -189,15 +190,12 @@ def cached_probe_loader(cache_dir: Optional[str]) -> LoaderInfo:
             pass  # foreign, corrupt or poisoned: probed again, never believed
     info = probe_loader(interpreter)
     if key and path:
-        import tempfile
+        from ..files import write_atomic
 
         try:
             os.makedirs(cache_dir, mode=0o700, exist_ok=True)  # type: ignore[arg-type]
-            fd, tmp = tempfile.mkstemp(prefix=".loader-", dir=cache_dir)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"key": key, "info": dataclasses.asdict(info)}, handle)
-            os.replace(tmp, path)
-        except OSError:
+            write_atomic(path, json.dumps({"key": key, "info": dataclasses.asdict(info)}).encode("utf-8"), 0o600)
+        except (OSError, LibdoctorError):
             pass
     return info
 

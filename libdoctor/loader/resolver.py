@@ -172,6 +172,20 @@ class LoadResult:
         return tuple(self._root_requests())
 
 
+@dataclass(frozen=True)
+class LoadRequest:
+    """A load asked of the loader, kept so it can be asked again in another Environment: ``root`` started
+    (or listed), or ``dlopen(root)`` by the running program ``caller`` (``via``, ``preloads`` and
+    ``loaded_by`` as :meth:`Resolver.dlopen` takes them)."""
+
+    root: str
+    dlopen: bool = False
+    caller: Optional[str] = None
+    via: Optional[str] = None
+    preloads: tuple[str, ...] = ()
+    loaded_by: Optional[str] = None
+
+
 class _Obj:
     """A link map while loading: mutable, turned into :class:`LoadedObject` at the end."""
 
@@ -206,7 +220,7 @@ class Resolver:
 
     def __init__(self, env: Environment, store: Optional[FactsStore] = None) -> None:
         self.env = env
-        self.view = FileView(store or FactsStore(), env.overlay)
+        self.view = FileView(store or FactsStore(), env.overlay, env.hidden)
         self.info = env.loader
         self._layouts: dict[str, tuple[tuple[str, str, object], ...]] = {}
         self.searches: dict[tuple[str, tuple[str, ...]], _Search] = {}
@@ -267,6 +281,14 @@ class Resolver:
             return state.result(target, MODE_DLOPEN, obj.index)
         state.load_dependencies(first_new)
         return state.result(target, MODE_DLOPEN, first_new)
+
+    def request(self, request: LoadRequest) -> LoadResult:
+        """Answer a :class:`LoadRequest`: a dlopen by its caller, or the root started as the kernel starts a
+        program (a library: as ``ld.so --list`` loads it)."""
+        if request.dlopen and request.caller:
+            return self.dlopen(request.caller, request.root, via=request.via, preloads=request.preloads,
+                               loaded_by=request.loaded_by)
+        return self.load(request.root, MODE_EXEC if self.is_program(request.root) else MODE_LIST)
 
     def folder_layout(self, folder: str) -> tuple[tuple[str, str, object], ...]:
         """(textual path, absolute path, listing or errno) of each subfolder glibc tries, in order."""

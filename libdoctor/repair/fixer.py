@@ -1,13 +1,15 @@
-"""Plans and applies verified repairs: atomic, never replacing anything, journalled, undoable.
+"""Applies chosen repairs: atomic, never replacing what is not ours, journalled, undoable.
 
 Every change is recorded in a journal before it is made and confirmed after, under a lock.
 Symlinks are created with ``symlinkat`` in a folder opened without following links (creation is
-atomic and fails rather than replace); files are written under a temporary name and linked
-into place (``linkat`` also refuses to replace).  ``undo`` removes only what a run created and
-only while it is still exactly what was created.
+atomic and fails rather than replace); files go through the one atomic writer (``libdoctor.files``);
+a hand-made link is retired by renaming it aside in its own folder (``linkat`` then ``unlinkat``: never
+over anything), and only while it is still the link that was judged and no package owns it.
+``undo`` removes or puts back only what a run did, only while it is still exactly that.
 """
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import json
@@ -17,12 +19,17 @@ import secrets
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from functools import lru_cache
+from typing import Callable, Mapping, Optional
 
 from ..errors import LibdoctorError, UsageError
+from ..files import NotReplaceableError, open_folder_nofollow, write_atomic
 from ..loader.elffacts import read_regular
-from ..rules.base import Proposal
-from .statedir import ensure_private_dir, open_folder_nofollow, state_dir, state_folder, write_private_json
+from ..rules.base import FRONT, Action
+from ..rules.impostor import retired_name
+from ..rules.ownership import owner_of
+from ..targets import python_env
+from .statedir import ensure_private_dir, state_dir, state_folder, write_private_json
 
 JOURNAL_VERSION = 1
 MARKER = "# written by libdoctor: `libdoctor undo` removes it"
@@ -39,6 +46,15 @@ class Outcome:
 # -- environments and their shim folders -------------------------------------------------
 
 MAX_STATE_BYTES = 16 << 20  # a journal or an env's state file; anything larger is not libdoctor's
+
+
+def repair_prefix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str]) -> Optional[str]:
+    """The environment whose shim folder and activation hold the repairs (None: not tied to a Python env)."""
+    if prefix:
+        return os.path.abspath(prefix)
+    if python or not targets:
+        return python_env(None, python).prefix
+    return None
 
 
 def env_slug(prefix: Optional[str]) -> str:
@@ -65,14 +81,20 @@ def read_env_state(prefix: Optional[str], root: Optional[str] = None) -> dict:
         return {}
 
 
-def search_additions(prefix: Optional[str], root: Optional[str] = None) -> list[str]:
-    """The folders the applied repairs of this environment put on LD_LIBRARY_PATH, in order."""
+def _folder_list(state: dict, key: str) -> list[str]:
+    value = state.get(key, [])
+    return [f for f in value if isinstance(f, str) and f] if isinstance(value, list) else []
+
+
+def applied_folders(prefix: Optional[str], root: Optional[str] = None) -> tuple[list[str], list[str]]:
+    """(before LD_LIBRARY_PATH, after it): the folders this environment's applied repairs add.  The shim folder
+    comes first: its links are there to win (a genuine library put in front of an impostor)."""
     state = read_env_state(prefix, root)
-    folders = list(state.get("folders", []))
+    front = _folder_list(state, "front")
     shim = shim_dir(prefix, root)
     if os.path.isdir(shim) and any(os.path.islink(os.path.join(shim, n)) for n in os.listdir(shim)):
-        folders.insert(0, shim)
-    return folders
+        front.insert(0, shim)
+    return list(dict.fromkeys(front)), _folder_list(state, "folders")
 
 
 def _write_json_atomic(path: str, data: dict) -> None:
@@ -83,13 +105,21 @@ def _write_json_atomic(path: str, data: dict) -> None:
 
 # -- activation scripts ------------------------------------------------------------------
 
-def activation_sh(folders: list[str]) -> str:
-    joined = ":".join(folders)
+def search_path_value(front: list[str], back: list[str]) -> str:
+    """LD_LIBRARY_PATH as the activation sets it, in sh: ``front``, the value it had, ``back``; never an empty
+    element (which would mean the current folder) when the variable is unset or empty."""
+    head, tail = ":".join(front), ":".join(back)
+    if front:
+        return f"{head}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" + (f":{tail}" if back else "")
+    return f"${{LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}}{tail}"
+
+
+def activation_sh(front: list[str], back: list[str]) -> str:
     return f"""{MARKER}
-if [ "${{LD_LIBRARY_PATH+set}}" = set ]; then _LIBDOCTOR_SAVED_LD_LIBRARY_PATH="$LD_LIBRARY_PATH"; \
+if [ "${{LD_LIBRARY_PATH+set}}" = set ]; then _LIBDOCTOR_SAVED_LD_LIBRARY_PATH="$LD_LIBRARY_PATH"; \\
 else unset _LIBDOCTOR_SAVED_LD_LIBRARY_PATH; fi
 _LIBDOCTOR_ACTIVE=1
-export LD_LIBRARY_PATH="${{LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}}{joined}"
+export LD_LIBRARY_PATH="{search_path_value(front, back)}"
 """
 
 
@@ -103,14 +133,14 @@ fi
 """
 
 
-def shell_settings(folders: list[str], shell: str) -> str:
+def shell_settings(front: list[str], back: list[str], shell: str) -> str:
     if shell == "json":
-        return json.dumps({"LD_LIBRARY_PATH_append": folders})
-    if not folders:
+        return json.dumps({"LD_LIBRARY_PATH_prepend": front, "LD_LIBRARY_PATH_append": back})
+    if not front and not back:
         return ""
     if shell == "fish":
-        return f"set -gx LD_LIBRARY_PATH $LD_LIBRARY_PATH {' '.join(folders)}\n"
-    return f'export LD_LIBRARY_PATH="${{LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}}{":".join(folders)}"\n'
+        return "set -gx LD_LIBRARY_PATH " + " ".join(front + ["$LD_LIBRARY_PATH"] + back) + "\n"
+    return f'export LD_LIBRARY_PATH="{search_path_value(front, back)}"\n'
 
 
 # -- the journal -------------------------------------------------------------------------
@@ -180,20 +210,8 @@ def _sha256(data: bytes) -> str:
 
 # -- applying ----------------------------------------------------------------------------
 
-def _write_temporary(folder_fd: int, name: str, data: bytes, mode: int = 0o644) -> str:
-    """``data`` in a new, fsynced file beside ``name``; returns the temporary name."""
-    tmp = f".{name}.{secrets.token_hex(4)}"
-    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=folder_fd)
-    os.fchmod(out, mode)  # not reduced by the umask: a wrapper must stay executable
-    with open(out, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return tmp
-
-
 class Applier:
-    """Applies proposals for one environment; the caller holds the state lock."""
+    """Applies actions for one environment; the caller holds the state lock."""
 
     def __init__(self, root: str, env_prefix: Optional[str], in_place: bool,
                  folders: Optional[dict[str, tuple[int, int, int, int]]] = None) -> None:
@@ -203,34 +221,40 @@ class Applier:
         self.folders = folders or {}  # real folder -> (dev, ino, uid, mode) when the plan was verified
         self.outcome = Outcome(run_id=new_run_id())
         self.journal = Journal(root, self.outcome.run_id, env_prefix)
+        self.search_path_changed = False  # the activation script must then say so
 
-    def apply(self, proposals: list[Proposal]) -> Outcome:
-        self.check_writable(proposals)
+    def apply(self, actions: list[Action]) -> Outcome:
+        self.check_writable(actions)
         state_folder(self.root)  # 0755: shims below it must stay reachable by the loader
         ensure_private_dir(os.path.join(self.root, "journal"))
         self.journal.save()
-        for proposal in proposals:
-            if proposal.kind == "symlink":
-                self._symlink(proposal)
-            elif proposal.kind == "search-path":
-                self._search_folder(proposal)
-        if not self.in_place and self.outcome.created:
+        for action in actions:
+            if action.kind == "retire" and not self._retire(action):
+                continue  # the replacement goes in only where the impostor went out
+            if action.link and action.target:
+                self._symlink(action)
+            if action.folder:
+                self._search_folder(action)
+        if self.search_path_changed:
             self.write_activation()
         return self.close()
 
-    def check_writable(self, proposals: list[Proposal]) -> None:
+    def check_writable(self, actions: list[Action]) -> None:
         """Every folder the run will write to, checked before the first change: all or nothing."""
         folders = {self.root: "the state folder"}
-        for proposal in proposals:
-            if proposal.kind == "symlink" and proposal.link:
-                folders.setdefault(os.path.dirname(proposal.link), "the link's folder")
-        if not self.in_place and self.env_prefix and os.path.isdir(os.path.join(self.env_prefix, "conda-meta")):
+        for action in actions:
+            if action.link:
+                folders.setdefault(os.path.dirname(action.link), "the link's folder")
+            if action.kind == "retire" and action.path:
+                folders.setdefault(os.path.dirname(action.path), "the folder of the link to rename aside")
+        if self.env_prefix and os.path.isdir(os.path.join(self.env_prefix, "conda-meta")):
             folders.setdefault(os.path.join(self.env_prefix, "etc", "conda"), "the env's activation folder")
         for folder, what in folders.items():
             existing = _nearest_existing(folder)
             if not os.access(existing, os.W_OK | os.X_OK):
                 advice = ("run as its owner, or without --in-place (links then go to libdoctor's own folder)"
                           if self.in_place and what == "the link's folder" else
+                          "run as its owner" if what.startswith("the folder of the link") else
                           "run as its owner, or set LIBDOCTOR_STATE_DIR to a folder you can write")
                 raise UsageError(f"cannot write {existing} ({what}): nothing was changed; {advice}")
 
@@ -241,54 +265,105 @@ class Applier:
             self.outcome.run_id = None
         return self.outcome
 
-    def _symlink(self, proposal: Proposal) -> None:
-        assert proposal.link and proposal.target
-        folder, name = os.path.split(proposal.link)
-        if not self.in_place:
-            self._mkdir(folder)  # libdoctor's own shim folder: made, or checked to be a real folder of ours
-        real_folder = os.path.realpath(folder)
+    def _checked_folder(self, path: str) -> Optional[int]:
+        """A descriptor of ``path``'s real folder, safe to write in and the one the plan verified; else None (the
+        refusal recorded)."""
+        real_folder = os.path.realpath(os.path.dirname(path))
         try:
             mode = os.stat(real_folder).st_mode
         except OSError as exc:
-            self.outcome.refused.append(f"{proposal.link}: {exc.strerror}")
-            return
+            self.outcome.refused.append(f"{path}: {exc.strerror}")
+            return None
         unsafe = folder_risk(real_folder, mode)
         if unsafe:
-            self.outcome.refused.append(f"{proposal.link}: refused: {unsafe}")
-            return
+            self.outcome.refused.append(f"{path}: refused: {unsafe}")
+            return None
         fd = open_folder_nofollow(real_folder)
+        st = os.fstat(fd)
+        planned = self.folders.get(real_folder)
+        if planned is not None and planned != (st.st_dev, st.st_ino, st.st_uid, st.st_mode):
+            os.close(fd)
+            self.outcome.refused.append(f"{path}: refused: {real_folder} is not the folder the plan verified "
+                                        "(replaced or changed since): nothing written")
+            return None
+        return fd
+
+    def _symlink(self, action: Action) -> None:
+        assert action.link and action.target
+        folder, name = os.path.split(action.link)
+        if not self.in_place or not os.path.isdir(folder):
+            self._mkdir(folder)  # libdoctor's own shim folder: made, or checked to be a real folder of ours
+        fd = self._checked_folder(action.link)
+        if fd is None:
+            return
         try:
-            st = os.fstat(fd)
-            planned = self.folders.get(real_folder)
-            if planned is not None and planned != (st.st_dev, st.st_ino, st.st_uid, st.st_mode):
-                self.outcome.refused.append(f"{proposal.link}: refused: {real_folder} is not the folder the plan "
-                                            "verified (replaced or changed since): nothing written")
-                return
             try:
                 existing = os.readlink(name, dir_fd=fd)
             except FileNotFoundError:
                 existing = None
             except OSError:
-                self.outcome.refused.append(f"{proposal.link}: exists and is not a link: left alone")
+                self.outcome.refused.append(f"{action.link}: exists and is not a link: left alone")
                 return
             if existing is not None:
-                if existing == proposal.target:
-                    self.outcome.kept.append(proposal.link)
+                if existing == action.target:
+                    self.outcome.kept.append(action.link)
                 else:
-                    self.outcome.refused.append(f"{proposal.link}: exists (-> {existing}): left alone")
+                    self.outcome.refused.append(f"{action.link}: exists (-> {existing}): left alone")
                 return
-            action = self.journal.intend({"kind": "symlink", "path": os.path.join(real_folder, name),
-                                          "target": proposal.target, "proposal": proposal.id,
-                                          "grade": proposal.grade})
+            real = os.path.join(os.path.realpath(folder), name)
+            record = self.journal.intend({"kind": "symlink", "path": real, "target": action.target,
+                                          "proposal": action.id, "grade": action.grade})
             try:
-                os.symlink(proposal.target, name, dir_fd=fd)
+                os.symlink(action.target, name, dir_fd=fd)
             except FileExistsError:
-                self.journal.drop(action)
-                self.outcome.refused.append(f"{proposal.link}: appeared meanwhile: left alone")
+                self.journal.drop(record)
+                self.outcome.refused.append(f"{action.link}: appeared meanwhile: left alone")
                 return
             st = os.lstat(name, dir_fd=fd)
-            self.journal.done(action, dev=st.st_dev, ino=st.st_ino)
-            self.outcome.created.append(proposal.link)
+            self.journal.done(record, dev=st.st_dev, ino=st.st_ino)
+            self.outcome.created.append(action.link)
+            self.search_path_changed |= os.path.realpath(folder).startswith(os.path.realpath(self.root) + os.sep)
+        finally:
+            os.close(fd)
+
+    def _retire(self, action: Action) -> bool:
+        """Rename the hand-made link aside, in its own folder; True when it is out of the way (now or before)."""
+        assert action.path
+        source = action.path
+        destination = retired_name(source)
+        if not os.path.lexists(source) and os.path.lexists(destination):
+            self.outcome.kept.append(f"{source} renamed aside")
+            return True
+        owner = owner_of(source)
+        if owner is not None:
+            self.outcome.refused.append(f"{source}: refused: {owner} owns it; libdoctor never renames what a "
+                                        "package installed")
+            return False
+        fd = self._checked_folder(source)
+        if fd is None:
+            return False
+        name, aside = os.path.basename(source), os.path.basename(destination)
+        try:
+            try:
+                text = os.readlink(name, dir_fd=fd)
+            except OSError:
+                self.outcome.refused.append(f"{source}: no longer a link: left alone")
+                return False
+            if action.was is not None and text != action.was:
+                self.outcome.refused.append(f"{source}: changed since it was judged (-> {text}): left alone")
+                return False
+            record = self.journal.intend({"kind": "rename", "path": os.path.join(os.path.dirname(source), aside),
+                                          "source": source, "target": text, "proposal": action.id})
+            try:
+                os.link(name, aside, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)  # never over anything
+                os.unlink(name, dir_fd=fd)
+            except OSError as exc:
+                self.journal.drop(record)
+                self.outcome.refused.append(f"{source}: not renamed aside: {exc.strerror}")
+                return False
+            self.journal.done(record)
+            self.outcome.created.append(f"{source} renamed aside to {aside}")
+            return True
         finally:
             os.close(fd)
 
@@ -308,50 +383,53 @@ class Applier:
                 raise LibdoctorError(f"{folder}: not a folder")
             return
         self._mkdir(os.path.dirname(folder))
-        action = self.journal.intend({"kind": "mkdir", "path": folder})
+        record = self.journal.intend({"kind": "mkdir", "path": folder})
         try:
             os.mkdir(folder, 0o755)
         except FileExistsError:
-            self.journal.drop(action)
+            self.journal.drop(record)
             return
-        self.journal.done(action)
+        self.journal.done(record)
 
-    def _search_folder(self, proposal: Proposal) -> None:
-        assert proposal.folder
+    def _search_folder(self, action: Action) -> None:
+        assert action.folder
+        key = "front" if action.position == FRONT else "folders"
         state = read_env_state(self.env_prefix, self.root)
-        folders = list(state.get("folders", []))
-        if proposal.folder in folders:
-            self.outcome.kept.append(f"search path {proposal.folder}")
+        folders = _folder_list(state, key)
+        shown = f"search path {action.folder}" + (" (first)" if key == "front" else "")
+        if action.folder in folders:
+            self.outcome.kept.append(shown)
             return
-        action = self.journal.intend({"kind": "search-path", "folder": proposal.folder,
+        record = self.journal.intend({"kind": "search-path", "folder": action.folder, "position": key,
                                       "env_state": env_state_path(self.env_prefix, self.root)})
-        folders.append(proposal.folder)
-        state["folders"] = folders
+        state[key] = folders + [action.folder]
         _write_json_atomic(env_state_path(self.env_prefix, self.root), state)
-        self.journal.done(action)
-        self.outcome.created.append(f"search path {proposal.folder}")
+        self.journal.done(record)
+        self.outcome.created.append(shown)
+        self.search_path_changed = True
 
     def write_activation(self) -> None:
-        """For a conda env: the one pair of activate.d/deactivate.d scripts that put the shim folder and
-        the added search folders on LD_LIBRARY_PATH (fix --apply and hook install share it)."""
+        """For a conda env: the one pair of activate.d/deactivate.d scripts that put the applied folders on
+        LD_LIBRARY_PATH (fix --apply and hook install share it)."""
         prefix = self.env_prefix
         if not prefix or not os.path.isdir(os.path.join(prefix, "conda-meta")):
             return
-        folders = list(dict.fromkeys([shim_dir(prefix, self.root)] + search_additions(prefix, self.root)))
-        for sub, text in (("activate.d", activation_sh(folders)), ("deactivate.d", deactivation_sh())):
+        front, back = applied_folders(prefix, self.root)
+        front = list(dict.fromkeys([shim_dir(prefix, self.root)] + front))
+        for sub, text in (("activate.d", activation_sh(front, back)), ("deactivate.d", deactivation_sh())):
             self.write_file(os.path.join(prefix, "etc", "conda", sub, "libdoctor.sh"), text)
 
     def rename(self, source: str, destination: str) -> None:
         """Move a file aside (never over an existing one); undo moves it back."""
-        action = self.journal.intend({"kind": "rename", "path": destination, "source": source})
+        record = self.journal.intend({"kind": "rename", "path": destination, "source": source})
         try:
             os.link(source, destination, follow_symlinks=False)  # fails if destination exists
             os.unlink(source)
         except OSError as exc:
-            self.journal.drop(action)
+            self.journal.drop(record)
             self.outcome.refused.append(f"{source}: not moved aside: {exc.strerror}")
             return
-        self.journal.done(action)
+        self.journal.done(record)
         self.outcome.created.append(f"{source} moved to {destination}")
 
     def write_file(self, path: str, text: str, mode: int = 0o644) -> None:
@@ -359,15 +437,13 @@ class Applier:
         folder, name = os.path.split(path)
         if not os.path.isdir(folder):
             self._mkdir(folder)  # journalled, so undo leaves the tree as it found it
-        unsafe = folder_risk(os.path.realpath(folder), os.stat(folder).st_mode)
-        if unsafe:
-            self.outcome.refused.append(f"{path}: refused: {unsafe}")
+        fd = self._checked_folder(path)
+        if fd is None:
             return
-        fd = open_folder_nofollow(os.path.realpath(folder))
         try:
             try:
-                with open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd), "rb") as handle:
-                    current = handle.read()
+                with open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd), "rb") as handle:
+                    current: Optional[bytes] = handle.read(MAX_STATE_BYTES)
             except FileNotFoundError:
                 current = None
             except OSError:
@@ -376,21 +452,18 @@ class Applier:
                 if current == data:
                     self.outcome.kept.append(path)
                 elif current.startswith(MARKER.encode()) and self._ours(path, current):
-                    self._replace_ours(fd, name, path, data, current)
+                    self._replace_ours(fd, path, data, current)
                 else:
                     self.outcome.refused.append(f"{path}: exists and was not written by libdoctor: left alone")
                 return
-            action = self.journal.intend({"kind": "file", "path": path, "sha256": _sha256(data)})
-            tmp = _write_temporary(fd, name, data, mode)
+            record = self.journal.intend({"kind": "file", "path": path, "sha256": _sha256(data)})
             try:
-                os.link(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # refuses to replace
-            except FileExistsError:
-                self.journal.drop(action)
+                write_atomic(path, data, mode, replace=False, folder_fd=fd)
+            except (FileExistsError, NotReplaceableError):
+                self.journal.drop(record)
                 self.outcome.refused.append(f"{path}: appeared meanwhile: left alone")
                 return
-            finally:
-                os.unlink(tmp, dir_fd=fd)
-            self.journal.done(action)
+            self.journal.done(record)
             self.outcome.created.append(path)
         finally:
             os.close(fd)
@@ -401,12 +474,13 @@ class Applier:
         return any(a.get("kind") in ("file", "file-update") and a.get("path") == path and a.get("sha256") == digest
                    for j in load_journals(self.root) for a in j["actions"])
 
-    def _replace_ours(self, fd: int, name: str, path: str, data: bytes, current: bytes) -> None:
-        action = self.journal.intend({"kind": "file-update", "path": path, "sha256": _sha256(data),
-                                      "previous": current.decode("utf-8", "replace")})
-        tmp = _write_temporary(fd, name, data)
-        os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)  # replaces only a file a run of ours wrote
-        self.journal.done(action)
+    def _replace_ours(self, fd: int, path: str, data: bytes, current: bytes) -> None:
+        mode = stat.S_IMODE(os.lstat(os.path.basename(path), dir_fd=fd).st_mode)
+        record = self.journal.intend({"kind": "file-update", "path": path, "sha256": _sha256(data),
+                                      "previous_b64": base64.b64encode(current).decode("ascii"),
+                                      "previous_mode": mode})
+        write_atomic(path, data, folder_fd=fd)  # replaces only a file a run of ours wrote; its mode is kept
+        self.journal.done(record)
         self.outcome.created.append(path)
 
 
@@ -449,6 +523,22 @@ def load_journals(root: str) -> list[dict]:
     return journals
 
 
+@lru_cache(maxsize=4)
+def _links_in_journals(root: str, stamp: int) -> Mapping[str, str]:
+    return {action["path"]: journal["run_id"] for journal in load_journals(root) for action in journal["actions"]
+            if action.get("kind") == "symlink" and isinstance(action.get("path"), str)}
+
+
+def journal_links(root: Optional[str] = None) -> Mapping[str, str]:
+    """link path -> run id, for every link a journal of ours made (read once per state of the journal folder)."""
+    root = root or state_dir()
+    try:
+        stamp = os.stat(os.path.join(root, "journal")).st_mtime_ns
+    except OSError:
+        return {}
+    return _links_in_journals(root, stamp)
+
+
 def journal_problems(root: str) -> list[str]:
     """One line per journal file that is not a valid journal: named, never blocking the others."""
     lines = []
@@ -488,10 +578,12 @@ def _still_written(action: dict, report: list[str]) -> bool:
     """Is the file still exactly what the run wrote?"""
     path = action["path"]
     try:
-        with open(path, "rb") as handle:
-            current = handle.read()
+        current = read_regular(path, MAX_STATE_BYTES)
     except FileNotFoundError:
         report.append(f"{path}: already gone")
+        return False
+    except OSError as exc:
+        report.append(f"left {path}: {exc.strerror or exc}")
         return False
     if _sha256(current) != action.get("sha256"):
         report.append(f"left {path}: changed since libdoctor wrote it")
@@ -499,7 +591,7 @@ def _still_written(action: dict, report: list[str]) -> bool:
     return True
 
 
-TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}$")  # what _write_temporary and _write_json_atomic name
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}$")  # what libdoctor.files.write_atomic names
 
 
 def remove_temporaries(folder: str, wanted: Callable[[str], bool]) -> None:
@@ -527,10 +619,33 @@ def _undo_file(action: dict, report: list[str]) -> None:
     remove_temporaries(os.path.dirname(action["path"]), lambda leftover: leftover == name)
 
 
+def previous_content(action: dict) -> Optional[tuple[bytes, Optional[int]]]:
+    """What a file held before a run replaced it (bytes, mode), or None when the journal does not say."""
+    encoded = action.get("previous_b64")
+    mode = action.get("previous_mode")
+    mode = mode if isinstance(mode, int) and 0 <= mode <= 0o7777 else None
+    if isinstance(encoded, str):
+        try:
+            return base64.b64decode(encoded, validate=True), mode
+        except ValueError:
+            return None
+    if isinstance(action.get("previous"), str):  # journals of earlier versions kept the text
+        return action["previous"].encode("utf-8"), mode
+    return None
+
+
 def _undo_file_update(action: dict, report: list[str]) -> None:
+    previous = previous_content(action)
+    if previous is None:
+        report.append(f"left {action['path']}: the journal does not hold what it was before")
+        return
     if _still_written(action, report):
-        with open(action["path"], "w", encoding="utf-8") as handle:
-            handle.write(action.get("previous", ""))
+        data, mode = previous
+        try:
+            write_atomic(action["path"], data, mode)
+        except (OSError, LibdoctorError) as exc:
+            report.append(f"left {action['path']}: {getattr(exc, 'strerror', None) or exc}")
+            return
         report.append(f"restored {action['path']}")
 
 
@@ -553,7 +668,8 @@ def _undo_search_path(action: dict, report: list[str]) -> None:
         return
     if not isinstance(state, dict):
         return
-    state["folders"] = [f for f in state.get("folders", []) if f != action.get("folder")]
+    key = action.get("position") if action.get("position") in ("front", "folders") else "folders"
+    state[key] = [f for f in _folder_list(state, key) if f != action.get("folder")]
     _write_json_atomic(state_path, state)
     report.append(f"removed search path {action.get('folder')}")
 
@@ -563,6 +679,14 @@ def _undo_rename(action: dict, report: list[str]) -> None:
     if not os.path.lexists(moved):
         report.append(f"{moved}: already gone")
         return
+    if action.get("target") is not None:
+        try:
+            if os.readlink(moved) != action["target"]:
+                report.append(f"left {moved}: changed since libdoctor renamed it")
+                return
+        except OSError:
+            report.append(f"left {moved}: no longer the link libdoctor renamed")
+            return
     try:
         os.link(moved, source, follow_symlinks=False)  # only while the original name is free again
         os.unlink(moved)
@@ -589,7 +713,7 @@ def undo(root: str, run_id: Optional[str]) -> list[str]:
     for journal in sorted(chosen, key=lambda j: j["run_id"], reverse=True):
         for action in reversed(journal["actions"]):
             undo_one = _UNDO.get(action.get("kind", ""))
-            if undo_one is not None:
+            if undo_one is not None and isinstance(action.get("path", action.get("folder")), str):
                 undo_one(action, report)
         journal["undone"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _write_json_atomic(os.path.join(root, "journal", f"{journal['run_id']}.json"), journal)

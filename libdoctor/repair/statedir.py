@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 import stat
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from ..errors import LibdoctorError
+from ..files import open_folder_nofollow, write_atomic
+
+__all__ = ["ensure_private_dir", "open_folder_nofollow", "state_dir", "state_folder", "state_lock",
+           "write_private_json"]
 
 LOCK_WAIT_SECONDS = 30.0
 
@@ -60,27 +63,8 @@ def ensure_private_dir(path: str) -> str:
 
 
 def write_private_json(folder: str, name: str, text: str) -> None:
-    """``folder/name`` replaced atomically through a descriptor of the checked folder: a new file (O_EXCL,
-    O_NOFOLLOW, 0600), fsynced, renamed in place, and the folder fsynced so the rename survives a crash."""
-    fd = open_folder_nofollow(os.path.abspath(folder))
-    try:
-        tmp = f".{name}.{secrets.token_hex(4)}"
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
-        try:
-            with open(out, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=fd)
-            except OSError:
-                pass
-            raise
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """``folder/name`` (0600) replaced atomically through a descriptor of the checked folder."""
+    write_atomic(os.path.join(os.path.abspath(folder), name), text.encode("utf-8"), 0o600)
 
 
 @contextmanager
@@ -101,23 +85,3 @@ def state_lock(folder: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def open_folder_nofollow(path: str) -> int:
-    """A descriptor of the real folder ``path``, opened one component at a time without following links.
-
-    Callers pass a resolved path; a component swapped for a symlink afterwards makes this fail
-    instead of writing somewhere else (the symlink race a root daemon must not lose).
-    """
-    if not os.path.isabs(path):
-        raise LibdoctorError(f"{path}: not an absolute path")
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in [p for p in path.split("/") if p]:
-            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = next_fd
-    except OSError as exc:
-        os.close(fd)
-        raise LibdoctorError(f"{path}: cannot open safely: {exc.strerror}") from None
-    return fd

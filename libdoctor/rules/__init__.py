@@ -1,22 +1,27 @@
-"""The rules engine: rules turn a scan into findings and proposals.
+"""The diagnosis layer: rules turn the pipeline's facts into findings and actions; the engine
+(:mod:`libdoctor.rules.engine`) makes causes, grades, the choice of ``fix --apply`` and the verdict.
 
 Rules register through the entry-point group ``libdoctor.rules`` (value: an object with ``id``,
-``description`` and ``check(ctx)``), so other packages can add their own.  The built-in ones
-are always present, also when libdoctor runs from a source tree without entry points.  A rule
-that raises becomes a ``crashed`` finding; the run goes on.
+``description`` and ``check(ctx)``), so other packages can add their own.  The built-in ones are
+always present, also when libdoctor runs from a source tree without entry points.  A rule that
+raises (or fails to load) becomes a warning naming it: it never changes the verdict.
+
+May import ``loader/``, ``gpu/`` and ``targets``; never the pipeline (``scan``) or the front ends.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Iterable
 
-from .base import Finding, Placement, Proposal, Rule, RuleContext, RuleResult
+from .base import Action, Finding, Placement, Proposal, Rule, RuleContext, RuleResult
 
 ENTRY_POINT_GROUP = "libdoctor.rules"
 BUILTIN = (
     "libdoctor.rules.missing_soname:RULE",
-    "libdoctor.rules.cuda_family:RULE",
     "libdoctor.rules.version_mismatch:RULE",
+    "libdoctor.rules.undefined_symbol:RULE",
+    "libdoctor.rules.impostor:RULE",
+    "libdoctor.rules.driver:RULE",
     "libdoctor.rules.shadowing:RULE",
     "libdoctor.rules.ldconfig_stale:RULE",
     "libdoctor.rules.search_path_hazard:RULE",
@@ -49,7 +54,7 @@ def _entry_point_rules() -> list[tuple[str, object]]:
 
 
 class _BrokenRule:
-    """A rule whose plugin failed to load: it reports that as a crashed finding."""
+    """A rule whose plugin failed to load: it reports that as a crashed rule."""
 
     def __init__(self, rule_id: str, error: BaseException) -> None:
         self.id = rule_id
@@ -84,39 +89,35 @@ def select_rules(rules: list[Rule], only: Iterable[str] = (), skip: Iterable[str
     return [r for r in rules if (not only or r.id in only) and r.id not in skip]
 
 
-def run_rules(ctx: RuleContext, rules: list[Rule]) -> tuple[list[Finding], list[Proposal]]:
+def crashed(rule_id: str, exc: BaseException) -> Finding:
+    """A rule that failed: a warning naming it, never a change of verdict."""
+    return Finding(rule_id, "warning", f"rule {rule_id} crashed and was skipped: {exc.__class__.__name__}: {exc}",
+                   status="crashed", cause=f"crashed:{rule_id}")
+
+
+def run_rules(ctx: RuleContext, rules: list[Rule]) -> tuple[list[Finding], list[Action]]:
     findings: list[Finding] = []
-    proposals: list[Proposal] = []
+    actions: list[Action] = []
     for rule in rules:
         try:
             result = rule.check(ctx)
+            found, proposed = list(result.findings), list(result.proposals)
+            if not all(isinstance(f, Finding) for f in found) or not all(isinstance(a, Action) for a in proposed):
+                raise TypeError("check() must return Finding and Action (Proposal) objects")
         except Exception as exc:  # noqa: BLE001 - a crashing check is a result, not an aborted run
-            findings.append(Finding(rule.id, "error", f"rule {rule.id} crashed: {exc.__class__.__name__}: {exc}",
-                                    status="crashed"))
+            findings.append(crashed(rule.id, exc))
             continue
-        findings.extend(result.findings)
-        proposals.extend(result.proposals)
-    return findings, _dedupe(proposals)
+        findings.extend(found)
+        actions.extend(proposed)
+    return findings, _dedupe(actions)
 
 
-# Rules whose findings repeat what the scan itself reports (missing names, version needs, a broken file
-# where a search meets it) or only inform.
-NOT_IN_SCAN = frozenset({"missing-soname", "version-mismatch", "cuda-family", "broken-file"})
+def _dedupe(actions: list[Action]) -> list[Action]:
+    seen: dict[str, Action] = {}
+    for action in actions:
+        seen.setdefault(action.id, action)
+    return sorted(seen.values(), key=lambda a: (a.soname or "", a.rank))
 
 
-def scan_findings(ctx: RuleContext) -> list[Finding]:
-    """The findings ``scan`` shows beside its own problems: hazards, broken files, framework fit, ..."""
-    rules = [r for r in available_rules() if r.id not in NOT_IN_SCAN]
-    findings, _proposals = run_rules(ctx, rules)
-    return [f for f in findings if f.severity in ("error", "warning") or f.status == "crashed"]
-
-
-def _dedupe(proposals: list[Proposal]) -> list[Proposal]:
-    seen: dict[str, Proposal] = {}
-    for proposal in proposals:
-        seen.setdefault(proposal.id, proposal)
-    return sorted(seen.values(), key=lambda p: (p.soname or "", p.rank))
-
-
-__all__ = ["Finding", "Placement", "Proposal", "Rule", "RuleContext", "RuleResult", "available_rules", "run_rules",
-           "scan_findings", "select_rules"]
+__all__ = ["Action", "Finding", "Placement", "Proposal", "Rule", "RuleContext", "RuleResult", "available_rules",
+           "crashed", "run_rules", "select_rules"]

@@ -1,8 +1,10 @@
 """broken-file: a dangling or looping symlink, or a non-ELF file, under a library name in a search folder.
 
-The loader skips a missing file but stops at a non-ELF one (``open_verify``, loader-facts 1.5):
-a Git LFS pointer or a text file named ``libcudnn.so.8`` early on the path breaks every load
-that reaches it.
+The loader skips a missing file but stops at a non-ELF one (``open_verify``, loader-facts 1.5): a
+Git LFS pointer or a text file named ``libcudnn.so.8`` early on the path breaks every load that
+reaches it.  Where a load of this scan met such a file, its own finding (missing-soname's "fatal")
+says so; here are the ones waiting in the folders the loader searched: warnings, since no load of
+this scan fails on them.
 """
 from __future__ import annotations
 
@@ -23,34 +25,44 @@ def _inspect(ctx: RuleContext, path: str) -> "str | None":
             os.stat(path)
         except OSError as exc:
             kind = "a symlink loop" if exc.errno == errno.ELOOP else "a dangling symlink"
-            return f"{path} is {kind} (-> {os.readlink(path)})"
+            return f"{path} is {kind} (-> {os.readlink(path)}): the loader skips it"
     if is_elf(path):
         return None  # an ELF file: whatever its state, it is not a non-ELF file under a library name
     entry = ctx.store.get_path(path)
     if isinstance(entry, ElfError) and not isinstance(entry, LdScriptError) and os.path.isfile(path):
-        return f"{path}: {entry.message}; the loader stops here with \"{entry.loader_message}\""
+        return f"{path}: {entry.message}; a load that reaches it stops with \"{entry.loader_message}\""
     return None
 
 
-def check(ctx: RuleContext) -> RuleResult:
+def _searched(ctx: RuleContext) -> tuple[dict[str, None], set[str]]:
+    """The folders the loads searched, and the files where a search already stopped (reported as fatal)."""
     folders: dict[str, None] = {}
+    met: set[str] = set()
     for report in ctx.report.targets:
         for resolution in report.result.relevant_resolutions():
             for source in resolution.sources:
                 for attempt in source.folders:
+                    if attempt.outcome == "fatal" and attempt.candidate:
+                        met.add(ctx.env.absolute(attempt.candidate))
                     if attempt.folder and attempt.outcome != "no such folder":
                         folders.setdefault(ctx.env.absolute(attempt.folder), None)
+    return folders, met
+
+
+def check(ctx: RuleContext) -> RuleResult:
+    folders, met = _searched(ctx)
+    view = ctx.report.resolver.view if ctx.report.resolver else None
     findings = []
     for folder in folders:
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
+        names = view.listing(folder) if view else frozenset()
+        if not isinstance(names, frozenset):
             continue
-        for name in names:
-            if _LIBRARY_NAME.match(name):
-                problem = _inspect(ctx, os.path.join(folder, name))
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            if _LIBRARY_NAME.match(name) and path not in met:
+                problem = _inspect(ctx, path)
                 if problem:
-                    findings.append(Finding("broken-file", "error", problem, objects=(os.path.join(folder, name),)))
+                    findings.append(Finding("broken-file", "warning", problem, objects=(path,)))
     return RuleResult(tuple(findings))
 
 

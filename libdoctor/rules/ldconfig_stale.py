@@ -9,7 +9,7 @@ import os
 import re
 
 from ..loader.ldcache import libcmp_key
-from .base import Finding, Proposal, RuleContext, RuleResult, SimpleRule
+from .base import Action, Finding, RuleContext, RuleResult, SimpleRule
 
 _SONAME_FILE = re.compile(r"^lib.+\.so\.[0-9]+$")
 
@@ -33,12 +33,12 @@ def check(ctx: RuleContext) -> RuleResult:
             if getattr(facts, "soname", None) == name:  # ldconfig would cache it under this name
                 stale.append(name)
         if stale:
-            findings.append(Finding("ldconfig-stale", "warning",
-                                    f"{folder} is configured in {env.conf.path} but {len(stale)} of its libraries "
-                                    "are not in ld.so.cache: run ldconfig",
-                                    evidence=tuple(stale[:10]), objects=(folder,)))
-            proposals.append(Proposal("ldconfig-stale", "install", "ldconfig (as root)", soname=stale[0],
-                                      command="ldconfig", rank=5))
+            finding = Finding("ldconfig-stale", "warning",
+                              f"{folder} is configured in {env.conf.path} but {len(stale)} of its libraries "
+                              "are not in ld.so.cache: run ldconfig", evidence=tuple(stale[:10]), objects=(folder,))
+            findings.append(finding)
+            proposals.append(Action("ldconfig-stale", "install", "ldconfig (as root)", soname=stale[0],
+                                    command="ldconfig", rank=5, causes=(finding.key,)))
     return RuleResult(tuple(findings), tuple(proposals))
 
 

@@ -1,4 +1,8 @@
-"""Where else on this machine a missing library lives: other versions, other places."""
+"""Where else on this machine a library lives, each copy judged: can it serve the request?
+
+Scan's "elsewhere on this machine" line and fix's repairs both come from here, so they say the
+same thing about the same file (``gpu.impostor.judge_substitute``).
+"""
 from __future__ import annotations
 
 import glob
@@ -7,9 +11,12 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .loader.environment import Environment
+from ..gpu.cudatable import stem_of
+from ..gpu.impostor import NOT_A_SUBSTITUTE, SERVES, UNPROVEN, BuiltFor, judge_substitute
+from ..loader.environment import Environment
+from ..loader.factstore import FactsStore
 
-_SONAME_VERSION = re.compile(r"^(?P<stem>.+?\.so)(?P<version>(\.[0-9A-Za-z_]+)*)$")
+VERDICT_ORDER = {SERVES: 0, UNPROVEN: 1, NOT_A_SUBSTITUTE: 2}
 
 
 @dataclass(frozen=True)
@@ -17,15 +24,16 @@ class Candidate:
     path: str
     name: str
     exact: bool  # the very name that was asked for
+    verdict: str = UNPROVEN  # serves | unproven | no
+    why: str = ""  # "can serve", "CUDA 13.0: not a substitute"
+    soname: Optional[str] = None  # the file's own SONAME
+
+    @property
+    def serves(self) -> bool:
+        return self.verdict == SERVES
 
     def describe(self) -> str:
-        return f"{self.name} is in {os.path.dirname(self.path)}"
-
-
-def stem_of(soname: str) -> str:
-    """``libcudnn.so.7`` -> ``libcudnn.so``: the family name shared by every version."""
-    match = _SONAME_VERSION.match(soname)
-    return match.group("stem") if match else soname
+        return f"{self.name} in {os.path.dirname(self.path)}" + (f" ({self.why})" if self.why else "")
 
 
 def _places(env: Environment, extra: Iterable[str]) -> list[str]:
@@ -45,13 +53,16 @@ def _places(env: Environment, extra: Iterable[str]) -> list[str]:
 
 
 class CandidateFinder:
-    """Looks through the usual places once, then answers for any number of missing names."""
+    """Looks through the usual places once, then answers for any number of names."""
 
-    def __init__(self, env: Environment, site_packages: Iterable[str] = (), look_in: Iterable[str] = ()) -> None:
+    def __init__(self, env: Environment, store: FactsStore, site_packages: Iterable[str] = (),
+                 look_in: Iterable[str] = ()) -> None:
         self.env = env
+        self.store = store
         # Candidates become link targets and search folders: never relative to the folder libdoctor ran in.
         nvidia = [env.absolute(f) for f in look_in] + [f for site in site_packages
-                                  for f in sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib")))]
+                                                       for f in sorted(glob.glob(os.path.join(site, "nvidia", "*",
+                                                                                              "lib")))]
         self._listings: list[tuple[str, list[str]]] = []
         for folder in _places(env, nvidia):
             try:
@@ -62,17 +73,19 @@ class CandidateFinder:
         self._extra: dict[str, Optional[list[str]]] = {}
         self._answers: dict[tuple, tuple[Candidate, ...]] = {}
 
-    def find(self, soname: str, searched: Iterable[str] = (), limit: int = 8) -> tuple[Candidate, ...]:
-        """Candidates for ``soname``; ``searched`` adds the folders the loader tried for it.
+    def find(self, soname: str, searched: Iterable[str] = (), built: Optional[BuiltFor] = None, limit: int = 8
+             ) -> tuple[Candidate, ...]:
+        """Copies of ``soname`` (or of another version of it), those that can serve first; ``searched`` adds the
+        folders the loader tried; ``built``: what the requesting framework was built for.
 
-        Answers are kept: a scan asks for the same missing name from many targets.
+        Answers are kept: a scan asks for the same name from many targets.
         """
         searched = tuple(searched)
-        key = (soname, searched, limit)
+        key = (soname, searched, built, limit)
         if key not in self._answers:
             extra = [(f, names) for f in dict.fromkeys(os.path.realpath(f) for f in searched if f)
                      if f not in self._listed and (names := self._extra_listing(f)) is not None]
-            self._answers[key] = tuple(self._rank(soname, extra + self._listings, limit))
+            self._answers[key] = tuple(self._rank(soname, extra + self._listings, built, limit))
         return self._answers[key]
 
     def _extra_listing(self, folder: str) -> Optional[list[str]]:
@@ -83,25 +96,36 @@ class CandidateFinder:
                 self._extra[folder] = None
         return self._extra[folder]
 
-    def _rank(self, soname: str, listings: list[tuple[str, list[str]]], limit: int) -> list[Candidate]:
-        """Files named like ``soname`` or another version of it, exact matches first."""
+    def _rank(self, soname: str, listings: list[tuple[str, list[str]]], built: Optional[BuiltFor], limit: int
+              ) -> list[Candidate]:
+        """Files named like ``soname`` or another version of it, judged; one per real file."""
         stem = stem_of(soname)
-        found: dict[str, Candidate] = {}
+        found: dict[str, tuple[str, bool]] = {}
         if self.env.cache is not None:
             for entry in self.env.cache.entries:
                 if entry.key == soname or entry.key.startswith(stem + "."):
-                    found.setdefault(entry.path, Candidate(entry.path, entry.key, entry.key == soname))
+                    found.setdefault(entry.path, (entry.key, entry.key == soname))
         for folder, names in listings:
             for name in names:
                 if name == soname or name.startswith(stem + ".") or name == stem:
                     path = os.path.join(folder, name)
                     if os.path.exists(path):
-                        found.setdefault(path, Candidate(path, name, name == soname))
-        ordered = sorted(found.values(), key=lambda c: (not c.exact, _version_distance(soname, c.name), c.path))
+                        found.setdefault(path, (name, name == soname))
+        judged = [self._judged(soname, path, name, exact, built) for path, (name, exact) in found.items()]
+        ordered = sorted(judged, key=lambda c: (VERDICT_ORDER.get(c.verdict, 3), not c.exact,
+                                                _version_distance(soname, c.name), c.path))
         unique: dict[str, Candidate] = {}  # one entry per real file: links to it add nothing
         for candidate in ordered:
             unique.setdefault(os.path.realpath(candidate.path), candidate)
         return list(unique.values())[:limit]
+
+    def _judged(self, wanted: str, path: str, name: str, exact: bool, built: Optional[BuiltFor]) -> Candidate:
+        facts = self.store.get_path(os.path.realpath(path))
+        soname = getattr(facts, "soname", None)
+        if not getattr(facts, "dynamic", False):
+            return Candidate(path, name, exact, NOT_A_SUBSTITUTE, "not a loadable ELF library", soname)
+        substitute = judge_substitute(wanted, path, soname, built)
+        return Candidate(path, name, exact, substitute.verdict, substitute.why, soname)
 
 
 def _version_distance(wanted: str, name: str) -> tuple[int, str]:

@@ -1,0 +1,89 @@
+"""undefined-symbol: an import no object of the load defines, as ``do_lookup_x`` would find (``loader.binding``).
+
+One cause per missing symbol (and the library it should come from), listing every consumer: a stale
+cuBLASLt that four torch libraries import from is one cause, not four.  A load that already misses a
+library is not judged (the symbol may live in the missing one); a framework library that another of
+its framework's objects needs is judged in that object's load, where the rest of the framework is in
+scope.  Grading asks the same question of every proposed change (:func:`unbound_in`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Optional
+
+from ..loader.binding import Unbound, unbound_symbols
+from ..loader.factstore import FactsStore
+from ..loader.resolver import MODE_DLOPEN, LoadResult
+from .base import Finding, RuleContext, RuleResult, SimpleRule
+from .common import chain_to
+from .facts import ScanReport, TargetReport
+
+RULE_ID = "undefined-symbol"
+
+
+def unbound_in(result: LoadResult, store: Optional[FactsStore], consumers: Optional[Iterable[str]] = None
+               ) -> list[Unbound]:
+    """The imports nothing in ``result``'s scope defines, of ``consumers`` (real paths; default: the objects
+    this load brought in).  Real paths, so a hypothetical link is judged by the file behind it."""
+    if not result.ok or not result.objects:
+        return []
+    scope = [o.realpath for o in result.objects]
+    if consumers is None:
+        consumers = scope[result.new_from:] if result.mode == MODE_DLOPEN else scope
+    return unbound_symbols(list(consumers), scope, store)
+
+
+def _needed_by_group(report: ScanReport) -> dict[str, set[str]]:
+    needed: dict[str, set[str]] = {}
+    view = report.resolver.view if report.resolver else None
+    for target in report.targets:
+        facts = view.probe(report.env.absolute(target.target.path)).facts if view else None
+        if facts is not None:
+            needed.setdefault(target.target.group, set()).update(facts.needed)
+    return needed
+
+
+def _loaded_by_others(report: ScanReport, target: TargetReport, needed_in_group: dict[str, set[str]]) -> bool:
+    """A framework library another object of the framework needs is never loaded alone (libtorch_nvshmem
+    judged alone lacks symbols of libc10_cuda that the real process has)."""
+    if not target.target.caller or report.resolver is None:
+        return False
+    facts = report.resolver.view.probe(report.env.absolute(target.target.path)).facts
+    names = {os.path.basename(target.target.path)} | ({facts.soname} if facts is not None and facts.soname
+                                                      else set())
+    return bool(names & needed_in_group.get(target.target.group, set()))
+
+
+def check(ctx: RuleContext) -> RuleResult:
+    report = ctx.report
+    if not report.inputs.symbols:
+        return RuleResult()
+    needed_in_group = _needed_by_group(report)
+    findings = []
+    for target in report.targets:
+        if _loaded_by_others(report, target, needed_in_group):
+            continue
+        shown = {o.realpath: o.path for o in target.result.objects}
+        grouped: dict[tuple[str, Optional[str]], list[Unbound]] = {}
+        for unbound in unbound_in(target.result, ctx.store):
+            grouped.setdefault((shown.get(unbound.consumer, unbound.consumer), unbound.file), []).append(unbound)
+        for (consumer, file), missing in grouped.items():
+            findings.append(_finding(target, consumer, file, missing))
+    return RuleResult(tuple(findings))
+
+
+def _finding(target: TargetReport, consumer: str, file: Optional[str], missing: list[Unbound]) -> Finding:
+    """One consumer's imports missing from one library: one finding; every consumer missing imports of the same
+    library (or, unversioned, the same first symbol) shares one cause."""
+    first = missing[0]
+    others = [u.name for u in missing[1:]]
+    listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    more = f" (and {len(others)} more: {listed})" if others else ""
+    message = Unbound(consumer, first.name, first.version, first.file).message + more
+    key = f"symbol:{file}" if file else f"symbol:{first.name}"
+    return Finding(RULE_ID, "error", message, kind="symbol", cause=key, target=target.target.path,
+                   group=target.target.group, soname=file, needed_by=consumer,
+                   chain=chain_to(target.result, consumer), evidence=tuple(u.name for u in missing))
+
+
+RULE = SimpleRule(RULE_ID, "an imported symbol no object of the load defines (as ld.so binds it)", check)
