@@ -430,17 +430,19 @@ def ps_command(as_json: bool) -> None:
 @click.option("--warn-only", is_flag=True, help="Report blocking problems but start COMMAND anyway.")
 @click.option("--check-only", is_flag=True, help="Check and exit (0 ready, 1 blocked): for ExecStartPre=.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (to stderr when COMMAND runs).")
+@click.option("--look-in", multiple=True, type=click.Path(),
+              help="Another folder to look in for copies of missing libraries (repeatable), as for scan.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def preflight(prefix: Optional[str], profile: Optional[str], warn_only: bool, check_only: bool, as_json: bool,
-              command: tuple[str, ...]) -> None:
+              look_in: tuple[str, ...], command: tuple[str, ...]) -> None:
     """Check COMMAND's environment, then become COMMAND (same pid) with the applied repairs active.
 
     Usage: libdoctor preflight [OPTIONS] -- COMMAND [ARGS...]
     """
     from .preflight import exec_command, profile_for, run_checks
 
-    check_inputs(prefixes=(prefix,) if prefix else ())
-    result = run_checks(command, prefix, profile_for(command[0], profile))
+    check_inputs(prefixes=(prefix,) if prefix else (), look_in=look_in)
+    result = run_checks(command, prefix, profile_for(command[0], profile), look_in=look_in)
     stream = sys.stdout if check_only else sys.stderr
     if as_json:
         click.echo(json.dumps(_preflight_json(result)), file=stream)

@@ -300,11 +300,13 @@ def profile_for(command: str, requested: Optional[str]) -> str:
     return "bert-serving" if name.startswith("bert-serving-start") else "generic"
 
 
-def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, dev: str = "/dev") -> Preflight:
+def run_checks(command: tuple[str, ...], prefix: Optional[str], profile: str, dev: str = "/dev",
+               look_in: tuple[str, ...] = ()) -> Preflight:
     from .scan import run_scan
 
     prefix = os.path.abspath(prefix) if prefix else command_prefix(command[0])
-    report = run_scan((), prefix=prefix)  # the environment it judges is the one COMMAND is started in
+    # the environment it judges is the one COMMAND is started in; the question is scan's own
+    report = run_scan((), prefix=prefix, look_in=look_in)
     results: list[CheckResult] = []
     cpu = False
     if profile == "bert-serving":

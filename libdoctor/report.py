@@ -10,7 +10,7 @@ from typing import Any, Optional, TextIO
 from . import __version__
 from .loader.resolver import RPATH, RUNPATH, FolderAttempt, LoadResult, Resolution, SourceAttempt
 from .rules.base import Action, Cause, Diagnosis, Finding
-from .rules.causes import SOURCE_TITLES, plural
+from .rules.causes import SOURCE_TITLES, behind_the_name, plural
 from .rules.facts import ScanReport, TargetReport
 
 SCHEMA_VERSION = 1
@@ -393,8 +393,9 @@ def detail_lines(report: ScanReport, style: Style) -> list[str]:
 def _problem_lines(problem: Finding, style: Style, explained: set) -> list[str]:
     mark = style.error if problem.is_error else style.warning
     lines = [f"    {mark(problem.message)}"]
-    if len(problem.links) > 1:
-        lines.append(f"      behind the name: {' -> '.join(problem.links)} (links made {problem.made_by})")
+    line = behind_the_name(problem)
+    if line:
+        lines.append(f"      {line}")
     if problem.chain:
         lines.append("      needed by: " + " <- ".join(reversed(problem.chain)))
     if problem.resolution is not None and problem.resolution.sources:
@@ -524,10 +525,13 @@ def _unrepaired_lines(diagnosis: Diagnosis, style: Style) -> list[str]:
         return []
     names = ", ".join(dict.fromkeys(n for c in left for n in (c.sonames or (c.findings[0].kind,))))
     lines = [style.error(f"this plan leaves {plural(len(left), 'cause')} unrepaired ({names}): "
-                         "the GPU stays unusable until they are fixed")]
+                         f"{'it stays' if len(left) == 1 else 'they stay'} until fixed as follows")]
     for cause in left:
         lines.append(f"  {cause.title}")
-        lines.extend(f"    install: {a.command}" for a in cause.actions if a.kind == "install" and a.command)
+        for action in cause.actions:
+            if action.kind == "install" and action.command:
+                word = "then" if action.command.startswith("install ") else "install"  # an instruction, or a command
+                lines.append(f"    {word}: {action.command}")
     return lines
 
 

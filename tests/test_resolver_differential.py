@@ -408,3 +408,99 @@ def test_a_symbol_of_the_wrong_version_node_is_unbound(elf: ElfFactory, judge: J
     result = judge.predict(str(consumer), str(tmp_path))
     scope = [o.path for o in result.objects]
     assert [(u.name, u.version) for u in unbound_symbols(scope, scope)] == [("vfun", "V_2")]
+
+
+# -- the rules mutation testing found unguarded ----------------------------------------------
+
+def test_a_requester_with_runpath_skips_the_rpath_of_its_loaders(elf: ElfFactory, judge: Judge,
+                                                                 tmp_path: Path) -> None:
+    """glibc searches the RPATHs up the loader chain only for a requester without DT_RUNPATH (dl-load.c)."""
+    leaf = elf.lib("deep/libleaf.so.1", defines=["leaf"])
+    mid = elf.lib("mid/libmid.so.1", calls=["leaf"], link=[leaf], defines=["mid"], runpath="/nonexistent")
+    exe = elf.exe("bin/prog", calls=["mid"], link=[mid], rpath=f"{tmp_path / 'mid'}:{tmp_path / 'deep'}")
+    result, trace = judge.compare(exe, tmp_path)
+    assert trace.mapping()["libleaf.so.1"] is None  # the program's RPATH is not searched for libmid's need
+    missing = next(r for r in result.resolutions if r.name == "libleaf.so.1")
+    assert missing.sources[0].note == "skipped: the requesting object has DT_RUNPATH"
+    plain = elf.lib("mid2/libmid.so.1", calls=["leaf"], link=[leaf], defines=["mid"])  # the control: no RUNPATH
+    exe2 = elf.exe("bin/prog2", calls=["mid"], link=[plain], rpath=f"{tmp_path / 'mid2'}:{tmp_path / 'deep'}")
+    _, trace2 = judge.compare(exe2, tmp_path)
+    assert trace2.mapping()["libleaf.so.1"] == str(tmp_path / "deep/libleaf.so.1")
+
+
+def _set_vernaux_flags(path: Path, version: str, flags: int) -> None:
+    """Set ``vna_flags`` of the version need ``version`` in a real gcc-built object (VER_FLG_WEAK = 2)."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as handle:
+        section = ELFFile(handle).get_section_by_name(".gnu.version_r")
+        base, data = section["sh_offset"], section.data()
+        strtab = ELFFile(handle).get_section_by_name(".dynstr").data()
+    need = 0
+    while True:
+        _version, count, _file, aux, next_need = struct.unpack_from("<HHIII", data, need)
+        at = need + aux
+        for _ in range(count):
+            _hash, _flags, _other, name, next_aux = struct.unpack_from("<IHHII", data, at)
+            if strtab[name:strtab.index(b"\0", name)].decode() == version:
+                with open(path, "r+b") as out:
+                    out.seek(base + at + 4)
+                    out.write(struct.pack("<H", flags))
+                return
+            at += next_aux
+        if not next_need:
+            raise AssertionError(f"no version need {version}")
+        need += next_need
+
+
+def test_a_missing_weak_version_need_only_warns(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    """dl-version.c's match_symbol: a weak need (VER_FLG_WEAK) the provider lacks is not fatal; the run goes on."""
+    stub = elf.stub("libp.so.1", defines=["pf", "pg"], version_script={"VER_1": ["pf"], "VER_2": ["pg"]})
+    body = "extern int pg(void) __attribute__((weak));\nint use(void) { return pg ? 10 : 1; }\n"
+    user = elf.lib("app/libuser.so", defines=[], calls=["pf"], link=[stub], body=body,
+                   runpath=str(tmp_path / "lib"))
+    elf.lib("lib/libp.so.1", defines=["pf"], version_script={"VER_1": ["pf"]})  # rebuilt without VER_2
+    result, trace = judge.compare(user, tmp_path)
+    assert "version `VER_2' not found" in trace.stderr and not result.ok  # a plain need: fatal, as ld.so says
+    _set_vernaux_flags(user, "VER_2", 2)
+    result, trace = judge.compare(user, tmp_path)
+    assert trace.returncode == 0 and "weak version `VER_2' not found" in trace.stderr, trace.stderr  # a warning
+    code = f"import ctypes; print(ctypes.CDLL({str(user)!r}).use())"
+    run = subprocess.run(["python3", "-c", code], env=loader_env(), capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "1", run.stderr  # loads; g stays unbound (weak)
+    (weak,) = result.version_problems
+    assert weak.weak and not weak.fatal and result.ok and weak.message.endswith(trace.stderr.split(": ", 2)[-1].strip())
+
+
+@pytest.mark.skipif(not shutil.which("ldconfig") and not os.path.exists("/sbin/ldconfig"), reason="no ldconfig")
+def test_a_cache_entry_of_another_abi_is_never_taken(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    """``_dl_load_cache_lookup`` takes only entries flagged for this ABI: an i386 libabi.so.1 in the cache is no
+    entry at all for an x86-64 consumer (``ldconfig -p`` shows the flags)."""
+    from libdoctor.loader.ldcache import parse_ld_cache
+
+    from .test_verdict import build_32bit
+
+    _program, lib32 = build_32bit(tmp_path / "x32")
+    if judge.info.host.machine != 62:
+        pytest.skip("an x86-64 host is needed to have an i386 entry of another ABI")
+    os.rename(lib32, tmp_path / "x32/libabi.so.1")
+    subprocess.run(["ld", "-m", "elf_i386", "-shared", "-soname", "libabi.so.1", "-o", "libabi.so.1", "x.o"],
+                   cwd=tmp_path / "x32", check=True, capture_output=True)
+    stub = elf.stub("libabi.so.1", defines=["x32"])
+    consumer = elf.lib("app/libconsumer.so", calls=["x32"], link=[stub])
+    conf = tmp_path / "ld.so.conf"
+    conf.write_text(f"{tmp_path / 'x32'}\n")
+    cache_file = tmp_path / "abi.cache"
+    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    subprocess.run([ldconfig, "-X", "-C", str(cache_file), "-f", str(conf)], check=True, capture_output=True)
+    listed = subprocess.run([ldconfig, "-p", "-C", str(cache_file)], capture_output=True, text=True).stdout
+    (line,) = [row for row in listed.splitlines() if "libabi.so.1 (" in row]
+    assert str(tmp_path / "x32/libabi.so.1") in line and "x86-64" not in line  # cached, for another ABI
+    cache = parse_ld_cache(cache_file.read_bytes(), str(cache_file))
+    env = judge.environment(str(tmp_path), cache=cache)
+    assert env.cache_lookup.lookup("libabi.so.1") is None
+    result = Resolver(env, FactsStore()).load(str(consumer))
+    missing = next(r for r in result.resolutions if r.name == "libabi.so.1")
+    assert not missing.found
+    (cache_source,) = [s for s in missing.sources if s.tag == CACHE]
+    assert cache_source.note == "no entry" and not cache_source.folders

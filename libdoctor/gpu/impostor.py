@@ -207,7 +207,7 @@ def judge_substitute(wanted: str, path: str, soname: Optional[str], built: Optio
 def _release_words(wanted: str, path: str, own: str) -> str:
     """"CUDA 13.0", "cuDNN 8.0.5", "libfoo.so.2": what the file is, in the fewest words."""
     if family_of(wanted) == "cudnn":
-        version = cudnn_version_of(path)
+        version = cudnn_version_of(path) or ((soname_major(own),) if soname_major(own) is not None else ())
         return "cuDNN " + ".".join(map(str, version[:3])) if version else own
     if family_of(wanted) is not None:
         release = cuda_release_of(path)

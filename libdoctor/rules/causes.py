@@ -9,6 +9,7 @@ from ..loader.resolver import CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM, Re
 from .base import Finding
 from .common import shown_name
 from .facts import ScanReport
+from .ownership import maker_words
 
 SOURCE_TITLES = {RPATH: "rpath", LD_LIBRARY_PATH: "LD_LIBRARY_PATH", RUNPATH: "runpath", CACHE: "ld.so.cache",
                  SYSTEM: "system folders"}
@@ -58,7 +59,7 @@ def elsewhere_line(findings: tuple[Finding, ...]) -> Optional[str]:
 def behind_the_name(finding: Finding) -> Optional[str]:
     if len(finding.links) < 2:
         return None
-    return f"behind the name: {' -> '.join(finding.links)} (links made {finding.made_by})"
+    return f"behind the name: {' -> '.join(finding.links)} ({maker_words(finding.made_by)})"
 
 
 def _what(report: ScanReport, findings: tuple[Finding, ...], verb: str) -> tuple[str, Optional[str]]:

@@ -22,7 +22,7 @@ def check(ctx: RuleContext) -> RuleResult:
         info = framework.info
         if not info.cuda_build or (driver.present and framework.fit.ok):
             continue
-        message = framework.because if not driver.present else framework.fit.reason
+        message = f"no NVIDIA driver: {info.on_failure}" if not driver.present else framework.fit.reason
         findings.append(Finding(RULE_ID, "error", message, kind="driver", cause=CAUSE, target=info.label,
                                 group=info.label, soname="libcuda.so.1"))
     actions = (Action(RULE_ID, "install", DRIVER_STEP, soname="libcuda.so.1", command=DRIVER_STEP, causes=(CAUSE,),

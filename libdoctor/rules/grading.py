@@ -131,15 +131,19 @@ class Grader:
                 verdict.broken.append(f"{who}: {new.root_error}")
             return
         before = {(r.requester, r.name): r for r in old.resolutions}
+        old_real = {o.path: o.realpath for o in old.objects}  # a hypothetical link is its target's file
         new_objects = {o.path: o for o in new.objects}
         changed: list[str] = []
+        wanted = {(r.requester, r.name): r for r in new.resolutions if r.name == action.soname}  # a dlopen's too
+        for resolution in wanted.values():
+            provider = new_objects.get(resolution.path) if resolution.path else None
+            self._judge_wanted(action, resolution.name, provider, resolution.error, who, built, verdict)
+            if provider is not None and resolution.requester:
+                changed.append(resolution.requester)
         for resolution in new.relevant_resolutions():
             earlier = before.get((resolution.requester, resolution.name))
             provider = new_objects.get(resolution.path) if resolution.path else None
             if resolution.name == action.soname:
-                self._judge_wanted(action, resolution.name, provider, resolution.error, who, built, verdict)
-                if provider is not None and resolution.requester:
-                    changed.append(resolution.requester)
                 continue
             if earlier is None or not earlier.found:
                 if earlier is None and not resolution.found:
@@ -147,7 +151,7 @@ class Grader:
                 continue
             if not resolution.found:
                 verdict.broken.append(f"{resolution.name} would no longer be found for {who}")
-            elif provider is not None and os.path.realpath(earlier.path or "") != provider.realpath:
+            elif provider is not None and old_real.get(earlier.path or "") != provider.realpath:
                 self._judge_moved(resolution.name, earlier.path or "", provider, who, built, verdict)
                 if resolution.requester:
                     changed.append(resolution.requester)
@@ -169,25 +173,11 @@ class Grader:
             else:
                 verdict.broken.append(f"{who}: {wanted} still not found with the change ({error})")
             return
-        judged = judge_substitute(wanted, provider.realpath, provider.facts.soname, built)
-        line = f"{wanted} ({describe(wanted) or 'asked for'}) -> {provider.realpath}: {judged.why}"
-        if judged.verdict == NOT_A_SUBSTITUTE:
-            verdict.broken.append(line)
-        elif judged.verdict == UNPROVEN:
-            verdict.risky.append(line)
-        else:
-            verdict.notes.append(line)
+        verdict.judge(wanted, provider, built, f"{wanted} ({describe(wanted) or 'asked for'}) -> {provider.realpath}")
 
     def _judge_moved(self, name: str, before: str, provider: LoadedObject, who: str, built: Optional[BuiltFor],
                      verdict: "_Verdict") -> None:
-        judged = judge_substitute(name, provider.realpath, provider.facts.soname, built)
-        line = f"{name} would come from {provider.realpath} instead of {before} for {who}: {judged.why}"
-        if judged.verdict == NOT_A_SUBSTITUTE:
-            verdict.broken.append(line)
-        elif judged.verdict == UNPROVEN:
-            verdict.risky.append(line)
-        else:
-            verdict.notes.append(line)
+        verdict.judge(name, provider, built, f"{name} would come from {provider.realpath} instead of {before} for {who}")
 
     def _judge_symbols(self, old: LoadResult, new: LoadResult, changed: list[str], soname: Optional[str],
                        verdict: "_Verdict") -> None:
@@ -238,6 +228,12 @@ class _Verdict:
         self.risky: list[str] = []
         self.notes: list[str] = []
 
+    def judge(self, name: str, provider: LoadedObject, built: Optional[BuiltFor], what: str) -> None:
+        """The file a change makes ``name`` resolve to, judged as scan's "elsewhere" line judges it."""
+        judged = judge_substitute(name, provider.realpath, provider.facts.soname, built)
+        lines = {NOT_A_SUBSTITUTE: self.broken, UNPROVEN: self.risky}.get(judged.verdict, self.notes)
+        lines.append(f"{what}: {judged.why}")
+
     @property
     def grade(self) -> str:
         return "broken" if self.broken else "risky" if self.risky else "safe"
@@ -245,6 +241,5 @@ class _Verdict:
     def evidence(self) -> tuple[str, ...]:
         lines = self.broken + self.risky + self.notes
         if not self.broken:
-            lines.append("every version node and symbol present" if not self.risky else
-                         "every version node and symbol present, but the same name is no proof of the same library")
+            lines.append("every version node and symbol present")
         return tuple(dict.fromkeys(lines))

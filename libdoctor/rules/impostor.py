@@ -43,7 +43,7 @@ def _finding(ctx: RuleContext, impostor: Impostor, target: str, group: str, requ
     return Finding(RULE_ID, impostor.severity, impostor.message, kind="impostor",
                    cause=f"impostor:{label}:{impostor.severity}", target=target, group=group,
                    soname=impostor.wanted, needed_by=requester, chain=chain_to(result, requester),
-                   links=impostor.chain, made_by=maker, candidates=candidates,
+                   resolution=resolution, links=impostor.chain, made_by=maker, candidates=candidates,
                    retirable=maker == BY_HAND and os.path.islink(impostor.chain[0]))
 
 

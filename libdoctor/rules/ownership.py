@@ -169,6 +169,15 @@ SONAME_LINK = "its own SONAME link (made by ldconfig or its package)"
 BY_HAND = "by hand"
 
 
+def maker_words(maker: Optional[str]) -> str:
+    """"links made by hand", "owned by package dpkg:cuda-cudart-11-0": who made the links behind a name."""
+    if maker is None:
+        return "who made the links is not known"
+    if maker.startswith("package "):
+        return f"owned by {maker}"
+    return maker if maker == SONAME_LINK else f"links made {maker}"
+
+
 def made_by(link: str, target_soname: Optional[str], our_links: Mapping[str, str]) -> str:
     """Who made the link at ``link`` (whose final target has SONAME ``target_soname``)."""
     real = os.path.join(os.path.realpath(os.path.dirname(link)), os.path.basename(link))
