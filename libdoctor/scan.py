@@ -161,7 +161,8 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         if probe and discovery.environment and discovery.environment.python:
             from .gpu.probe import run_probe
 
-            report.probes = [run_probe(discovery.environment.python, f) for f in report.frameworks]
+            report.probes = [run_probe(discovery.environment.python, f, environ=report.environ)
+                             for f in report.frameworks]  # the framework started in the environment judged
     if diagnosis:
         _diagnose(report, store, where, root, heal)
     return report

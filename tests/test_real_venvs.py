@@ -76,16 +76,22 @@ def test_complete_installs_have_no_false_missing(name: str) -> None:
         assert all(p.startswith(site) for p in probe["loaded"])  # the wheels, never /usr/local/cuda
 
 
-def test_onnxruntime_with_wheels_gets_reachability_not_install() -> None:
+def test_onnxruntime_with_wheels_gets_reachability_not_install(tmp_path: Path) -> None:
     path = venv("ort-cuda")
-    code, report = scan(path)
+    state = {"LIBDOCTOR_STATE_DIR": str(tmp_path / "state")}
+    code, report = scan(path, env=state)
     assert code == 1
     step = report["next_step"]
-    assert step.startswith("export LD_LIBRARY_PATH=") and "nvidia/cu13/lib" in step
+    assert step == f"libdoctor fix --apply --env {path}"  # the wheels' folders on the path: journalled
+    (cause,) = [c for c in report["causes"] if c["error"] and c["key"].startswith("missing:")]
+    assert cause["repaired"] and any(d.startswith("for this shell only: export LD_LIBRARY_PATH=") and
+                                     "nvidia/cu13/lib" in d for d in cause["details"])
     missing = [p for p in report["problems"] if p["kind"] == "missing" and p["soname"] not in DRIVER]
     assert missing and all(p["install"] == [] for p in missing)
-    folders = step.split("=", 1)[1].split("$")[0]
-    _code, fixed = scan(path, "--probe", env={"LD_LIBRARY_PATH": folders})
+    done = subprocess.run([sys.executable, "-m", "libdoctor", *step.split()[1:], "--yes"], capture_output=True,
+                          text=True, env={**os.environ, **state}, timeout=600)
+    assert "applied (run" in done.stdout, done.stdout + done.stderr
+    _code, fixed = scan(path, "--probe", env=state)  # the probe starts ONNX Runtime in the environment judged
     assert not [p for p in fixed["problems"] if p["kind"] == "missing" and p["soname"] not in DRIVER]
     logged = " ".join(fixed["probes"][0]["logged"])
-    assert "libcublasLt.so.13" not in logged  # with the hint, the provider gets past its CUDA libraries
+    assert "libcublasLt.so.13" not in logged  # with the change, the provider gets past its CUDA libraries

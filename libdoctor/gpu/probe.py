@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
-from typing import Optional
+from typing import Mapping, Optional
 
 from ..targets import CUDA_NAME
 from .frameworkcheck import FrameworkReport
@@ -92,7 +92,10 @@ def load_failures(data: dict) -> tuple[str, ...]:
     return tuple(dict.fromkeys(hits))[:8]
 
 
-def run_probe(python: str, framework: FrameworkReport, timeout: int = PROBE_TIMEOUT) -> ProbeResult:
+def run_probe(python: str, framework: FrameworkReport, timeout: int = PROBE_TIMEOUT,
+              environ: Optional[Mapping[str, str]] = None) -> ProbeResult:
+    """The framework's own device query in ``python``, started in ``environ`` (the environment that was judged;
+    default: this process's)."""
     info = framework.info
     predicted = _cuda_paths([p for _n, p, _v in framework.cuda_sources])
     lazily = _cuda_paths([c.path for c in framework.checks if c.path and c.lib.role == "lazy"])
@@ -102,7 +105,8 @@ def run_probe(python: str, framework: FrameworkReport, timeout: int = PROBE_TIME
                            ("no probe for this framework: nothing compared",))
     try:
         done = subprocess.run([python, "-c", CHILD, plugin.probe], capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}, stdin=subprocess.DEVNULL)
+                              env={**(os.environ if environ is None else environ), "TF_CPP_MIN_LOG_LEVEL": "0"},
+                              stdin=subprocess.DEVNULL)
         data = json.loads(done.stdout.strip().splitlines()[-1])
     except subprocess.TimeoutExpired:
         return ProbeResult(info.label, False, None, f"timed out after {timeout} s", (), tuple(sorted(predicted)),

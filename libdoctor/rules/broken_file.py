@@ -4,7 +4,8 @@ The loader skips a missing file but stops at a non-ELF one (``open_verify``, loa
 Git LFS pointer or a text file named ``libcudnn.so.8`` early on the path breaks every load that
 reaches it.  Where a load of this scan met such a file, its own finding (missing-soname's "fatal")
 says so; here are the ones waiting in the folders the loader searched: warnings, since no load of
-this scan fails on them.
+this scan fails on them.  In the distribution's own system folders only the names the loads asked for
+are looked at (its package manager keeps the rest).
 """
 from __future__ import annotations
 
@@ -34,29 +35,35 @@ def _inspect(ctx: RuleContext, path: str) -> "str | None":
     return None
 
 
-def _searched(ctx: RuleContext) -> tuple[dict[str, None], set[str]]:
-    """The folders the loads searched, and the files where a search already stopped (reported as fatal)."""
+def _searched(ctx: RuleContext) -> tuple[dict[str, None], set[str], set[str]]:
+    """The folders the loads searched, the files where a search already stopped (reported as fatal), and the
+    names the loads asked for."""
     folders: dict[str, None] = {}
     met: set[str] = set()
+    asked: set[str] = set()
     for report in ctx.report.targets:
         for resolution in report.result.relevant_resolutions():
+            asked.add(resolution.name)
             for source in resolution.sources:
                 for attempt in source.folders:
                     if attempt.outcome == "fatal" and attempt.candidate:
                         met.add(ctx.env.absolute(attempt.candidate))
                     if attempt.folder and attempt.outcome != "no such folder":
                         folders.setdefault(ctx.env.absolute(attempt.folder), None)
-    return folders, met
+    return folders, met, asked
 
 
 def check(ctx: RuleContext) -> RuleResult:
-    folders, met = _searched(ctx)
+    folders, met, asked = _searched(ctx)
     view = ctx.report.resolver.view if ctx.report.resolver else None
+    system = {os.path.realpath(d) for d in ctx.env.loader.system_dirs}
     findings = []
     for folder in folders:
         names = view.listing(folder) if view else frozenset()
         if not isinstance(names, frozenset):
             continue
+        if os.path.realpath(folder) in system:
+            names = names & asked  # the distribution's own folders: only what these loads asked for there
         for name in sorted(names):
             path = os.path.join(folder, name)
             if _LIBRARY_NAME.match(name) and path not in met:

@@ -31,8 +31,9 @@ def diagnose(report: ScanReport, store: FactsStore, placement: Placement, policy
     links: dict[str, Mapping[str, str]] = {}
     ctx = RuleContext(report, report.env, store, placement,
                       our_links=lambda: links.setdefault("links", our_links()))
-    findings, actions = run_rules(ctx, rules)
-    findings = [_fold(f, report) for f in findings]
+    raw, actions = run_rules(ctx, rules)
+    findings = [_fold(f, report) for f in raw]
+    actions = _follow(actions, raw, findings)
     groups: dict[str, list[Finding]] = {}
     for finding in findings:
         if finding.severity in SEVERITY_ORDER:
@@ -74,6 +75,20 @@ def _fold(finding: Finding, report: ScanReport) -> Finding:
     if no_driver and finding.kind in ("missing", "missing-dlopen") and finding.soname in DRIVER_SONAMES:
         return replace(finding, cause=DRIVER_CAUSE)
     return finding
+
+
+def _follow(actions: list[Action], raw: list[Finding], folded: list[Finding]) -> list[Action]:
+    """Actions follow their findings into the cause they were folded into (an optional feature, the driver)."""
+    from dataclasses import replace
+
+    moved: dict[tuple[str, str], set[str]] = {}
+    for before, after in zip(raw, folded):
+        moved.setdefault((before.key, before.soname or ""), set()).add(after.key)
+    followed = []
+    for action in actions:
+        keys = [k for old in action.causes for k in sorted(moved.get((old, action.soname or ""), {old}))]
+        followed.append(replace(action, causes=tuple(dict.fromkeys(keys))) if action.causes else action)
+    return followed
 
 
 def _slots(members: list[Finding]) -> list[str]:
@@ -130,11 +145,13 @@ def _cause(ctx: RuleContext, key: str, members: tuple[Finding, ...], actions: li
     chosen_ids = {a.id for a in chosen}
     slots = _slots(list(members))
     repaired = bool(slots) and all(any(a.id in chosen_ids and a.soname == s for a in actions) for s in slots)
-    return Cause(key, _severity(list(members)), title, members, tuple(details), tuple(ranked),
-                 _fix(report, ranked, repaired, stale), repaired)
+    severity = _severity(list(members))
+    fix = _fix(report, ranked, repaired, stale, plan=severity != "note")
+    return Cause(key, severity, title, members, tuple(details), tuple(ranked), fix, repaired)
 
 
-def _fix(report: ScanReport, actions: list[Action], repaired: bool, stale: list[str]) -> Optional[str]:
+def _fix(report: ScanReport, actions: list[Action], repaired: bool, stale: list[str], plan: bool = True
+         ) -> Optional[str]:
     """The one step for a cause: the journalled, undoable change when it repairs the cause; else ldconfig where
     the cache is stale; else the install command; else the plan, where changes exist but none is safe."""
     if repaired:
@@ -145,7 +162,7 @@ def _fix(report: ScanReport, actions: list[Action], repaired: bool, stale: list[
                                and a.command != "ldconfig"))
     if hints:
         return one_command(hints) if hints != [DRIVER_STEP] else DRIVER_STEP
-    if any(a.changes for a in actions):
+    if plan and any(a.changes for a in actions):
         return fix_command(report, apply=False)
     return None
 

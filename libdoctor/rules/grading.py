@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Optional
 
 from ..gpu.cudatable import describe, stem_of
-from ..gpu.impostor import NOT_A_SUBSTITUTE, UNPROVEN, BuiltFor, judge_substitute
+from ..gpu.impostor import NOT_A_SUBSTITUTE, SERVES, UNPROVEN, BuiltFor, judge_substitute
 from ..loader.environment import Environment
 from ..loader.binding import Unbound, unbound_symbols
 from ..loader.resolver import LoadedObject, LoadRequest, LoadResult, Resolver
@@ -134,6 +135,7 @@ class Grader:
         old_real = {o.path: o.realpath for o in old.objects}  # a hypothetical link is its target's file
         new_objects = {o.path: o for o in new.objects}
         changed: list[str] = []
+        moved: set[str] = set()
         wanted = {(r.requester, r.name): r for r in new.resolutions if r.name == action.soname}  # a dlopen's too
         for resolution in wanted.values():
             provider = new_objects.get(resolution.path) if resolution.path else None
@@ -153,15 +155,17 @@ class Grader:
                 verdict.broken.append(f"{resolution.name} would no longer be found for {who}")
             elif provider is not None and old_real.get(earlier.path or "") != provider.realpath:
                 self._judge_moved(resolution.name, earlier.path or "", provider, who, built, verdict)
+                moved.add(resolution.name)
                 if resolution.requester:
                     changed.append(resolution.requester)
         old_fatal = {p.message for p in old.version_problems if p.fatal}
         verdict.broken.extend(p.message for p in new.version_problems if p.fatal and p.message not in old_fatal)
-        self._judge_symbols(old, new, changed, action.soname, verdict)
+        self._judge_symbols(old, new, changed, moved | {action.soname or ""}, verdict)
         if load.dlsym_by and action.soname:
             provider = next((new_objects.get(r.path) for r in new.resolutions if r.name == action.soname and r.path),
                             None)
-            if provider is not None:
+            if provider is not None and judge_substitute(action.soname, provider.realpath, provider.facts.soname,
+                                                         built).verdict != SERVES:
                 verdict.broken.extend(_dlsym_gaps(load.dlsym_by, action.soname, provider.realpath))
 
     def _judge_wanted(self, action: Action, wanted: str, provider: Optional[LoadedObject], error: Optional[str],
@@ -179,11 +183,12 @@ class Grader:
                      verdict: "_Verdict") -> None:
         verdict.judge(name, provider, built, f"{name} would come from {provider.realpath} instead of {before} for {who}")
 
-    def _judge_symbols(self, old: LoadResult, new: LoadResult, changed: list[str], soname: Optional[str],
+    def _judge_symbols(self, old: LoadResult, new: LoadResult, changed: list[str], names: set[str],
                        verdict: "_Verdict") -> None:
-        """Imports of the objects the change touches (new ones, and requesters of moved names) that nothing in
-        the new load defines and something in the old one did.  While other names of the load are still
-        missing, only imports pinned by version to the library the change provides can be judged."""
+        """Imports the change leaves undefined (``loader.binding``, as scan's symbol check asks): for an object
+        loaded before and after, what nothing defines now and something defined before; for an object only the
+        change brings in, what it imports by version from a library the change provides or moves (its other
+        imports may come from objects a real process has loaded and this load does not show)."""
         if not self.ctx.report.inputs.symbols or new.root_error:
             return
         old_real = {o.realpath for o in old.objects}
@@ -193,19 +198,35 @@ class Grader:
         consumers = list(dict.fromkeys(consumers))
         if not consumers:
             return
-        before = {(u.consumer, u.name, u.version) for u in _unbound(old, [c for c in consumers if c in old_real],
-                                                                    soname)}
-        for unbound in _unbound(new, consumers, soname):
-            if (unbound.consumer, unbound.name, unbound.version) not in before:
+        before = {(u.consumer, u.name, u.version) for u in _unbound(old, [c for c in consumers if c in old_real])}
+        for unbound in _unbound(new, consumers):
+            if unbound.consumer in old_real:
+                if (unbound.consumer, unbound.name, unbound.version) not in before:
+                    verdict.broken.append(unbound.message)
+            elif unbound.file and unbound.file in names:
                 verdict.broken.append(unbound.message)
 
 
-def _unbound(result: LoadResult, consumers: list[str], soname: Optional[str]) -> list[Unbound]:
-    """What scan's symbol check says of ``consumers`` in ``result`` (nothing remembered: a hypothetical load)."""
-    if result.root_error or not result.objects or not consumers:
+def _unbound(result: LoadResult, consumers: list[str]) -> list[Unbound]:
+    """What scan's symbol check says of ``consumers`` in ``result``'s scope (nothing remembered: hypothetical)."""
+    if not result.objects or not consumers:
         return []
-    found = unbound_symbols(consumers, [o.realpath for o in result.objects], None)
-    return found if result.ok else [u for u in found if u.file and u.file == soname]
+    return unbound_symbols(consumers, [o.realpath for o in result.objects], None)
+
+
+def _identifiers(consumer: str, prefix: str) -> frozenset[str]:
+    """The consumer's identifier strings starting with ``prefix``, read once per file identity (a framework
+    library of hundreds of MB is scanned once, not once per graded change)."""
+    try:
+        st = os.stat(consumer)
+    except OSError:
+        return frozenset()
+    return _identifiers_of(consumer, prefix, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+@lru_cache(maxsize=64)
+def _identifiers_of(consumer: str, prefix: str, identity: tuple[int, int, int, int]) -> frozenset[str]:
+    return identifier_strings(consumer, prefix)
 
 
 def _dlsym_gaps(consumer: str, soname: str, provider: str) -> list[str]:
@@ -215,7 +236,7 @@ def _dlsym_gaps(consumer: str, soname: str, provider: str) -> list[str]:
     table = symbols_of(provider)
     if len(prefix) < 3 or table is None:
         return []
-    missing = {n for n in identifier_strings(consumer, prefix) if n not in table.defined_names}
+    missing = {n for n in _identifiers(consumer, prefix) if n not in table.defined_names}
     if missing:
         return [f"{consumer} names {_listed(missing)} for dlsym; {soname} from {provider} does not export "
                 f"{'it' if len(missing) == 1 else 'them'}"]
