@@ -197,7 +197,7 @@ def explain(soname: str, targets: tuple[str, ...], prefix: Optional[str], python
     for some object.
     """
     from .loader.factstore import FactsStore
-    from .report import Style, explain_json, explain_lines, searches_for
+    from .report import Style, explain_json, explain_lines, searches_for, write_lines
     from .scan import run_scan
 
     check_inputs(targets, (prefix,) if prefix else (), python, caller, look_in)
@@ -209,7 +209,7 @@ def explain(soname: str, targets: tuple[str, ...], prefix: Optional[str], python
     if as_json:
         click.echo(json.dumps(explain_json(report, soname)))
     else:
-        click.echo("\n".join(explain_lines(report, soname, Style(sys.stdout))))
+        write_lines(sys.stdout, explain_lines(report, soname, Style(sys.stdout)))
     missing = any(not r.found for r in searches_for(report, soname))
     sys.exit(EXIT_PROBLEMS if missing else EXIT_OK)
 
@@ -266,7 +266,7 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
         click.echo(json.dumps(plan_json(plan, outcome, after), indent=1))
     else:
         render_plan(plan, sys.stdout, outcome, after, show_plan=not shown,
-                    activation=_activation_advice(plan) if outcome and outcome.run_id else None)
+                    activation=_activation_advice(plan) if outcome and outcome.search_path_changed else None)
     final = after or plan
     sys.exit(EXIT_PROBLEMS if not final.healthy else EXIT_OK)
 
@@ -407,18 +407,18 @@ def ps_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(ps_json(reports)))
     else:
-        if not reports:
-            click.echo("no process has a GPU framework or CUDA library loaded")
+        from .report import write_lines
+
+        lines = [] if reports else ["no process has a GPU framework or CUDA library loaded"]
         for report in reports:
             frameworks = ", ".join(report.frameworks) or "no framework"
             state = " (on the CPU: no CUDA runtime mapped)" if report.on_cpu else ""
-            click.echo(f"{report.pid} {report.name}: {frameworks}{state}")
-            for mapped in report.cuda:
-                click.echo(f"    {mapped.path}")
-            for mapped in report.stale:
-                click.echo(f"    restart needed: {mapped.path} was {'deleted' if mapped.deleted else 'replaced'}")
-            for impostor in report.impostors:
-                click.echo(f"    impostor in use: {impostor}")
+            lines.append(f"{report.pid} {report.name}: {frameworks}{state}")
+            lines += [f"    {mapped.path}" for mapped in report.cuda]
+            lines += [f"    restart needed: {mapped.path} was {'deleted' if mapped.deleted else 'replaced'}"
+                      for mapped in report.stale]
+            lines += [f"    impostor in use: {impostor}" for impostor in report.impostors]
+        write_lines(sys.stdout, lines)
     bad = any(r.stale or r.on_cpu or r.impostors for r in reports)
     sys.exit(EXIT_PROBLEMS if bad else EXIT_OK)
 

@@ -239,6 +239,22 @@ def test_the_field_tree_is_repaired_by_fix_apply_and_restored_by_undo(field_env:
     assert snapshot(tmp, skip=(str(tmp / "state"), str(tmp / "cache"))) == before  # byte for byte
 
 
+def test_in_place_the_genuine_link_takes_the_impostors_name(field_env: dict, dlprobe: Path) -> None:
+    tmp, prefix = field_env["tmp"], field_env["prefix"]
+    before = snapshot(tmp, skip=(str(tmp / "state"), str(tmp / "cache")))
+    done = cli("fix", "--apply", "--yes", "--in-place", "--env", str(prefix), "--look-in", field_env["look_in"],
+               tmp_path=tmp)
+    assert "[safe] retire:" in done.stdout and "active in:" not in done.stdout, done.stdout  # no folder added
+    link = field_env["machine"] / "usr/local/cuda-10.0/lib64/libcudnn.so.7"
+    assert os.readlink(link) == str(field_env["genuine"])
+    llp = activated_ld_library_path(prefix)
+    opened = subprocess.run([str(dlprobe), "libcudnn.so.7"], env=loader_env({"LD_LIBRARY_PATH": llp}),
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert any(os.path.realpath(p) == str(field_env["genuine"]) for p in opened), opened
+    assert cli("undo", "--all", tmp_path=tmp).returncode == 0
+    assert snapshot(tmp, skip=(str(tmp / "state"), str(tmp / "cache"))) == before
+
+
 def test_a_link_changed_after_it_was_judged_is_not_renamed(field_env: dict) -> None:
     from libdoctor.repair.fix import apply_plan
 

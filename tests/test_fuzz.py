@@ -134,3 +134,36 @@ def test_config_parser_gives_usage_errors_only(text: str) -> None:
             assert str(exc).startswith(path) and "\n" not in str(exc).strip()
             return
         assert config.heal in ("off", "safe") and config.interval > 0
+
+
+@SETTINGS
+@given(listing=st.binary(max_size=2000), meta=st.binary(max_size=2000), record=st.binary(max_size=2000))
+def test_package_databases_never_raise(listing: bytes, meta: bytes, record: bytes) -> None:
+    """A dpkg file list, a conda-meta record and a wheel's RECORD of any content: an owner or None."""
+    from libdoctor.rules.ownership import conda_owner, dpkg_owner, pip_owner
+
+    with tempfile.TemporaryDirectory() as root:
+        os.makedirs(os.path.join(root, "dpkg/info"))
+        os.makedirs(os.path.join(root, "env/conda-meta"))
+        os.makedirs(os.path.join(root, "env/lib/site-packages/x-1.0.dist-info"))
+        for path, data in (("dpkg/info/p.list", listing), ("env/conda-meta/p-1-0.json", meta),
+                           ("env/lib/site-packages/x-1.0.dist-info/RECORD", record)):
+            with open(os.path.join(root, path), "wb") as handle:
+                handle.write(data)
+        target = os.path.join(root, "env/lib/site-packages/libx.so.1")
+        for answer in (dpkg_owner(target, os.path.join(root, "dpkg")), conda_owner(target), pip_owner(target)):
+            assert answer is None or answer.package
+
+
+@SETTINGS
+@given(name=st.text(max_size=80))
+def test_names_from_files_reach_a_terminal_escaped(name: str) -> None:
+    """Whatever a DT_NEEDED or a file name holds, a printed line has no control character but the report's own
+    colours (no screen cleared, no title set, no forged line)."""
+    import re
+
+    from libdoctor.report import escaped
+
+    shown = escaped(f"\033[31m[✗]\033[0m {name} not found")
+    rest = re.sub(r"\x1b\[[0-9;]*m", "", shown).split("[✗]", 1)[1]  # SGR colours alone may stay
+    assert not re.search(r"[\x00-\x08\x0a-\x1f\x7f\x80-\x9f\ud800-\udfff]", rest), ascii(shown)

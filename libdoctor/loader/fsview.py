@@ -68,12 +68,12 @@ class FileView:
         except OSError as exc:
             names = exc.errno or errno.EIO
         real = os.path.realpath(folder or ".") if self.overlay or self._hidden_by_folder else ""
+        gone = self._hidden_by_folder.get(real) if self._hidden_by_folder else None
+        if gone and isinstance(names, frozenset):
+            names = names - frozenset(gone)  # renamed aside: gone, unless a new link takes the name (below)
         extra = self._overlay_by_folder.get(real) if self.overlay else None
         if extra:
             names = (names if isinstance(names, frozenset) else frozenset()) | frozenset(extra)
-        gone = self._hidden_by_folder.get(real) if self._hidden_by_folder else None
-        if gone and isinstance(names, frozenset):
-            names = names - frozenset(gone)
         return names
 
     def _overlay_target(self, path: str) -> Optional[str]:

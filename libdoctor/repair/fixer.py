@@ -41,6 +41,7 @@ class Outcome:
     kept: list[str] = field(default_factory=list)  # already there from an earlier run
     refused: list[str] = field(default_factory=list)  # left alone, with the reason
     run_id: Optional[str] = None
+    search_path_changed: bool = False  # the activation now puts other folders on LD_LIBRARY_PATH
 
 
 # -- environments and their shim folders -------------------------------------------------
@@ -221,7 +222,6 @@ class Applier:
         self.folders = folders or {}  # real folder -> (dev, ino, uid, mode) when the plan was verified
         self.outcome = Outcome(run_id=new_run_id())
         self.journal = Journal(root, self.outcome.run_id, env_prefix)
-        self.search_path_changed = False  # the activation script must then say so
 
     def apply(self, actions: list[Action]) -> Outcome:
         self.check_writable(actions)
@@ -235,7 +235,7 @@ class Applier:
                 self._symlink(action)
             if action.folder:
                 self._search_folder(action)
-        if self.search_path_changed:
+        if self.outcome.search_path_changed:
             self.write_activation()
         return self.close()
 
@@ -322,7 +322,8 @@ class Applier:
             st = os.lstat(name, dir_fd=fd)
             self.journal.done(record, dev=st.st_dev, ino=st.st_ino)
             self.outcome.created.append(action.link)
-            self.search_path_changed |= os.path.realpath(folder).startswith(os.path.realpath(self.root) + os.sep)
+            self.outcome.search_path_changed |= os.path.realpath(folder).startswith(
+                os.path.realpath(self.root) + os.sep)
         finally:
             os.close(fd)
 
@@ -406,7 +407,7 @@ class Applier:
         _write_json_atomic(env_state_path(self.env_prefix, self.root), state)
         self.journal.done(record)
         self.outcome.created.append(shown)
-        self.search_path_changed = True
+        self.outcome.search_path_changed = True
 
     def write_activation(self) -> None:
         """For a conda env: the one pair of activate.d/deactivate.d scripts that put the applied folders on

@@ -12,6 +12,7 @@ the install command.  Links a package owns, and SONAME links, are never renamed.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Optional
 
 from ..gpu.impostor import Impostor, judge_file
@@ -44,7 +45,18 @@ def _finding(ctx: RuleContext, impostor: Impostor, target: str, group: str, requ
                    cause=f"impostor:{label}:{impostor.severity}", target=target, group=group,
                    soname=impostor.wanted, needed_by=requester, chain=chain_to(result, requester),
                    resolution=resolution, links=impostor.chain, made_by=maker, candidates=candidates,
-                   retirable=maker == BY_HAND and os.path.islink(impostor.chain[0]))
+                   retirable=maker == BY_HAND and _may_rename(impostor.chain[0]))
+
+
+def _may_rename(link: str) -> bool:
+    """A symlink this user may rename in its folder, and a folder nobody else can swap things in."""
+    folder = os.path.dirname(os.path.abspath(link))
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return False
+    safe = not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and st.st_uid in (os.geteuid(), 0)
+    return os.path.islink(link) and safe and os.access(folder, os.W_OK | os.X_OK)
 
 
 def _target_findings(ctx: RuleContext) -> list[Finding]:

@@ -54,7 +54,17 @@ def path_variants(path: str) -> tuple[str, ...]:
 
 def dpkg_owner(path: str, admindir: Optional[str] = None) -> Optional[Owner]:
     info = os.path.join(admindir or os.environ.get("LIBDOCTOR_DPKG_ADMINDIR") or "/var/lib/dpkg", "info")
-    wanted = [b"\n" + os.fsencode(v) + b"\n" for v in path_variants(path)]
+    try:
+        stamp = os.stat(info).st_mtime_ns
+    except OSError:
+        return None
+    return _dpkg_owner(path_variants(path), info, stamp)
+
+
+@lru_cache(maxsize=256)
+def _dpkg_owner(variants: tuple[str, ...], info: str, stamp: int) -> Optional[Owner]:
+    """The package whose file list names one of ``variants`` (each list read, none kept)."""
+    wanted = [b"\n" + os.fsencode(v) + b"\n" for v in variants]
     for listing in sorted(glob.glob(os.path.join(info, "*.list"))):
         try:
             data = b"\n" + read_regular(listing, MAX_DB_FILE)
