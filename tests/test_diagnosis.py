@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from libdoctor.scan import run_scan
 
 from .conftest import ElfFactory, loader_env
 from .test_fix import snapshot
-from .test_frameworks import TRY_LOAD, cuda_config, dist_info, make_env, real_dlopen
+from .test_frameworks import dist_info, real_dlopen
 from .test_impostor import bert_env, conda_env_with_activation, machine, tf_env  # noqa: F401 - a fixture
 from .test_plugins import jax_env, ort_env
 
@@ -350,9 +351,10 @@ def test_preflight_starts_its_command_in_the_environment_it_judged(elf: ElfFacto
                              str(prefix), "--", "sleep", "60"], env=environ, stderr=subprocess.PIPE, text=True)
     try:
         report = json.loads(proc.stderr.readline())
-        deadline = __import__("time").monotonic() + 30
+        deadline = time.monotonic() + 30
         while Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[0] != b"sleep":
-            assert __import__("time").monotonic() < deadline
+            assert time.monotonic() < deadline, "preflight never became the command"
+            time.sleep(0.02)
         started = dict(item.split("=", 1) for item in
                        Path(f"/proc/{proc.pid}/environ").read_bytes().decode().split("\0") if "=" in item)
     finally:

@@ -136,10 +136,6 @@ class Cause:
         return self.severity == "error"
 
     @property
-    def consumers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(f.needed_by or f.target for f in self.findings if f.needed_by or f.target))
-
-    @property
     def sonames(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(f.soname for f in self.findings if f.soname))
 

@@ -8,12 +8,13 @@ after the changes chosen before, and the safest one the policy allows is taken.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Callable, Mapping, Optional
 
 from ..gpu.cudatable import DRIVER_SONAMES
 from ..loader.factstore import FactsStore
 from . import available_rules, run_rules, select_rules
-from .base import GRADES, PROBLEM_KINDS, Action, Cause, Diagnosis, Finding, Placement, Policy, RuleContext
+from .base import GRADES, Action, Cause, Diagnosis, Finding, Placement, Policy, RuleContext
 from .causes import (driver_cause, impostor_cause, missing_cause, named, optional_cause, plain_cause, plural,
                      symbol_cause, version_cause)
 from .driver import CAUSE as DRIVER_CAUSE
@@ -63,8 +64,6 @@ def _addresses(action: Action, key: str, members: list[Finding]) -> bool:
 def _fold(finding: Finding, report: ScanReport) -> Finding:
     """A problem of an extension module that serves only an optional feature is a note naming the feature; the
     driver's own libraries missing on a machine without a driver are the driver's cause."""
-    from dataclasses import replace
-
     feature = next((t.feature for t in report.targets if t.feature and t.target.path == finding.target), None)
     if feature and finding.is_problem and finding.kind != "optional":
         what = f"{finding.soname} not found" if finding.kind in ("missing", "missing-dlopen") else finding.message
@@ -79,8 +78,6 @@ def _fold(finding: Finding, report: ScanReport) -> Finding:
 
 def _follow(actions: list[Action], raw: list[Finding], folded: list[Finding]) -> list[Action]:
     """Actions follow their findings into the cause they were folded into (an optional feature, the driver)."""
-    from dataclasses import replace
-
     moved: dict[tuple[str, str], set[str]] = {}
     for before, after in zip(raw, folded):
         moved.setdefault((before.key, before.soname or ""), set()).add(after.key)
@@ -183,4 +180,4 @@ def verdict_line(report: ScanReport, causes: list[Cause]) -> str:
     return f"not healthy: {plural(errors, 'cause')} of failure in {plural(len(report.targets), 'object')} checked"
 
 
-__all__ = ["PROBLEM_KINDS", "diagnose", "verdict_line"]
+__all__ = ["diagnose", "verdict_line"]
