@@ -177,14 +177,18 @@ def test_package_owned_links_get_no_hint_or_action_that_removes_them(owned_tree:
 
 @pytest.fixture
 def field_env(elf: ElfFactory, machine: Path, isolated: Path) -> dict:  # noqa: F811 - the fixture
+    return build_impostor_field(elf, machine, isolated)
+
+
+def build_impostor_field(elf: ElfFactory, machine: Path, root: Path) -> dict:  # noqa: F811
     """The field: TF 1.14's conda env whose activate.d puts CUDA 10.0 first, where a hand-made
     libcudnn.so.7 -> cuDNN 8 waits; the genuine cuDNN 7.6.5 lies in /opt, off every path."""
     genuine = elf.lib(machine / "opt/cudnn-7.6/lib64/libcudnn.so.7.6.5", soname="libcudnn.so.7",
                       defines=["cudnnCreate"])
-    prefix = conda_env_with_activation(elf, isolated / "envs", machine)
+    prefix = conda_env_with_activation(elf, root / "envs", machine)
     framework = prefix / "lib/python3.6/site-packages/tensorflow/libtensorflow_framework.so.1"
     return {"prefix": prefix, "machine": machine, "genuine": genuine, "framework": framework,
-            "look_in": str(genuine.parent), "tmp": isolated}
+            "look_in": str(genuine.parent), "tmp": root}
 
 
 def schema_valid(document: str, name: str) -> dict:
@@ -488,3 +492,20 @@ def test_the_atomic_writer_never_writes_through_what_is_not_a_regular_file(tmp_p
     facts = FactsStore(str(tmp_path / "cache.json"))
     facts._dirty = True
     assert facts.save() is None and stat.S_IMODE((tmp_path / "cache.json").stat().st_mode) == 0o600
+
+
+def test_a_rename_killed_between_its_link_and_unlink_is_undone(isolated: Path) -> None:
+    from libdoctor.repair.fixer import Journal, new_run_id
+
+    folder = isolated / "lib"
+    folder.mkdir()
+    link = folder / "libx.so.1"
+    os.symlink("libx.so.2", link)
+    aside = folder / ".libx.so.1.libdoctor-retired"
+    root = str(isolated / "state")
+    (isolated / "state/journal").mkdir(parents=True)
+    journal = Journal(root, new_run_id(), None)
+    journal.intend({"kind": "rename", "path": str(aside), "source": str(link), "target": "libx.so.2"})
+    os.link(link, aside, follow_symlinks=False)  # the kill came here: both names, one link
+    assert undo(root, None) == [f"restored {link}"]
+    assert os.readlink(link) == "libx.so.2" and not os.path.lexists(aside)

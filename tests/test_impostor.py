@@ -24,6 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def machine(elf: ElfFactory, tmp_path: Path) -> Path:
+    return build_machine(elf, tmp_path)
+
+
+def build_machine(elf: ElfFactory, tmp_path: Path) -> Path:
     """CUDA 10.0 with its own files, CUDA 11.0 and cuDNN 8.0.5 in /usr/lib64, then the field's `ln -s` lines."""
     root = tmp_path / "machine"
     lib64 = root / "usr/lib64"

@@ -680,6 +680,10 @@ def _undo_rename(action: dict, report: list[str]) -> None:
     if not os.path.lexists(moved):
         report.append(f"{moved}: already gone")
         return
+    if isinstance(source, str) and _same_file(source, moved):  # killed between the link and the unlink
+        os.unlink(moved)
+        report.append(f"restored {source}")
+        return
     if action.get("target") is not None:
         try:
             if os.readlink(moved) != action["target"]:
@@ -694,6 +698,14 @@ def _undo_rename(action: dict, report: list[str]) -> None:
         report.append(f"restored {source}")
     except OSError as exc:
         report.append(f"left {moved}: {source} cannot be restored ({exc.strerror})")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        first, second = os.lstat(a), os.lstat(b)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 _UNDO = {"symlink": _undo_symlink, "file": _undo_file, "file-update": _undo_file_update, "mkdir": _undo_mkdir,
