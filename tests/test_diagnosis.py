@@ -31,7 +31,7 @@ from .conftest import ElfFactory, loader_env
 from .test_fix import snapshot
 from .test_frameworks import dist_info, real_dlopen
 from .test_impostor import bert_env, conda_env_with_activation, machine, tf_env  # noqa: F401 - a fixture
-from .test_plugins import jax_env, ort_env
+from .test_plugins import cupy_env, jax_env, ort_env
 
 REPO = Path(__file__).resolve().parent.parent
 RM = re.compile(r"(^|[\s;&|`(])rm\s")  # a raw rm anywhere in a step someone may paste
@@ -294,15 +294,24 @@ def _agree(prefix: Path, look_in: tuple[str, ...] = ()) -> tuple:
 
 
 def _apply_step_then_scan(step: str, tmp: Path, prefix: Path) -> dict:
-    done = cli(*shlex.split(step)[1:], "--yes", tmp_path=tmp)
+    env = {k: v for k, v in os.environ.items() if k.startswith(("LIBDOCTOR_", "LD_LIBRARY_PATH"))}
+    done = cli(*shlex.split(step)[1:], "--yes", tmp_path=tmp, env=env)
     assert "Traceback" not in done.stderr, done.stderr
-    return json.loads(cli("scan", "--json", "--env", str(prefix), tmp_path=tmp).stdout)
+    return json.loads(cli("scan", "--json", "--env", str(prefix), tmp_path=tmp, env=env).stdout)
 
 
 def _fixture_envs(kind: str, elf: ElfFactory, tmp: Path, request: pytest.FixtureRequest) -> tuple[Path, tuple]:
     if kind == "field impostor":
         field = request.getfixturevalue("field_env")
         return field["prefix"], (field["look_in"],)
+    if kind == "package-owned links":
+        tree = request.getfixturevalue("owned_tree")
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        for name, value in tree["env"].items():
+            monkeypatch.setenv(name, value)
+        return tree["prefix"], ()
+    if kind == "cupy with its wheels":
+        return cupy_env(elf, tmp / "cupy")[0], ()
     if kind == "tensorflow without CUDA":
         return bert_env(elf, tmp / "envs"), ()
     if kind == "onnxruntime with unreached wheels":
@@ -310,8 +319,9 @@ def _fixture_envs(kind: str, elf: ElfFactory, tmp: Path, request: pytest.Fixture
     return jax_env(elf, tmp / "jax", wheels=False)[0], ()
 
 
-@pytest.mark.parametrize("kind", ["field impostor", "tensorflow without CUDA", "onnxruntime with unreached wheels",
-                                  "jax without its wheels"])
+@pytest.mark.parametrize("kind", ["field impostor", "package-owned links", "tensorflow without CUDA",
+                                  "onnxruntime with unreached wheels", "jax without its wheels",
+                                  "cupy with its wheels"])
 def test_scan_fix_and_preflight_agree_and_the_promised_step_works(kind: str, elf: ElfFactory, isolated: Path,
                                                                    request: pytest.FixtureRequest) -> None:
     prefix, look_in = _fixture_envs(kind, elf, isolated, request)
