@@ -101,7 +101,8 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
 @main.command()
 @_target_options
 @click.option("-v", "--verbose", is_flag=True,
-              help="Every object, every search and the whole dependency tree of every target.")
+              help="The same report, then every object, every search, the dependency tree of every target and "
+                   "every graded repair.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the verdict line (and the exit status).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the ELF facts cache.")
 @click.option("--no-symbols", is_flag=True, help="Do not check that every imported symbol is defined (faster).")
