@@ -44,6 +44,23 @@ def open_folder_nofollow(path: str) -> int:
     return fd
 
 
+def folder_risk(folder: str) -> Optional[str]:
+    """Why libdoctor must not write in ``folder`` (None: it may): missing, writable by others (anyone there can
+    swap or plant files), or, for root, owned by another user (who can replace it between a check and the
+    write)."""
+    try:
+        st = os.stat(folder)
+    except OSError as exc:
+        return f"{folder}: {exc.strerror}"
+    if st.st_mode & stat.S_IWOTH:
+        return f"{folder} is world-writable"
+    if st.st_mode & stat.S_IWGRP:
+        return f"{folder} is group-writable"
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"{folder} belongs to another user (uid {st.st_uid})"
+    return None
+
+
 def temporary_name(name: str) -> str:
     return f".{name}.{secrets.token_hex(TEMPORARY_SUFFIX_HEX // 2)}"
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Callable, Mapping, Optional
 
 from ..errors import LibdoctorError, UsageError
-from ..files import NotReplaceableError, open_folder_nofollow, write_atomic
+from ..files import NotReplaceableError, folder_risk, open_folder_nofollow, write_atomic
 from ..loader.elffacts import read_regular
 from ..rules.base import FRONT, Action
 from ..rules.impostor import retired_name
@@ -178,22 +178,6 @@ class Journal:
         _write_json_atomic(self.path, self.data)
 
 
-def folder_risk(folder: str, mode: int) -> Optional[str]:
-    """Why links must not go into ``folder``: writable by others (anyone there can swap or plant files), or, for
-    root, owned by another user (who can replace it between any check and the write)."""
-    if mode & stat.S_IWOTH:
-        return f"{folder} is world-writable"
-    try:
-        st = os.stat(folder)
-    except OSError as exc:
-        return f"{folder}: {exc.strerror}"
-    if st.st_mode & stat.S_IWGRP:
-        return f"{folder} is group-writable"
-    if st.st_uid not in (os.geteuid(), 0):
-        return f"{folder} belongs to another user (uid {st.st_uid})"
-    return None
-
-
 def _nearest_existing(folder: str) -> str:
     path = os.path.abspath(folder)
     while not os.path.isdir(path) and os.path.dirname(path) != path:
@@ -269,12 +253,7 @@ class Applier:
         """A descriptor of ``path``'s real folder, safe to write in and the one the plan verified; else None (the
         refusal recorded)."""
         real_folder = os.path.realpath(os.path.dirname(path))
-        try:
-            mode = os.stat(real_folder).st_mode
-        except OSError as exc:
-            self.outcome.refused.append(f"{path}: {exc.strerror}")
-            return None
-        unsafe = folder_risk(real_folder, mode)
+        unsafe = folder_risk(real_folder)
         if unsafe:
             self.outcome.refused.append(f"{path}: refused: {unsafe}")
             return None

@@ -12,9 +12,9 @@ the install command.  Links a package owns, and SONAME links, are never renamed.
 from __future__ import annotations
 
 import os
-import stat
 from typing import Optional
 
+from ..files import folder_risk
 from ..gpu.impostor import Impostor, judge_file
 from ..loader.resolver import LoadResult
 from .base import FRONT, Action, Finding, RuleContext, RuleResult, SimpleRule
@@ -50,13 +50,8 @@ def _finding(ctx: RuleContext, impostor: Impostor, target: str, group: str, requ
 
 def _may_rename(link: str) -> bool:
     """A symlink this user may rename in its folder, and a folder nobody else can swap things in."""
-    folder = os.path.dirname(os.path.abspath(link))
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return False
-    safe = not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and st.st_uid in (os.geteuid(), 0)
-    return os.path.islink(link) and safe and os.access(folder, os.W_OK | os.X_OK)
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(link)))
+    return os.path.islink(link) and folder_risk(folder) is None and os.access(folder, os.W_OK | os.X_OK)
 
 
 def _target_findings(ctx: RuleContext) -> list[Finding]:
