@@ -80,6 +80,7 @@ class Grader:
         self.ctx = ctx
         self.loads = observed_loads(ctx)
         self._folder_names: dict[str, frozenset[str]] = {}
+        self._before: dict[tuple[str, ...], tuple[Resolver, dict[LoadRequest, LoadResult]]] = {}
 
     def environment(self, actions: Iterable[Action]) -> Environment:
         env = self.ctx.env
@@ -112,15 +113,27 @@ class Grader:
             return action
         touched = self.touched(action)
         affected = [load for load in self.loads if any(r.name in touched for r in load.result.resolutions)]
-        old_resolver = Resolver(self.environment(before), self.ctx.store) if before else None
         new_resolver = Resolver(self.environment(before + (action,)), self.ctx.store)
         verdict = _Verdict()
         for load in affected:
-            old = old_resolver.request(load.request) if old_resolver else load.result
+            old = self._earlier(before, load)
             new = new_resolver.request(load.request)
             self._judge(action, load, old, new, built_for(self.ctx.report, load.group), verdict)
         evidence = (f"re-resolved {len(affected)} load(s) with the change in place",)
         return action.graded(verdict.grade, verdict.evidence() + evidence)
+
+    def _earlier(self, before: tuple[Action, ...], load: ObservedLoad) -> LoadResult:
+        """``load`` in the machine as the changes chosen before leave it (the scan's own result when none), made
+        once for all the alternatives graded against the same changes."""
+        if not before:
+            return load.result
+        key = tuple(a.id for a in before)
+        if key not in self._before:
+            self._before = {key: (Resolver(self.environment(before), self.ctx.store), {})}  # one base at a time
+        resolver, results = self._before[key]
+        if load.request not in results:
+            results[load.request] = resolver.request(load.request)
+        return results[load.request]
 
     def _judge(self, action: Action, load: ObservedLoad, old: LoadResult, new: LoadResult,
                built: Optional[BuiltFor], verdict: "_Verdict") -> None:
