@@ -481,7 +481,7 @@ def _render_preflight(result, stream) -> None:  # noqa: ANN001
         lines.append(f"{mark} {check.name}: {check.message}")
         lines.extend(f"      {detail}" for detail in check.details)
     blocking = sum(r.blocking for r in result.results)
-    lines.append(style.error(f"blocked: {blocking} problem{'s' if blocking != 1 else ''} stop the start "
+    lines.append(style.error(f"blocked: {blocking} problem{'s stop' if blocking != 1 else ' stops'} the start "
                              "(--warn-only starts anyway)") if blocking else style.good("ready"))
     if blocking and result.next_step:
         lines.append(f"next step: {result.next_step}")

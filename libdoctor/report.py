@@ -53,13 +53,9 @@ def _source_json(source: SourceAttempt) -> dict[str, Any]:
             "folders": [_folder_json(f) for f in source.folders]}
 
 
-def _cause_of(diagnosis: Diagnosis, finding: Finding) -> Optional[Cause]:
-    return next((c for c in diagnosis.causes if finding in c.findings), None)
-
-
 def finding_installs(diagnosis: Diagnosis, finding: Finding) -> list[str]:
     """The install commands the diagnosis attached to this finding's library."""
-    cause = _cause_of(diagnosis, finding)
+    cause = diagnosis.cause_of(finding)
     return [a.command for a in (cause.actions if cause else ()) if a.kind == "install" and a.command
             and a.command != "ldconfig" and a.soname in (finding.soname, None)]
 

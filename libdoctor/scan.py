@@ -131,7 +131,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
     unchanged is returned as it is."""
     store = store or FactsStore()
     inputs = ScanInputs(tuple(paths), caller, prefix, python, dlopen_strings, tuple(look_in), symbols, tuple(only),
-                        tuple(skip), in_place, tuple(accept), force, activate)
+                        tuple(skip), in_place, tuple(accept), force, activate, heal)
     where = repair_prefix(tuple(paths), prefix, python)
     activations: tuple[Activation, ...] = ()
     additions: tuple[str, ...] = ()
@@ -164,17 +164,17 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
             report.probes = [run_probe(discovery.environment.python, f, environ=report.environ)
                              for f in report.frameworks]  # the framework started in the environment judged
     if diagnosis:
-        _diagnose(report, store, where, root, heal)
+        _diagnose(report, store, where, root)
     return report
 
 
-def _diagnose(report: ScanReport, store: FactsStore, where: Optional[str], root: Optional[str], heal: bool) -> None:
+def _diagnose(report: ScanReport, store: FactsStore, where: Optional[str], root: Optional[str]) -> None:
     from .repair.fix import folder_identities
     from .rules.base import Placement, Policy
     from .rules.engine import diagnose
 
     inputs = report.inputs
     placement = Placement(inputs.in_place, shim_dir(where, root))
-    policy = Policy(inputs.accept, inputs.force, heal)
+    policy = Policy(inputs.accept, inputs.force, inputs.heal)
     report.diagnosis = diagnose(report, store, placement, policy, our_links=lambda: journal_links(root))
     report.folder_identities = folder_identities(report.diagnosis.chosen)

@@ -26,13 +26,19 @@ from ..errors import LibdoctorError, UsageError
 from ..files import NotReplaceableError, folder_risk, open_folder_nofollow, write_atomic
 from ..loader.elffacts import read_regular
 from ..rules.base import FRONT, Action
-from ..rules.impostor import retired_name
 from ..rules.ownership import owner_of
 from ..targets import python_env
 from .statedir import ensure_private_dir, state_dir, state_folder, write_private_json
 
 JOURNAL_VERSION = 1
 MARKER = "# written by libdoctor: `libdoctor undo` removes it"
+RETIRED_SUFFIX = ".libdoctor-retired"
+
+
+def retired_name(path: str) -> str:
+    """Where a retired link goes: beside itself, hidden, under a name neither the loader nor ldconfig takes."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}{RETIRED_SUFFIX}")
 
 
 @dataclass

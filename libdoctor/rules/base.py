@@ -187,6 +187,10 @@ class Diagnosis:
     def for_target(self, path: str) -> tuple[Finding, ...]:
         return tuple(f for f in self.problems if f.target == path)
 
+    def cause_of(self, finding: Finding) -> Optional[Cause]:
+        """The cause a finding belongs to (its key is the cause's), None for an info finding."""
+        return next((c for c in self.causes if c.key == finding.key), None)
+
 
 @dataclass(frozen=True)
 class Placement:

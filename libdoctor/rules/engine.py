@@ -20,7 +20,7 @@ from .causes import (driver_cause, impostor_cause, missing_cause, named, optiona
 from .driver import CAUSE as DRIVER_CAUSE
 from .facts import ScanReport
 from .grading import Grader
-from .hints import DRIVER_STEP, fix_command, one_command
+from .hints import fix_command, one_command
 from .missing_soname import stale_conf_folders
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "note": 2}
@@ -143,22 +143,20 @@ def _cause(ctx: RuleContext, key: str, members: tuple[Finding, ...], actions: li
     slots = _slots(list(members))
     repaired = bool(slots) and all(any(a.id in chosen_ids and a.soname == s for a in actions) for s in slots)
     severity = _severity(list(members))
-    fix = _fix(report, ranked, repaired, stale, plan=severity != "note")
+    fix = _fix(report, ranked, repaired, plan=severity != "note")
     return Cause(key, severity, title, members, tuple(details), tuple(ranked), fix, repaired)
 
 
-def _fix(report: ScanReport, actions: list[Action], repaired: bool, stale: list[str], plan: bool = True
-         ) -> Optional[str]:
+def _fix(report: ScanReport, actions: list[Action], repaired: bool, plan: bool = True) -> Optional[str]:
     """The one step for a cause: the journalled, undoable change when it repairs the cause; else ldconfig where
     the cache is stale; else the install command; else the plan, where changes exist but none is safe."""
     if repaired:
         return fix_command(report)
-    if stale:
+    if any(a.command == "ldconfig" for a in actions):
         return "ldconfig  # as root"
-    hints = list(dict.fromkeys(a.command for a in actions if a.kind == "install" and a.command
-                               and a.command != "ldconfig"))
+    hints = list(dict.fromkeys(a.command for a in actions if a.kind == "install" and a.command))
     if hints:
-        return one_command(hints) if hints != [DRIVER_STEP] else DRIVER_STEP
+        return one_command(hints)
     if plan and any(a.changes for a in actions):
         return fix_command(report, apply=False)
     return None

@@ -57,6 +57,7 @@ class ScanInputs:
     accept: tuple[str, ...] = ()
     force: bool = False
     activate: bool = True
+    heal: bool = False  # the daemon's policy: safe additions only
 
 
 @dataclass

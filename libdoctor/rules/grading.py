@@ -37,7 +37,7 @@ class ObservedLoad:
     request: LoadRequest
     result: LoadResult
     group: str  # whose load it is (a framework label or an argument)
-    dlsym_by: Optional[str] = None  # a dlopen consumer that may dlsym names from what it opens
+    dlsym_by: Optional[str] = None  # a probable dlopen's consumer (--dlopen-strings), whose dlsym names are read
 
 
 def observed_loads(ctx: RuleContext) -> list[ObservedLoad]:
@@ -48,10 +48,10 @@ def observed_loads(ctx: RuleContext) -> list[ObservedLoad]:
         for check in target.dlopens:
             loads.append(ObservedLoad(check.request, check.result, target.target.group,
                                       check.request.via or check.request.caller))
-    for framework in report.frameworks:
-        for check in framework.checks:
+    for framework in report.frameworks:  # a framework library (1 GB for TensorFlow) is never read for strings:
+        for check in framework.checks:   # the CUDA table and the version rules judge what it dlopens
             if check.request is not None:
-                loads.append(ObservedLoad(check.request, check.result, framework.info.label, check.lib.requester))
+                loads.append(ObservedLoad(check.request, check.result, framework.info.label))
     return loads
 
 
@@ -61,14 +61,14 @@ def _listed(names: Iterable[str]) -> str:
     return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
-def apply_to(env: Environment, action: Action, in_place: bool) -> Environment:
+def apply_to(env: Environment, action: Action, shim_dir: str) -> Environment:
     """``env`` as it will be once ``action`` is made."""
     if action.kind == "retire" and action.path:
         env = env.with_hidden([action.path])
     if action.link and action.target:
         env = env.with_links({action.link: action.target})
-        if not in_place or not os.path.isdir(os.path.dirname(action.link)):
-            env = env.with_search_folders([], front=[os.path.dirname(action.link)])  # the shim folder comes first
+        if os.path.dirname(action.link) == shim_dir:
+            env = env.with_search_folders([], front=[shim_dir])  # the shim folder comes first
     if action.folder:
         env = (env.with_search_folders([], front=[action.folder]) if action.position == FRONT
                else env.with_search_folders([action.folder]))
@@ -85,7 +85,7 @@ class Grader:
     def environment(self, actions: Iterable[Action]) -> Environment:
         env = self.ctx.env
         for action in actions:
-            env = apply_to(env, action, self.ctx.placement.in_place)
+            env = apply_to(env, action, self.ctx.placement.shim_dir)
         return env
 
     def _names_in(self, folder: str) -> frozenset[str]:
@@ -173,7 +173,8 @@ class Grader:
                     changed.append(resolution.requester)
         old_fatal = {p.message for p in old.version_problems if p.fatal}
         verdict.broken.extend(p.message for p in new.version_problems if p.fatal and p.message not in old_fatal)
-        self._judge_symbols(old, new, changed, moved | {action.soname or ""}, verdict)
+        if not verdict.broken:  # already broken: reading the symbol tables of the copies would add nothing
+            self._judge_symbols(old, new, changed, moved | {action.soname or ""}, verdict)
         if load.dlsym_by and action.soname:
             provider = next((new_objects.get(r.path) for r in new.resolutions if r.name == action.soname and r.path),
                             None)

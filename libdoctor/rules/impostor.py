@@ -24,13 +24,6 @@ from .hints import install_hints
 from .ownership import BY_HAND, made_by
 
 RULE_ID = "impostor"
-RETIRED_SUFFIX = ".libdoctor-retired"
-
-
-def retired_name(path: str) -> str:
-    """Where a retired link goes: beside itself, hidden, under a name neither the loader nor ldconfig takes."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}{RETIRED_SUFFIX}")
 
 
 def _finding(ctx: RuleContext, impostor: Impostor, target: str, group: str, requester: Optional[str],

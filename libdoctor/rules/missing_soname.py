@@ -13,7 +13,7 @@ command; a copy that cannot serve is offered as a link too, so its grade says wh
 from __future__ import annotations
 
 import os
-from ..loader.resolver import CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM, LoadResult, Resolution
+from ..loader.resolver import LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM, LoadResult, Resolution
 from .base import BACK, Action, Finding, RuleContext, RuleResult, SimpleRule
 from .candidates import Candidate
 from .common import built_for, chain_to, finder, searched_folders, shown_name
@@ -110,8 +110,7 @@ def _searched_for_links(finding: Finding) -> list[str]:
     resolution = finding.resolution
     if resolution is None:
         return []
-    return [f.folder for s in resolution.sources if s.tag in LINK_SEARCHED_TAGS and s.tag != CACHE
-            for f in s.folders if f.folder]
+    return [f.folder for s in resolution.sources if s.tag in LINK_SEARCHED_TAGS for f in s.folders if f.folder]
 
 
 def link_folder(ctx: RuleContext, finding: Finding, provider: str) -> str:
