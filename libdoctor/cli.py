@@ -109,9 +109,12 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
 @click.option("--probe", is_flag=True,
               help="Also import each framework in the environment's python (runs its code; time-limited) and "
                    "compare what it really loads with the prediction.")
+@click.option("--libraries-only", is_flag=True,
+              help="Judge every library but not the driver and the device (a CPU build host, CI, an image build).")
 def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
          dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, only: tuple[str, ...],
-         skip: tuple[str, ...], verbose: bool, quiet: bool, no_cache: bool, no_symbols: bool, probe: bool) -> None:
+         skip: tuple[str, ...], verbose: bool, quiet: bool, no_cache: bool, no_symbols: bool, probe: bool,
+         libraries_only: bool) -> None:
     """Resolve every dependency of TARGETS (files or folders) exactly as glibc's loader would.
 
     Without TARGETS: the GPU frameworks of the active Python environment; with none active, of every
@@ -128,7 +131,8 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     if store.load_problem:
         log.warning("facts cache ignored", problem=store.load_problem)
     kwargs = dict(store=store, caller=caller, dlopen_strings=dlopen_strings, look_in=look_in, probe=probe,
-                  activate=not no_activate, symbols=not no_symbols, only=only, skip=skip)
+                  activate=not no_activate, symbols=not no_symbols, only=only, skip=skip,
+                  libraries_only=libraries_only)
     if not (targets or prefix or python) and not active_environment():
         with progress("checking the Python environments of this machine"):
             reports = [run_scan(prefix=p, **kwargs) for p in framework_environments()]
@@ -223,10 +227,11 @@ def explain(soname: str, targets: tuple[str, ...], prefix: Optional[str], python
 @click.option("--accept", "accept", multiple=True, type=click.Choice(["risky"]),
               help="Also apply repairs of this grade (risky: across a soname bump or a CUDA release).")
 @click.option("--force", is_flag=True, help="Also apply repairs graded broken.")
+@click.option("--libraries-only", is_flag=True, help="Judge every library but not the driver and the device.")
 def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
         dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, only: tuple[str, ...],
         skip: tuple[str, ...], do_apply: bool, in_place: bool, yes: bool, accept: tuple[str, ...],
-        force: bool) -> None:
+        force: bool, libraries_only: bool) -> None:
     """Plan repairs for TARGETS (as scan picks them); with --apply, make them.
 
     Exit status: 0 nothing to fix (or, after --apply, healthy), 1 something to fix.
@@ -241,7 +246,7 @@ def fix(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], 
     store = FactsStore.default()
     kwargs = dict(prefix=prefix, python=python, caller=caller, dlopen_strings=dlopen_strings, in_place=in_place,
                   only=only, skip=skip, force=force, store=store, look_in=look_in, accept=accept,
-                  activate=not no_activate)
+                  activate=not no_activate, libraries_only=libraries_only)
     if do_apply and not yes and not sys.stdin.isatty():
         raise UsageError("fix --apply changes this machine: without a terminal to ask on, give --yes")
     with progress("planning repairs (each one is verified by resolving again)"):

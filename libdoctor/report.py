@@ -164,7 +164,8 @@ def to_json(report: ScanReport) -> dict[str, Any]:
         "summary": {"targets": len(report.targets),
                     "healthy": sum(not any(f.is_error for f in diagnosis.for_target(t.target.path))
                                    for t in report.targets),
-                    "problems": sum(p.is_error for p in problems), "warnings": sum(not p.is_error for p in problems),
+                    "problems": sum(f.is_error for c in diagnosis.causes if c.error for f in c.findings),
+                    "warnings": sum(not p.is_error for p in problems),
                     "causes": sum(c.error for c in diagnosis.causes)},
     }
 
@@ -172,7 +173,8 @@ def to_json(report: ScanReport) -> dict[str, Any]:
 def _driver_json(driver) -> dict[str, Any]:  # noqa: ANN001
     return {"present": driver.present, "version": driver.version, "kernel_module": driver.kernel_module,
             "libcuda": driver.libcuda, "libcuda_version": driver.libcuda_version,
-            "libnvidia_ml": driver.libnvidia_ml, "device_nodes": list(driver.device_nodes)}
+            "libnvidia_ml": driver.libnvidia_ml, "device_nodes": list(driver.device_nodes),
+            "gpus": list(driver.gpus) if driver.gpus is not None else None, "wsl": driver.wsl}
 
 
 def _framework_json(framework) -> dict[str, Any]:  # noqa: ANN001

@@ -94,6 +94,7 @@ def _resolve_targets(report: ScanReport, infos: dict) -> None:
         other_class = _other_class_note(resolver, target)
         if other_class:
             report.discovery.notes.append(other_class)
+            report.unjudged.append((target.path, other_class))
             continue
         info = infos.get(target.group)
         if info is not None and info.preloads:
@@ -117,7 +118,21 @@ def _check_frameworks(report: ScanReport, infos: dict) -> None:
                                               for r in t.result.missing if not r.fatal))
         static = tuple(resolver.request(replace(t.request, preloads=())) for t in group) if info.preloads else ()
         report.frameworks.append(check_framework(resolver, info, python, closure_missing, report.driver,
-                                                 tuple(t.result for t in group), static))
+                                                 tuple(t.result for t in group), static,
+                                                 report.inputs.libraries_only))
+
+
+def _settled(infos: dict, resolver: Optional[Resolver], python: Optional[str]) -> dict:
+    """Each framework's preloads as its own sequence makes them on this machine (torch: by what its first load
+    does)."""
+    from .gpu.sequence import settled_preloads
+
+    settled = {}
+    for label, info in infos.items():
+        if info.preload_plan is not None and resolver is not None:
+            info = replace(info, preloads=settled_preloads(info.preload_plan, resolver, python))
+        settled[label] = info
+    return settled
 
 
 def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
@@ -126,12 +141,12 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
              previous: Optional[ScanReport] = None, activate: bool = True, symbols: bool = True,
              only: tuple[str, ...] = (), skip: tuple[str, ...] = (), in_place: bool = False,
              accept: tuple[str, ...] = (), force: bool = False, heal: bool = False, root: Optional[str] = None,
-             diagnosis: bool = True) -> ScanReport:
+             diagnosis: bool = True, libraries_only: bool = False) -> ScanReport:
     """Resolve, then diagnose.  With ``previous``, a report whose question, environment and files are all
     unchanged is returned as it is."""
     store = store or FactsStore()
     inputs = ScanInputs(tuple(paths), caller, prefix, python, dlopen_strings, tuple(look_in), symbols, tuple(only),
-                        tuple(skip), in_place, tuple(accept), force, activate, heal)
+                        tuple(skip), in_place, tuple(accept), force, activate, heal, libraries_only)
     where = repair_prefix(tuple(paths), prefix, python)
     activations: tuple[Activation, ...] = ()
     additions: tuple[str, ...] = ()
@@ -151,6 +166,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
         from .gpu.frameworks import framework_info
 
         infos = {f"{f.name} {f.version}": framework_info(f, discovery.environment) for f in discovery.frameworks}
+        infos = _settled(infos, report.resolver, discovery.environment.python)
     _resolve_targets(report, infos)
     if infos or discovery.fallback:  # the driver verdict leads every report about a GPU stack
         from .gpu.frameworkcheck import machine_driver

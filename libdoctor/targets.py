@@ -342,6 +342,8 @@ def cuda_install_files(cache_paths: Iterable[str]) -> list[str]:
 def discover(paths: tuple[str, ...], caller: Optional[str], prefix: Optional[str], python: Optional[str],
              cache_paths: Iterable[str]) -> Discovery:
     discovery = Discovery()
+    if paths and not caller and _framework_targets(paths, discovery):
+        return discovery
     if paths:
         targets_from_paths(paths, caller, discovery)
         return discovery
@@ -366,6 +368,47 @@ def discover(paths: tuple[str, ...], caller: Optional[str], prefix: Optional[str
         if not discovery.targets:
             discovery.notes.append("no CUDA libraries found in ld.so.cache or /usr/local/cuda*")
     return discovery
+
+
+def framework_site(path: str) -> Optional[str]:
+    """The ``site-packages`` (or ``dist-packages``) folder above ``path``, when there is one."""
+    parts = os.path.abspath(path).split(os.sep)
+    for index in range(len(parts) - 1, 0, -1):
+        if parts[index] in ("site-packages", "dist-packages"):
+            return os.sep.join(parts[:index + 1])
+    return None
+
+
+def _framework_targets(paths: tuple[str, ...], discovery: Discovery) -> bool:
+    """TARGETS that all lie inside one installed framework (``tensorflow/libtensorflow_framework.so.1``, or the
+    whole ``site-packages/tensorflow``) are judged with that framework's load model: the environment is the one
+    its site-packages belongs to, the targets are its files under the paths given."""
+    sites = {framework_site(p) for p in paths}
+    site = sites.pop() if len(sites) == 1 else None
+    if site is None:
+        return False
+    prefix = os.path.dirname(os.path.dirname(os.path.dirname(site)))
+    if not is_python_environment(prefix):
+        return False
+    env = python_env(prefix)
+    wanted = [os.path.realpath(p) for p in paths]
+
+    def inside(file: str) -> bool:
+        real = os.path.realpath(file)
+        return any(real == w or real.startswith(w.rstrip(os.sep) + os.sep) for w in wanted)
+
+    frameworks = [f for f in find_frameworks(env) if any(inside(file) for file in f.files)]
+    if not frameworks:
+        return False
+    discovery.environment = env
+    discovery.frameworks = frameworks
+    for framework in frameworks:
+        group = f"{framework.name} {framework.version}"
+        discovery.targets.extend(Target(file, group, "dlopen" if env.python else "list", env.python)
+                                 for file in framework.files if inside(file))
+        discovery.notes.append(f"{', '.join(paths)}: part of {group}, judged with its own load model (the "
+                               f"environment of {site})")
+    return True
 
 
 # -- the environment as `conda activate` leaves it ---------------------------------------------

@@ -11,6 +11,12 @@ from typing import Iterable, Optional, Sequence
 
 import pytest
 
+import tempfile
+
+# Machine facts (/sys, /proc, /dev, /usr/lib/wsl) come from an empty root unless a test builds its own: the
+# suite's verdicts do not depend on whether the machine running it has an NVIDIA card.
+os.environ["LIBDOCTOR_SYSROOT"] = tempfile.mkdtemp(prefix="libdoctor-sysroot-")
+
 from libdoctor.loader.environment import Environment
 from libdoctor.loader.factstore import FactsStore
 from libdoctor.loader.loaderinfo import LoaderInfo, probe_loader

@@ -152,6 +152,9 @@ def ort_env(elf: ElfFactory, root: Path, wheels: bool) -> tuple[Path, Path, Path
     if wheels:
         elf.lib(site / "nvidia/cu13/lib/libcublasLt.so.13", defines=["cublasLtCreate"])
         elf.lib(site / "nvidia/cudnn/lib/libcudnn.so.9", defines=["cudnnCreate"])
+        for sub in ("graph", "ops", "cnn", "adv", "engines_precompiled", "engines_runtime_compiled", "heuristic"):
+            elf.lib(site / f"nvidia/cudnn/lib/libcudnn_{sub}.so.9", defines=[f"cudnn_{sub}"])
+        elf.lib(site / "nvidia/cu13/lib/libnvrtc.so.13", defines=["nvrtcVersion"])  # cuDNN 9 dlopens it
     dist_info(site, "onnxruntime-gpu", "1.31.1", ["onnxruntime/capi/libonnxruntime_providers_cuda.so",
                                                   "onnxruntime/capi/libonnxruntime_providers_tensorrt.so"],
               ('nvidia-cuda-runtime~=13.0; extra == "cuda"', 'nvidia-cudnn-cu13~=9.0; extra == "cudnn"'))

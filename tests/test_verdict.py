@@ -109,7 +109,7 @@ def build_32bit(folder: Path) -> tuple[Path, Path]:
     return folder / "prog32", folder / "libx32.so.1"
 
 
-def test_a_32_bit_program_is_never_a_problem(tmp_path: Path) -> None:
+def test_a_32_bit_program_is_never_called_healthy_unchecked(tmp_path: Path) -> None:
     program, library = build_32bit(tmp_path / "x32")
     has_loader = os.path.exists("/lib/ld-linux.so.2")
     try:
@@ -119,9 +119,11 @@ def test_a_32_bit_program_is_never_a_problem(tmp_path: Path) -> None:
         ran = None  # the kernel cannot find its interpreter: nothing here can run it
     assert (ran is None) == (not has_loader)
     done = run_scan_cli("--json", str(program), str(library), cwd=tmp_path, env={})
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr  # not judged: never "healthy" with 0 objects checked
     data = json.loads(done.stdout)
-    assert data["problems"] == [] and len([n for n in data["notes"] if "32-bit object" in n]) == 2
+    assert [p["kind"] for p in data["problems"]] == ["bad-target", "bad-target"]
+    assert not data["healthy"] and data["summary"]["problems"] == 2
+    assert len([n for n in data["notes"] if "32-bit object" in n]) == 2
     expected = "started by /lib/ld-linux.so.2" if has_loader else "no 32-bit loader (/lib/ld-linux.so.2)"
     assert all(expected in n for n in data["notes"] if "32-bit object" in n), data["notes"]
 

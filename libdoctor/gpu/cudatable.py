@@ -13,25 +13,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
+from .catalog import records
+
 DRIVER_SONAMES = frozenset({"libcuda.so.1", "libnvidia-ml.so.1"})
-# The pip wheel (without its -cuXX suffix) and the cuda-toolkit extra that ship each family.
-WHEELS = {"cudart": "nvidia-cuda-runtime", "cublas": "nvidia-cublas", "cublasLt": "nvidia-cublas",
-          "cufft": "nvidia-cufft", "curand": "nvidia-curand", "cusolver": "nvidia-cusolver",
-          "cusparse": "nvidia-cusparse", "nvrtc": "nvidia-cuda-nvrtc", "nvJitLink": "nvidia-nvjitlink",
-          "cupti": "nvidia-cuda-cupti", "nccl": "nvidia-nccl", "cudnn": "nvidia-cudnn",
-          "cusparseLt": "nvidia-cusparselt", "nvshmem": "nvidia-nvshmem", "cufile": "nvidia-cufile"}
-# From CUDA 13 the toolkit's wheels dropped the -cuNN suffix and share one folder (nvidia/cu13/lib);
-# these keep both (VERIFIED: torch 2.14.1+cu130's and onnxruntime-gpu 1.31.1's requirements, cuda-facts 3.1).
-SUFFIXED_FROM_13 = frozenset({"cudnn", "nccl", "cusparseLt", "nvshmem"})
-# cu12 wheels' folders under site-packages (cuda-facts 3.1, cuda-pathfinder's descriptor catalog)
-WHEEL_DIRS = {"cudart": "cuda_runtime", "cublas": "cublas", "cublasLt": "cublas", "cufft": "cufft",
-              "curand": "curand", "cusolver": "cusolver", "cusolverMg": "cusolver", "cusparse": "cusparse",
-              "nvrtc": "cuda_nvrtc", "nvJitLink": "nvjitlink", "cupti": "cuda_cupti", "nccl": "nccl",
-              "cudnn": "cudnn", "cusparseLt": "cusparselt", "nvshmem": "nvshmem", "cufile": "cufile",
-              "nvToolsExt": "nvtx"}
-TOOLKIT_EXTRAS = {"cudart": "cudart", "cublas": "cublas", "cublasLt": "cublas", "cufft": "cufft",
-                  "curand": "curand", "cusolver": "cusolver", "cusparse": "cusparse", "nvrtc": "nvrtc",
-                  "nvJitLink": "nvjitlink", "cupti": "cupti", "cufile": "cufile"}
+# Views of the library catalog (``catalog.py``, one record per library), by family.
+WHEELS = {r.family: r.wheel for r in records() if r.wheel and r.family != "nvToolsExt"}
+SUFFIXED_FROM_13 = frozenset(r.family for r in records() if r.suffixed_from_13)
+WHEEL_DIRS = {r.family: r.wheel_dir for r in records() if r.wheel_dir}
+TOOLKIT_EXTRAS = {r.family: r.toolkit_extra for r in records() if r.toolkit_extra}
 
 
 _SONAME_VERSION = re.compile(r"^(?P<stem>.+?\.so)(?P<version>(\.[0-9A-Za-z_]+)*)$")

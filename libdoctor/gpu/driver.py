@@ -1,9 +1,17 @@
 """The NVIDIA driver as the machine shows it, and whether it is new enough for a CUDA runtime.
 
-Read without nvidia-smi and without loading libcuda (cuda-facts.md section 5): the loaded
-kernel module's version from ``/sys/module/nvidia/version`` or ``/proc/driver/nvidia/version``,
-the user-space half from the file name behind ``libcuda.so.1`` (``libcuda.so.<driver-version>``),
-and the ``/dev/nvidia*`` nodes.  Minimum drivers come from ``data/cuda_min_driver.csv``.
+Read without nvidia-smi and without loading libcuda (cuda-facts.md section 5), three machine facts:
+
+* an NVIDIA GPU: a PCI device of vendor ``0x10de`` and class display/3D (``0x03xxxx``) in
+  ``/sys/bus/pci/devices`` (None when the machine shows no PCI bus: a container, WSL);
+* the driver: the loaded kernel module's version from ``/sys/module/nvidia/version`` or
+  ``/proc/driver/nvidia/version``, against the user-space half behind ``libcuda.so.1``
+  (``libcuda.so.<driver-version>``);
+* the device nodes: ``/dev/nvidia*``, or on WSL ``/dev/dxg`` with the driver's libraries in
+  ``/usr/lib/wsl/lib`` (regular files there, no kernel module: a working GPU host).
+
+``LIBDOCTOR_SYSROOT`` moves ``/sys``, ``/proc``, ``/dev`` and ``/usr/lib/wsl`` (tests replay other
+machines with it).  Minimum drivers come from ``data/cuda_min_driver.csv``.
 """
 from __future__ import annotations
 
@@ -31,6 +39,13 @@ class DriverInfo:
     libcuda_version: Optional[str]  # from the real file name
     libnvidia_ml: Optional[str]
     device_nodes: tuple[str, ...]
+    gpus: Optional[tuple[str, ...]] = None  # PCI addresses of NVIDIA display/3D devices; None: no PCI bus to read
+    wsl: bool = False  # /dev/dxg and /usr/lib/wsl/lib: WSL's GPU paravirtualization
+
+    @property
+    def no_gpu(self) -> bool:
+        """The machine shows its PCI bus and no NVIDIA GPU on it (and is not WSL)."""
+        return self.gpus == () and not self.wsl
 
     @property
     def version(self) -> Optional[str]:
@@ -47,17 +62,48 @@ class DriverInfo:
 
     def summary(self) -> str:
         if not self.present:
-            return "no NVIDIA driver (libcuda.so.1 not found)"
+            return "no NVIDIA GPU in this machine" if self.no_gpu else "no NVIDIA driver (libcuda.so.1 not found)"
         parts = [f"driver {self.version or 'of unknown version'}"]
         if self.mismatch:
             parts.append(f"(kernel module {self.kernel_module}, libcuda {self.libcuda_version}: mismatch)")
-        if not self.device_nodes:
+        if self.wsl:
+            parts.append("WSL (/dev/dxg)")
+        elif not self.device_nodes:
             parts.append("no /dev/nvidia* device nodes")
         return ", ".join(parts)
 
 
-def read_driver(libcuda: Optional[str], libnvidia_ml: Optional[str], root: str = "/") -> DriverInfo:
-    """``libcuda``/``libnvidia_ml``: where the loader finds them (None: not found); ``root`` for tests."""
+def sysroot(root: Optional[str] = None) -> str:
+    return root or os.environ.get("LIBDOCTOR_SYSROOT") or "/"
+
+
+def nvidia_gpus(root: str) -> Optional[tuple[str, ...]]:
+    """PCI addresses of NVIDIA display or 3D controllers; None when there is no PCI bus to read."""
+    devices = os.path.join(root, "sys/bus/pci/devices")
+    try:
+        names = sorted(os.listdir(devices))
+    except OSError:
+        return None
+    found = []
+    for name in names:
+        vendor = _read(os.path.join(devices, name, "vendor"))
+        klass = _read(os.path.join(devices, name, "class"))
+        if vendor.lower() == "0x10de" and klass.lower().startswith("0x03"):
+            found.append(name)
+    return tuple(found)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return handle.read(64).strip()
+    except OSError:
+        return ""
+
+
+def read_driver(libcuda: Optional[str], libnvidia_ml: Optional[str], root: Optional[str] = None) -> DriverInfo:
+    """``libcuda``/``libnvidia_ml``: where the loader finds them (None: not found); ``root``: the machine's ``/``."""
+    root = sysroot(root)
     module = None
     try:
         with open(os.path.join(root, "sys/module/nvidia/version"), encoding="ascii") as handle:
@@ -75,7 +121,10 @@ def read_driver(libcuda: Optional[str], libnvidia_ml: Optional[str], root: str =
         lib_version = match.group(1) if match else None
     nodes = tuple(sorted(glob.glob(os.path.join(root, "dev/nvidia[0-9]*")) + glob.glob(
         os.path.join(root, "dev/nvidiactl"))))
-    return DriverInfo(module, libcuda, lib_version, libnvidia_ml, nodes)
+    wsl = os.path.exists(os.path.join(root, "dev/dxg")) and os.path.isdir(os.path.join(root, "usr/lib/wsl/lib"))
+    if wsl:
+        nodes += (os.path.join(root, "dev/dxg"),)
+    return DriverInfo(module, libcuda, lib_version, libnvidia_ml, nodes, nvidia_gpus(root), wsl)
 
 
 @dataclass(frozen=True)

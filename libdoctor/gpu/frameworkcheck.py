@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..loader.environment import Environment
 from ..loader.resolver import MODE_DLOPEN, LoadRequest, LoadResult, Resolver
 from ..targets import CUDA_NAME
-from .cudatable import DRIVER_SONAMES, TOOLKIT_EXTRAS, WHEELS, family_of
+from .catalog import record
+from .cudatable import DRIVER_SONAMES, TOOLKIT_EXTRAS, WHEELS, family_of, soname_major
+from .versions import real_version
 from .driver import DriverFit, DriverInfo, driver_fit, read_driver
 from .frameworks import GATE, LAZY, OPTIONAL, ExpectedLib, FrameworkInfo
 from .frameworks.base import installed_wheel_file
@@ -81,7 +83,7 @@ def _counts(sources: tuple[tuple[str, str, str], ...]) -> str:
     return ", ".join(f"{n} {words.get(via, 'through ' + via)}" for via, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def machine_driver(env: Environment, root: str = "/", resolver: Optional[Resolver] = None) -> DriverInfo:
+def machine_driver(env: Environment, root: Optional[str] = None, resolver: Optional[Resolver] = None) -> DriverInfo:
     """The driver's user-space half found as a framework's ``dlopen`` finds it (LD_LIBRARY_PATH first, so
     container layouts such as ``/usr/local/nvidia/lib64`` count), beside the loaded kernel module."""
     resolver = resolver or Resolver(env)
@@ -124,32 +126,43 @@ def _impostor(resolver: Resolver, info: FrameworkInfo, lib: ExpectedLib, result:
     obj = result.objects[result.new_from]
     built = info.built_for
     return judge_file(lib.soname, resolver.env.absolute(obj.path), obj.facts.soname, built.cuda, built.cudnn,
-                      built.framework)
+                      built.framework, built.rules)
 
 
 def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_missing: tuple[str, ...],
-            driver: DriverInfo) -> tuple[DriverFit, Optional[bool], str]:
-    """GPU usable or not, and every reason why not, worst first."""
-    fit = driver_fit(info.cuda, driver)
+            driver: DriverInfo, libraries_only: bool = False, too_old: tuple[Impostor, ...] = ()
+            ) -> tuple[DriverFit, Optional[bool], str]:
+    """GPU usable or not, and every reason why not, worst first (``libraries_only``: the driver and the device are
+    not judged: a CPU build host or an image build)."""
+    fit = driver_fit(info.cuda, driver) if not libraries_only else DriverFit(True, "driver not judged")
     name = info.title
     if info.cuda_build is False:
         return fit, False, f"a CPU-only build ({info.flavour})"
     if info.cuda_build is None:
         return fit, None, "not known which CUDA it was built for"
     reasons = []
-    if not driver.present:
+    if libraries_only:
+        pass
+    elif not driver.present and driver.no_gpu:
+        reasons.append(f"no NVIDIA GPU in this machine: {info.on_failure}")
+    elif not driver.present:
         reasons.append(f"no NVIDIA driver: {info.on_failure}")
     elif not fit.ok:
         reasons.append(fit.reason)
     elif not driver.device_nodes:
         reasons.append(f"no /dev/nvidia* device nodes (a container started without the GPU?): {name} sees no GPU")
-    elif any(c.lib.soname == "libnvidia-ml.so.1" and not c.found for c in checks):
+    elif not libraries_only and any(c.lib.soname == "libnvidia-ml.so.1" and not c.found for c in checks):
         reasons.append(f"libnvidia-ml.so.1 (NVML, installed with the driver) not found: {name} needs it")
     impostors = [c.impostor for c in checks if c.impostor is not None and c.impostor.severity == "error"
                  and c.lib.role in (GATE, LAZY)]
-    if impostors:
-        reasons.append("; ".join(f"{i.wanted} is really {i.really}" for i in impostors)
-                       + f": {name} loads {'it' if len(impostors) == 1 else 'them'} and fails at the first call")
+    wrong = [i for i in impostors if i.kind != "too-old"]
+    if wrong:
+        reasons.append("; ".join(f"{i.wanted} is really {i.really}" for i in wrong)
+                       + f": {name} loads {'it' if len(wrong) == 1 else 'them'} and fails at the first call")
+    old = [i for i in impostors if i.kind == "too-old"] + list(too_old)
+    if old:
+        reasons.append("; ".join(dict.fromkeys(f"{i.really} is older than {name} accepts" for i in old))
+                       + f" ({old[0].reason.split(': ', 1)[-1]})")
     gates = [c.lib.soname for c in checks if not c.found and c.lib.role == GATE and c.lib.family != "cuda driver"]
     if gates:
         reasons.append(f"{len(gates)} librar{'y' if len(gates) == 1 else 'ies'} it loads at start cannot be loaded "
@@ -162,17 +175,76 @@ def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_miss
         reasons.append(f"{', '.join(lazy)} (loaded on first use) cannot be loaded: GPU work fails then")
     if reasons:
         return fit, False, "; ".join(reasons)
+    if libraries_only:
+        return fit, True, "every library resolves (driver and device not judged: --libraries-only)"
     return fit, True, f"every library resolves and {fit.reason}"
 
 
 def check_framework(resolver: Resolver, info: FrameworkInfo, python: Optional[str], closure_missing: tuple[str, ...],
                     driver: DriverInfo, closures: tuple[LoadResult, ...] = (),
-                    static_closures: tuple[LoadResult, ...] = ()) -> FrameworkReport:
+                    static_closures: tuple[LoadResult, ...] = (), libraries_only: bool = False) -> FrameworkReport:
     checks = check_expected(resolver, info, python)
-    fit, usable, because = verdict(info, checks, closure_missing, driver)
-    return FrameworkReport(info, checks, closure_missing, fit, usable, because,
-                           cuda_sources(closures, checks, info.preloads),
+    sources = cuda_sources(closures, checks, info.preloads)
+    for _round in range(2 if info.cuda_build else 0):  # what the libraries found load, then what those load
+        own = own_dlopens(info, sources, {c.lib.soname for c in checks})
+        if not own:
+            break
+        checks += check_expected(resolver, replace(info, expected=own), python)
+        sources = cuda_sources(closures, checks, info.preloads)
+    fit, usable, because = verdict(info, checks, closure_missing, driver, libraries_only, too_old_copies(info, sources))
+    return FrameworkReport(info, checks, closure_missing, fit, usable, because, sources,
                            cuda_sources(static_closures, ()) if static_closures else ())
+
+
+def own_dlopens(info: FrameworkInfo, sources: tuple[tuple[str, str, str], ...], known: set[str]
+                ) -> tuple[ExpectedLib, ...]:
+    """What the CUDA libraries the framework gets load themselves (the catalog's ``dlopens``): cuDNN's
+    sub-libraries and NVRTC, NVRTC's builtins; each asked from the copy that makes the call."""
+    wanted: dict[str, ExpectedLib] = {}
+    major_cuda = str(cuda_major(info) or "")
+    for soname, path, _via in sources:
+        entry = record(family_of(soname))
+        major = soname_major(soname)
+        if entry is None or major is None:
+            continue
+        for own in entry.own_dlopens(str(major)):
+            name = _own_name(own.name, entry.family, path, soname, major_cuda)
+            if name is None or name in known or name in wanted:
+                continue
+            wanted[name] = ExpectedLib(name, family_of(name) or entry.family, LAZY, _caller_of(name, path),
+                                       feature=None)
+    return tuple(wanted.values())
+
+
+def _own_name(template: str, family: str, path: str, soname: str, cuda: str) -> Optional[str]:
+    if "{release}" in template:
+        found = real_version(path, family, soname)
+        if found is None or len(found.version) < 2:
+            return None
+        return template.replace("{release}", f"{found.version[0]}.{found.version[1]}")
+    if "{cuda_major}" in template:
+        return template.replace("{cuda_major}", cuda) if cuda else None
+    return template
+
+
+def _caller_of(name: str, path: str) -> str:
+    """cuDNN 8's sub-libraries make its NVRTC call: the one beside the copy loaded, when it is there."""
+    if name == "libnvrtc.so":
+        beside = os.path.join(os.path.dirname(path), "libcudnn_cnn_infer.so.8")
+        if os.path.exists(beside):
+            return beside
+    return path
+
+
+def too_old_copies(info: FrameworkInfo, sources: tuple[tuple[str, str, str], ...]) -> tuple[Impostor, ...]:
+    """The CUDA libraries the framework's loads map that fail its own version check."""
+    built = info.built_for
+    found = []
+    for soname, path, _via in sources:
+        judged = judge_file(soname, path, soname, built.cuda, built.cudnn, built.framework, built.rules)
+        if judged is not None and judged.kind == "too-old":
+            found.append(judged)
+    return tuple(found)
 
 
 def cuda_sources(closures: tuple[LoadResult, ...], checks: tuple[ExpectedCheck, ...], preloads: tuple[str, ...] = ()

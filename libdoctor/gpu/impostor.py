@@ -10,13 +10,14 @@ pairing is known broken (an error) or only unproven (a warning with the evidence
 """
 from __future__ import annotations
 
-import glob
 import os
 import re
 from dataclasses import dataclass
 from typing import Optional
 
-from .cudatable import DRIVER_SONAMES, describe, family_of, pairing_verdict, soname_major, stem_of
+from .catalog import record
+from .cudatable import DRIVER_SONAMES, describe, family_of, pairing_verdict, soname_for, soname_major, stem_of
+from .versions import SAME_MAJOR_AT_LEAST, VersionRule, name_version, real_version, rule_for
 
 MAX_LINKS = 40  # ld.so gives up (ELOOP) long before this
 _CUDA_FOLDER = re.compile(r"(?:^|/)cuda-(\d+)\.(\d+)(?:/|$)")
@@ -33,16 +34,14 @@ class Impostor:
     severity: str  # "error": the tables know the pairing is broken; "warning": unproven, evidence given
     reason: str
     chain: tuple[str, ...]  # the path, then each symlink's text, as ``ls -l`` shows them
+    kind: str = "impostor"  # or "too-old": the right library, older than the framework's own check allows
 
     @property
     def message(self) -> str:
         return f"{self.wanted} is really {self.really}: {self.reason}"
 
 
-def version_of(name: str) -> tuple[int, ...]:
-    """``libcudnn.so.8.0.5`` -> (8, 0, 5); ``libfoo.so`` -> ()."""
-    match = re.search(r"\.so((?:\.\d+)+)$", name)
-    return tuple(int(p) for p in match.group(1)[1:].split(".")) if match else ()
+version_of = name_version  # ``libcudnn.so.8.0.5`` -> (8, 0, 5)
 
 
 def link_chain(path: str) -> tuple[str, ...]:
@@ -80,20 +79,9 @@ def cuda_release_of(path: str) -> Optional[tuple[tuple[int, int], str]]:
 
 
 def cudnn_version_of(path: str) -> Optional[tuple[int, ...]]:
-    """cuDNN's full version: from the real file name (``libcudnn.so.9.14.0``), else from the
-    ``nvidia-cudnn`` wheel that installed it (``nvidia_cudnn_cu13-9.19.0.56.dist-info``)."""
-    real = os.path.realpath(path)
-    version = version_of(os.path.basename(real))
-    if len(version) >= 2:
-        return version
-    lib = os.path.dirname(real)
-    if os.path.basename(lib) == "lib" and os.path.basename(os.path.dirname(lib)) == "cudnn":
-        site = os.path.dirname(os.path.dirname(os.path.dirname(lib)))
-        for dist in sorted(glob.glob(os.path.join(site, "nvidia_cudnn_cu*-*.dist-info"))):
-            found = re.search(r"-(\d+(?:\.\d+)+)\.dist-info$", dist)
-            if found:
-                return tuple(int(p) for p in found.group(1).split("."))
-    return None
+    """cuDNN's full version (``versions.real_version``: the real file name, its wheel, its conda package)."""
+    found = real_version(path, "cudnn")
+    return found.version if found and len(found.version) >= 2 else None
 
 
 def _severity(wanted: str, provider: str) -> tuple[str, str]:
@@ -113,11 +101,12 @@ def _named(soname: str, real_file: str) -> str:
 
 
 def judge_file(wanted: str, path: str, soname: Optional[str], built_cuda: Optional[str] = None,
-               built_cudnn: Optional[tuple[int, ...]] = None, framework: str = "") -> Optional[Impostor]:
+               built_cudnn: Optional[tuple[int, ...]] = None, framework: str = "",
+               rules: tuple[VersionRule, ...] = ()) -> Optional[Impostor]:
     """Is the file at ``path`` (own SONAME ``soname``) what a request for ``wanted`` expects?
 
     ``built_cuda`` ("10.1") and ``built_cudnn`` ((9, 19)) are what the requesting framework was
-    built for, when known; ``framework`` names it in the reason.
+    built for, when known; ``framework`` names it in the reason; ``rules``: its own version checks.
     """
     wanted_version = version_of(wanted)
     if not wanted_version or "/" in wanted or wanted in DRIVER_SONAMES:
@@ -135,7 +124,28 @@ def judge_file(wanted: str, path: str, soname: Optional[str], built_cuda: Option
             named = f"{stem}.{'.'.join(map(str, real_version))}"
             severity, reason = _severity(wanted, f"{stem}.{real_version[0]}")
             return Impostor(wanted, path, named, severity, f"{_difference(wanted, named)}; {reason}", link_chain(path))
-    return _judge_release(wanted, path, built_cuda, built_cudnn, framework)
+    return _judge_release(wanted, path, built_cuda, built_cudnn, framework, rules)
+
+
+def _pinned_cudnn_rule(family: Optional[str], built_cudnn: Optional[tuple[int, ...]], who: str
+                       ) -> Optional[VersionRule]:
+    if family != "cudnn" or not built_cudnn or len(built_cudnn) < 2:
+        return None
+    return VersionRule("cudnn", built_cudnn, SAME_MAJOR_AT_LEAST, f"{who}'s build",
+                       "the framework's cuDNN check refuses it (PyTorch: 'cuDNN version incompatibility'; "
+                       "TensorFlow: 'Loaded runtime CuDNN library ... but source was compiled with')")
+
+
+def _too_old(wanted: str, path: str, rule: VersionRule, who: str) -> Optional[Impostor]:
+    """The copy at ``path`` fails ``rule`` (a version older than the framework's own check allows)."""
+    found = real_version(path, rule.family, wanted)
+    why = rule.compared(found.version) if found else None
+    if found is None or why is None:
+        return None
+    display = record(rule.family).display if record(rule.family) else rule.family
+    return Impostor(wanted, path, f"{wanted} ({display} {found.text})", "error",
+                    f"{display} {why} ({rule.source}; this copy's version from {found.source}): {rule.check}",
+                    link_chain(path), kind="too-old")
 
 
 def _difference(wanted: str, provider: str) -> str:
@@ -145,18 +155,17 @@ def _difference(wanted: str, provider: str) -> str:
 
 
 def _judge_release(wanted: str, path: str, built_cuda: Optional[str], built_cudnn: Optional[tuple[int, ...]],
-                   framework: str) -> Optional[Impostor]:
-    """Same name: is it the CUDA release (or cuDNN version) the framework was built for?"""
+                   framework: str, rules: tuple[VersionRule, ...] = ()) -> Optional[Impostor]:
+    """Same name: does the copy pass the framework's own version check, and is it the CUDA release the
+    framework was built for?"""
     family = family_of(wanted)
     who = framework or "the program"
-    if family == "cudnn":
-        runtime = cudnn_version_of(path)
-        if built_cudnn and runtime and runtime[:1] == built_cudnn[:1] and runtime[:2] < built_cudnn[:2]:
-            shown = ".".join(map(str, runtime[:3]))
-            return Impostor(wanted, path, f"{wanted} (cuDNN {shown})", "error",
-                            f"cuDNN {shown} is older than the {'.'.join(map(str, built_cudnn[:2]))} {who} was built "
-                            "against: PyTorch checks the cuDNN minor and turns cuDNN off", link_chain(path))
-        return None
+    rule = rule_for(rules, family) or _pinned_cudnn_rule(family, built_cudnn, who)
+    if stem_of(wanted) != f"lib{family}.so":
+        rule = None  # the framework asks the library itself (libcudnn.so.9), not its sub-libraries
+    too_old = _too_old(wanted, path, rule, who) if rule is not None else None
+    if too_old is not None or family == "cudnn":
+        return too_old
     if family is None or not built_cuda:
         return None
     built = re.match(r"(\d+)\.(\d+)", built_cuda)
@@ -193,15 +202,40 @@ def judge_substitute(wanted: str, path: str, soname: Optional[str], built: Optio
         return Substitute(NOT_A_SUBSTITUTE, "the driver's own library must come with the driver: never linked")
     if stem_of(own) != stem_of(wanted):
         return Substitute(NOT_A_SUBSTITUTE, f"{own} is another library: not a substitute")
-    impostor = judge_file(wanted, path, soname, *((built.cuda, built.cudnn, built.framework) if built else ()))
+    if not version_of(wanted) and built is not None and _built_major(own, built):
+        return Substitute(SERVES, f"{own}: the major {built.framework} was built with")
+    impostor = judge_file(wanted, path, soname, *((built.cuda, built.cudnn, built.framework, built.rules)
+                                                  if built else ()))
     if impostor is None:
         exact = own == wanted or (not soname and version_of(own)[:len(version_of(wanted))] == version_of(wanted))
         if exact:
-            return Substitute(SERVES, "can serve")
+            return Substitute(SERVES, _checked_version(wanted, path, built) + "can serve")
         return Substitute(UNPROVEN, f"{own}: another name, unproven")
+    if impostor.kind == "too-old":
+        return Substitute(NOT_A_SUBSTITUTE, f"{impostor.really.split(' (', 1)[1].rstrip(')')}: too old")
     if impostor.severity == "error":
         return Substitute(NOT_A_SUBSTITUTE, f"{_release_words(wanted, path, own)}: not a substitute")
     return Substitute(UNPROVEN, f"{_release_words(wanted, path, own)}: may load, unproven")
+
+
+def _built_major(own: str, built: "BuiltFor") -> bool:
+    """``own`` (a soname) is the one the framework's build uses: an unversioned request (``libcudnn.so``, asked
+    by Paddle's dynload) is then served by it."""
+    family = family_of(own)
+    if family == "cudnn":
+        return bool(built.cudnn) and soname_major(own) == (built.cudnn or (None,))[0]
+    return bool(family and built.cuda) and soname_for(family, built.cuda or "") == own
+
+
+def _checked_version(wanted: str, path: str, built: Optional["BuiltFor"]) -> str:
+    """"cuDNN 9.1.0, " when the framework checks this library's version and the copy's is known."""
+    family = family_of(wanted)
+    entry = record(family)
+    if built is None or entry is None or rule_for(built.rules, family) is None and not (family == "cudnn"
+                                                                                         and built.cudnn):
+        return ""
+    found = real_version(path, family, wanted)
+    return f"{entry.display} {found.text}, " if found else ""
 
 
 def _release_words(wanted: str, path: str, own: str) -> str:
@@ -225,15 +259,18 @@ class BuiltFor:
     framework: str  # "tensorflow 2.3.0"
     cuda: Optional[str] = None  # "10.1"
     cudnn: Optional[tuple[int, ...]] = None  # (9, 19, 0): from the framework's own pin where it has one
+    rules: tuple[VersionRule, ...] = ()  # the framework's own version checks
 
 
-def built_for(label: str, cuda: Optional[str], cudnn: Optional[str], requirements: tuple[str, ...]) -> BuiltFor:
+def built_for(label: str, cuda: Optional[str], cudnn: Optional[str], requirements: tuple[str, ...],
+              rules: tuple[VersionRule, ...] = ()) -> BuiltFor:
     """The cuDNN a framework was built against: its pinned ``nvidia-cudnn-cuNN==X.Y.Z`` wheel (PyTorch
-    pins the one it was compiled with), else the major its build configuration names."""
+    pins the one it was compiled with), else the major its build configuration names; ``rules``: the
+    plug-in's version checks."""
     pinned = None
     for requirement in requirements:
         match = re.match(r"\s*nvidia-cudnn-cu\d+\s*==\s*(\d+(?:\.\d+)+)", requirement)
         if match:
             pinned = tuple(int(p) for p in match.group(1).split("."))
     major = (int(cudnn.split(".")[0]),) if cudnn and cudnn.split(".")[0].isdigit() else None
-    return BuiltFor(label, cuda, pinned or major)
+    return BuiltFor(label, cuda, pinned or major, rules)

@@ -53,6 +53,13 @@ def _searched(ctx: RuleContext) -> tuple[dict[str, None], set[str], set[str]]:
     return folders, met, asked
 
 
+def unjudged(ctx: RuleContext) -> list[Finding]:
+    """A target of another ELF class (a 32-bit program on a 64-bit host) is not modelled: never "healthy" with
+    nothing checked."""
+    return [Finding("broken-file", "error", why, kind="bad-target", cause=f"unjudged:{path}", target=path, group=path)
+            for path, why in ctx.report.unjudged]
+
+
 def check(ctx: RuleContext) -> RuleResult:
     folders, met, asked = _searched(ctx)
     view = ctx.report.resolver.view if ctx.report.resolver else None
@@ -70,7 +77,7 @@ def check(ctx: RuleContext) -> RuleResult:
                 problem = _inspect(ctx, path)
                 if problem:
                     findings.append(Finding("broken-file", "warning", problem, objects=(path,)))
-    return RuleResult(tuple(findings))
+    return RuleResult(tuple(unjudged(ctx) + findings))
 
 
 RULE = SimpleRule("broken-file", "dangling or looping symlinks and non-ELF files under library names", check)

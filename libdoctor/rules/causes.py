@@ -110,6 +110,19 @@ def impostor_cause(report: ScanReport, findings: tuple[Finding, ...]) -> tuple[s
     return title, details
 
 
+def too_old_cause(report: ScanReport, findings: tuple[Finding, ...]) -> tuple[str, list[str]]:
+    """A copy older than the framework's own check allows wins the search: both copies, the order, the way out."""
+    first = findings[0]
+    details = [line for line in (behind_the_name(first), searched_summary(first.resolution)) if line]
+    if first.resolution is not None and first.resolution.via == LD_LIBRARY_PATH and first.resolution.path:
+        folder = os.path.dirname(first.resolution.path)
+        setters = [a.script for a in report.activations if any(v == "LD_LIBRARY_PATH" for v, _ in a.changes)]
+        where = f"the env's {named([os.path.basename(s) for s in setters], 2)}" if setters else "this shell"
+        details.append(f"the order is the cause: {folder} comes first on LD_LIBRARY_PATH (set by {where}); drop it "
+                       "there, or let the fix put the copy that passes first")
+    return first.message, details
+
+
 def symbol_cause(findings: tuple[Finding, ...]) -> tuple[str, list[str]]:
     first = findings[0]
     names = list(dict.fromkeys(n for f in findings for n in (f.evidence or (first.message,))))
@@ -134,6 +147,8 @@ def driver_cause(report: ScanReport, findings: tuple[Finding, ...]) -> tuple[str
     users = list(dict.fromkeys(report.framework_label(f.group) or f.group for f in findings if f.kind == "driver"))
     if report.driver is not None and not report.driver.present:
         who = named(users) if users else "nothing here"
+        if report.driver.no_gpu:
+            return f"no NVIDIA GPU in this machine: {who} cannot use the GPU", []
         return f"no NVIDIA driver (libcuda.so.1 not found): {who} cannot use the GPU", []
     driver = next((f for f in findings if f.kind == "driver"), findings[0])
     return driver.message, []

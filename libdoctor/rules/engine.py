@@ -16,7 +16,7 @@ from ..loader.factstore import FactsStore
 from . import available_rules, run_rules, select_rules
 from .base import GRADES, Action, Cause, Diagnosis, Finding, Placement, Policy, RuleContext
 from .causes import (driver_cause, impostor_cause, missing_cause, named, optional_cause, plain_cause, plural,
-                     symbol_cause, version_cause)
+                     symbol_cause, too_old_cause, version_cause)
 from .driver import CAUSE as DRIVER_CAUSE
 from .facts import ScanReport
 from .grading import Grader
@@ -70,8 +70,12 @@ def _fold(finding: Finding, report: ScanReport) -> Finding:
         return replace(finding, kind="optional", severity="note", feature=feature, cause=f"optional:{feature}",
                        message=f"optional {feature} unavailable: {what} (needed by "
                                f"{os.path.basename(finding.target)})")
+    driver_own = finding.kind in ("missing", "missing-dlopen") and finding.soname in DRIVER_SONAMES
+    if driver_own and report.inputs.libraries_only:
+        return replace(finding, severity="info", message=f"{finding.message} (the driver's: not judged with "
+                                                         "--libraries-only)")
     no_driver = report.driver is not None and not report.driver.present
-    if no_driver and finding.kind in ("missing", "missing-dlopen") and finding.soname in DRIVER_SONAMES:
+    if no_driver and driver_own:
         return replace(finding, cause=DRIVER_CAUSE)
     return finding
 
@@ -91,7 +95,7 @@ def _follow(actions: list[Action], raw: list[Finding], folded: list[Finding]) ->
 def _slots(members: list[Finding]) -> list[str]:
     """The names a cause needs repaired, one change each."""
     return list(dict.fromkeys(f.soname for f in members if f.soname and f.kind in ("missing", "missing-dlopen",
-                                                                                    "impostor")))
+                                                                                    "impostor", "too-old", "symbol")))
 
 
 def _choose(ctx: RuleContext, ordered: list[tuple[str, list[Finding]]], attached: dict[str, list[Action]],
@@ -130,6 +134,8 @@ def _cause(ctx: RuleContext, key: str, members: tuple[Finding, ...], actions: li
         title, details = missing_cause(report, members, stale)
     elif first.kind == "impostor":
         title, details = impostor_cause(report, members)
+    elif first.kind == "too-old":
+        title, details = too_old_cause(report, members)
     elif first.kind == "symbol":
         title, details = symbol_cause(members)
     elif first.kind == "version":
@@ -172,6 +178,10 @@ def verdict_line(report: ScanReport, causes: list[Cause]) -> str:
                 f"every library resolves ({plural(len(report.targets), 'object')} checked)")
         shown = [c for c in causes if c.severity == "warning"]
         warn = f"; {plural(len(shown), 'warning')}" if shown else ""
+        if report.inputs.libraries_only:
+            what = (f"the libraries of {named([f.info.label for f in usable])} load" if usable else
+                    f"every library resolves ({plural(len(report.targets), 'object')} checked)")
+            return f"healthy (libraries only: driver and device not judged): {what}{warn}"
         return f"healthy: {what}{warn}"
     if unusable:
         return f"not healthy: {named(unusable, 2)} cannot use the GPU ({plural(errors, 'cause')})"

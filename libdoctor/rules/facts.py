@@ -58,6 +58,7 @@ class ScanInputs:
     force: bool = False
     activate: bool = True
     heal: bool = False  # the daemon's policy: safe additions only
+    libraries_only: bool = False  # judge everything but the driver and the device (CPU build hosts, CI, images)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class ScanReport:
     additions: tuple[str, ...] = ()  # LD_LIBRARY_PATH folders libdoctor's applied repairs add
     environ: Optional[dict[str, str]] = None  # the variables judged: what a program of the env starts with
     diagnosis: Optional["Diagnosis"] = None
+    unjudged: list[tuple[str, str]] = field(default_factory=list)  # (target, why the model cannot judge it)
     # real folder -> (dev, ino, uid, mode) of each folder a chosen change writes into, when it was graded
     folder_identities: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
 

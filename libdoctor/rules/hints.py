@@ -17,7 +17,7 @@ from .base import Finding
 from .facts import ScanReport
 
 DRIVER_STEP = "install the NVIDIA driver that matches the kernel module (see the distribution's guide)"
-HINTED_KINDS = ("missing", "missing-dlopen", "driver", "impostor", "version")
+HINTED_KINDS = ("missing", "missing-dlopen", "driver", "impostor", "too-old", "version")
 
 
 def install_hints(finding: Finding, report: ScanReport) -> list[str]:
@@ -93,6 +93,8 @@ def fix_command(report: ScanReport, apply: bool = True) -> str:
     words += [w for grade in inputs.accept for w in ("--accept", grade)]
     if inputs.force:
         words.append("--force")
+    if inputs.libraries_only:
+        words.append("--libraries-only")
     for flag, rules in (("--rule", inputs.only), ("--skip-rule", inputs.skip)):
         for rule in rules:
             words += [flag, rule]

@@ -16,7 +16,7 @@ from typing import Optional
 
 from ..files import folder_risk
 from ..gpu.impostor import Impostor, judge_file
-from ..loader.resolver import LoadResult
+from ..loader.resolver import CACHE, LD_LIBRARY_PATH, RPATH, RUNPATH, SYSTEM, LoadResult, Resolution
 from .base import FRONT, Action, Finding, RuleContext, RuleResult, SimpleRule
 from .candidates import Candidate
 from .common import built_for, chain_to, finder, searched_folders
@@ -24,21 +24,54 @@ from .hints import install_hints
 from .ownership import BY_HAND, made_by
 
 RULE_ID = "impostor"
+TOO_OLD = "too-old"
+SOURCE_TITLES = {RPATH: "the RPATH", LD_LIBRARY_PATH: "LD_LIBRARY_PATH", RUNPATH: "the RUNPATH", CACHE: "ld.so.cache",
+                 SYSTEM: "the system folders"}
 
 
 def _finding(ctx: RuleContext, impostor: Impostor, target: str, group: str, requester: Optional[str],
              result: LoadResult, provider_soname: Optional[str]) -> Finding:
     maker = made_by(impostor.chain[0], provider_soname, ctx.our_links()) if len(impostor.chain) > 1 else None
     resolution = next((r for r in result.resolutions if r.name == impostor.wanted and r.found), None)
-    candidates = tuple(c for c in finder(ctx).find(impostor.wanted, searched_folders(resolution),
+    beside = (os.path.dirname(ctx.env.absolute(requester)),) if requester and os.path.isabs(requester) else ()
+    candidates = tuple(c for c in finder(ctx).find(impostor.wanted, searched_folders(resolution) + beside,
                                                    built_for(ctx.report, group))
                        if os.path.realpath(c.path) != os.path.realpath(impostor.path))
     label = ctx.report.framework_label(group) or group
-    return Finding(RULE_ID, impostor.severity, impostor.message, kind="impostor",
-                   cause=f"impostor:{label}:{impostor.severity}", target=target, group=group,
+    too_old = impostor.kind == TOO_OLD
+    message = old_copy_message(ctx, impostor, resolution, candidates, label) if too_old else impostor.message
+    return Finding(RULE_ID, impostor.severity, message, kind=impostor.kind,
+                   cause=f"too-old:{label}:{impostor.wanted}" if too_old else f"impostor:{label}:{impostor.severity}",
+                   target=target, group=group,
                    soname=impostor.wanted, needed_by=requester, chain=chain_to(result, requester),
                    resolution=resolution, links=impostor.chain, made_by=maker, candidates=candidates,
                    retirable=maker == BY_HAND and _may_rename(impostor.chain[0]))
+
+
+def old_copy_message(ctx: RuleContext, impostor: Impostor, resolution: Optional[Resolution],
+                     candidates: tuple[Candidate, ...], label: str) -> str:
+    """"libcudnn.so.8 from /usr/local/cuda/lib64 (cuDNN 8.0.5) wins through LD_LIBRARY_PATH and is older than
+    ...; the newer copy /site/nvidia/cudnn/lib/libcudnn.so.8 (cuDNN 8.9.2) comes later in the order"."""
+    via = how_found(resolution)
+    what = impostor.really.split(" (", 1)[1].rstrip(")") if " (" in impostor.really else impostor.really
+    reason = impostor.reason.split(": ", 1)
+    words = f"{impostor.wanted} from {os.path.dirname(impostor.path)} ({what}) wins{via} for {label}: {reason[0]}"
+    better = next((c for c in candidates if c.serves), None)
+    if better is None:
+        return words + (f": {reason[1]}" if len(reason) > 1 else "") + "; no newer copy on this machine"
+    order = searched_folders(resolution)
+    folder = os.path.dirname(better.path)
+    where = ("comes later in the search" if folder in order else "is not in the search")
+    return f"{words}; the copy that passes, {better.path} ({better.why}), {where}"
+
+
+def how_found(resolution: Optional[Resolution]) -> str:
+    if resolution is None:
+        return ""
+    words = {"loaded": "as the copy already loaded (an earlier load by path)", "preload": "as a preload"}
+    if resolution.via in words:
+        return " " + words[resolution.via]
+    return f" through {SOURCE_TITLES.get(resolution.via, resolution.via)}"
 
 
 def _may_rename(link: str) -> bool:
@@ -60,7 +93,7 @@ def _target_findings(ctx: RuleContext) -> list[Finding]:
                 continue
             seen.add((resolution.name, obj.path))
             impostor = judge_file(resolution.name, ctx.env.absolute(obj.path), obj.facts.soname,
-                                  *((built.cuda, built.cudnn, built.framework) if built else ()))
+                                  *((built.cuda, built.cudnn, built.framework, built.rules) if built else ()))
             if impostor is not None:
                 found.append(_finding(ctx, impostor, target.target.path, group, resolution.requester, result,
                                       obj.facts.soname))
@@ -115,7 +148,7 @@ def actions_for(ctx: RuleContext, findings: list[Finding]) -> list[Action]:
         if link:
             actions.append(Action(RULE_ID, "retire", f"rename the hand-made link {link} aside and {first_words}",
                                   rank=0, **retire, **put, **common))
-        if put.get("link") != link:  # a link in place of the impostor needs it renamed first: only the above
+        if not (link and put.get("link") == link):  # a link in place of the impostor needs it renamed first
             kind = "search-path" if "folder" in put else "symlink"
             actions.append(Action(RULE_ID, kind, first_words, rank=1, **put, **common))
     if link:
@@ -135,4 +168,5 @@ def check(ctx: RuleContext) -> RuleResult:
     return RuleResult(tuple(findings), tuple(actions))
 
 
-RULE = SimpleRule(RULE_ID, "a name served by a file that is another library (major, CUDA release, cuDNN)", check)
+RULE = SimpleRule(RULE_ID, "a name served by a file that is another library (major, CUDA release), or by a copy "
+                           "older than the framework's own version check allows", check)

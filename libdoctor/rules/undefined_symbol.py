@@ -14,8 +14,9 @@ from typing import Iterable, Optional
 from ..loader.binding import Unbound, unbound_symbols
 from ..loader.factstore import FactsStore
 from ..loader.resolver import MODE_DLOPEN, LoadResult
-from .base import Finding, RuleContext, RuleResult, SimpleRule
-from .common import chain_to
+from ..loader.symbols import symbols_of
+from .base import FRONT, Action, Finding, RuleContext, RuleResult, SimpleRule
+from .common import built_for, chain_to, finder, searched_folders
 from .facts import ScanReport, TargetReport
 
 RULE_ID = "undefined-symbol"
@@ -69,7 +70,44 @@ def check(ctx: RuleContext) -> RuleResult:
             grouped.setdefault((shown.get(unbound.consumer, unbound.consumer), unbound.file), []).append(unbound)
         for (consumer, file), missing in grouped.items():
             findings.append(_finding(target, consumer, file, missing))
-    return RuleResult(tuple(findings))
+    return RuleResult(tuple(findings), tuple(_actions(ctx, findings)))
+
+
+def _actions(ctx: RuleContext, findings: list[Finding]) -> list[Action]:
+    """Put first a copy of the library that defines every missing symbol (pytorch#140797: the wheel's nvJitLink
+    behind an older one on LD_LIBRARY_PATH); grading re-binds every consumer with it."""
+    actions: dict[str, Action] = {}
+    by_file: dict[str, list[Finding]] = {}
+    for finding in findings:
+        if finding.soname:
+            by_file.setdefault(finding.soname, []).append(finding)
+    for file, members in by_file.items():
+        wanted = {name for f in members for name in f.evidence}
+        copy = _defining_copy(ctx, file, members, wanted)
+        if copy is None:
+            continue
+        action = Action(RULE_ID, "search-path", f"put {copy} first (it defines {', '.join(sorted(wanted)[:3])})",
+                        soname=file, folder=os.path.dirname(copy), position=FRONT, rank=1,
+                        consumers=tuple(dict.fromkeys(f.target for f in members)),
+                        requesters=tuple(dict.fromkeys(f.needed_by for f in members if f.needed_by)),
+                        causes=tuple(dict.fromkeys(f.key for f in members)))
+        actions[action.id] = action
+    return list(actions.values())
+
+
+def _defining_copy(ctx: RuleContext, file: str, members: list[Finding], wanted: set[str]) -> Optional[str]:
+    report = ctx.report
+    first = members[0]
+    target = next((t for t in report.targets if t.target.path == first.target), None)
+    resolution = next((r for r in target.result.resolutions if r.name == file and r.found), None) if target else None
+    current = os.path.realpath(report.env.absolute(resolution.path)) if resolution and resolution.path else None
+    for candidate in finder(ctx).find(file, searched_folders(resolution), built_for(report, first.group)):
+        if not candidate.exact or os.path.realpath(candidate.path) == current:
+            continue
+        table = symbols_of(os.path.realpath(candidate.path))
+        if table is not None and wanted <= set(table.defined_names):
+            return candidate.path
+    return None
 
 
 def _finding(target: TargetReport, consumer: str, file: Optional[str], missing: list[Unbound]) -> Finding:

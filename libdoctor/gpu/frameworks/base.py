@@ -13,15 +13,15 @@ from functools import cached_property
 from typing import Callable, Optional
 
 from ...targets import Framework, PythonEnv
+from ..catalog import record
 from ..cudatable import family_of, wheel_dirs
 from ..impostor import BuiltFor, built_for
+from ..sequence import PreloadPlan
+from ..versions import VersionRule, parse
 
 GATE = "gate"  # without it the framework registers no GPU and runs on the CPU
 OPTIONAL = "optional"  # a failure only warns (profiler, NCCL, TensorRT)
 LAZY = "lazy"  # loaded on first use; the GPU path fails then
-# What libcudnn.so.N dlopens (from its own folder) on first use (cuda-facts.md section 4)
-CUDNN_SUBLIBS = {"8": ("ops_infer", "ops_train", "cnn_infer", "cnn_train", "adv_infer", "adv_train"),
-                 "9": ("graph", "ops", "cnn", "adv", "engines_precompiled", "engines_runtime_compiled", "heuristic")}
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class FrameworkInfo:
     install: Optional[str] = None  # the framework's own command for its CUDA libraries ("pip install 'jax[cuda12]'")
     optional_objects: tuple[tuple[str, str], ...] = ()  # (extension module, optional feature it serves)
     reach: Optional[str] = None  # how it reaches NVIDIA wheels its loads do not search (onnxruntime.preload_dlls())
+    version_rules: tuple[VersionRule, ...] = ()  # the framework's own checks of the copies it gets
+    sequence: str = ""  # which of the plug-in's load sequences this version follows ("torch 2.0-2.5")
+    preload_plan: Optional[PreloadPlan] = None  # preloads that depend on what the first load does (settled by scan)
 
     @property
     def label(self) -> str:
@@ -66,7 +69,7 @@ class FrameworkInfo:
 
     @cached_property
     def built_for(self) -> BuiltFor:
-        return built_for(self.label, self.cuda, self.cudnn, self.requirements)
+        return built_for(self.label, self.cuda, self.cudnn, self.requirements, self.version_rules)
 
     def feature_of(self, path: str) -> Optional[str]:
         """The optional feature an extension module serves (CuPy's cuTENSOR module), or None."""
@@ -119,6 +122,23 @@ def lower_bound(requirements_: tuple[str, ...], package: str) -> Optional[str]:
     return None
 
 
+def requirement_rule(requirements_: tuple[str, ...], family: str, kind: str, check: str, who: str
+                     ) -> Optional[VersionRule]:
+    """The version rule a framework's requirement on ``family``'s wheel states: ``nvidia-cudnn-cu12==9.1.0.70``
+    (a pin: what it was built with) or ``nvidia-cublas-cu12>=12.1.3.1`` (the least it accepts)."""
+    entry = record(family)
+    if entry is None or entry.wheel is None:
+        return None
+    for requirement in requirements_:
+        spec = requirement.split(";", 1)[0].strip()
+        match = re.match(rf"{re.escape(entry.wheel)}(?:-cu\d+)?\s*(?:\[[^\]]*\])?\s*\(?\s*[^;]*?(==|>=|~=)\s*"
+                         rf"(\d+(?:\.\d+)+)", spec)
+        version = parse(match.group(2)) if match else None
+        if match and version:
+            return VersionRule(family, version, kind, f"{who} requires {spec}", check)
+    return None
+
+
 def installed_wheel_file(site: str, soname: str, cuda_major: Optional[int]) -> Optional[str]:
     """Where an NVIDIA wheel of this environment holds ``soname`` (``nvidia/cublas/lib``, ``nvidia/cu13/lib``)."""
     for folder in wheel_dirs(family_of(soname) or "", cuda_major):
@@ -137,12 +157,3 @@ def optional_objects(files: tuple[str, ...], features: tuple[tuple[str, str], ..
                 found.append((path, feature))
                 break
     return tuple(found)
-
-
-def cudnn_sublibs(cudnn: Optional[str]) -> list[ExpectedLib]:
-    """The sub-libraries ``cudnn`` (a ``libcudnn.so.N`` file) dlopens on first use; none when it is absent."""
-    match = re.search(r"libcudnn\.so\.(\d+)$", cudnn or "")
-    if cudnn is None or match is None or not os.path.exists(cudnn):
-        return []
-    major = match.group(1)
-    return [ExpectedLib(f"libcudnn_{sub}.so.{major}", "cudnn", LAZY, cudnn) for sub in CUDNN_SUBLIBS.get(major, ())]

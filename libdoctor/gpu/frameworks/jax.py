@@ -19,8 +19,9 @@ from typing import Optional
 
 from ...targets import Framework, PythonEnv
 from ..cudatable import SUFFIXED_FROM_13, family_of
-from .base import (GATE, LAZY, OPTIONAL, ExpectedLib, FrameworkInfo, FrameworkPlugin, cudnn_sublibs, lower_bound,
-                   python_version_of, read_text, requirements)
+from ..versions import AT_LEAST
+from .base import (GATE, LAZY, OPTIONAL, ExpectedLib, FrameworkInfo, FrameworkPlugin, lower_bound,
+                   python_version_of, read_text, requirement_rule, requirements)
 
 _LOAD_CALL = re.compile(r"_load\(\s*['\"]([\w.]+)['\"]\s*,\s*\[([^\]]*)\]\s*\)")
 VERSION_CHECKED = frozenset({"cudart", "cudnn", "cufft", "cupti", "cublas", "cusparse"})  # _check_cuda_versions
@@ -74,15 +75,20 @@ def jax_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
         role = OPTIONAL if family in FEATURES else LAZY if family in LAZY_FAMILIES else GATE
         expected.append(ExpectedLib(soname, family, role, versions if checked else backend,
                                     feature=FEATURES.get(family)))
-    expected.extend(cudnn_sublibs(next((p for p in preloads if os.path.basename(p).startswith("libcudnn.so.")), None)))
     for soname in ("libcuda.so.1", "libnvidia-ml.so.1"):
         expected.append(ExpectedLib(soname, "cuda driver", GATE, backend))
+    check = ("JAX's _check_cuda_versions raises 'Outdated ... installation found', the CUDA plugin is not "
+             "registered and JAX falls back to the CPU")
+    rules = tuple(r for family in sorted(VERSION_CHECKED)
+                  if (r := requirement_rule(reqs, family, AT_LEAST, check, f"jax-cuda{major}-plugin")) is not None)
     cuda = lower_bound(reqs, "nvidia-cuda-runtime") or f"{major}.0"
     cudnn = lower_bound(reqs, "nvidia-cudnn")
     return FrameworkInfo(flavour=f"jax-cuda{major}-plugin {plugin_dist.version if plugin_dist else '?'}",
                          cuda=cuda, cudnn=cudnn, built_from=f"jax-cuda{major}-plugin requirements", cuda_build=True,
                          expected=tuple(expected), preloads=preloads,
-                         on_failure="JAX silently falls back to the CPU",
+                         on_failure="JAX silently falls back to the CPU", version_rules=rules,
+                         sequence=f"jax-cuda{major}-plugin: its NVIDIA wheels preloaded by path, then "
+                                  "_check_cuda_versions",
                          install=f"pip install 'jax[cuda{major}]=={framework.version}'", **base)
 
 

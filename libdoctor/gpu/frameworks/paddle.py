@@ -2,8 +2,11 @@
 
 That generated file states ``cuda_version`` and ``cudnn_version`` (the string ``'False'`` for a CPU
 build; newer releases wrap them, ``CudaVersion('12.6')``).  Paddle dlopens its CUDA libraries at run
-time through its own loader (``paddle/phi/backends/dynload``); which sonames, and from where, is not
-modelled: its shared objects' own DT_NEEDED are resolved as for any object.
+time through its own loader (``paddle/phi/backends/dynload``, ``GetDsoHandleFromSearchPath``): releases before
+2.6 ask for the unversioned development names ``libcudnn.so`` and ``libcublas.so`` (PaddlePaddle/Paddle#59011,
+#35608: "Cannot load cudnn shared library. Cannot invoke method cudnnGetVersion" with only ``libcudnn.so.8``
+installed); later ones the versioned sonames.  The call comes from its core library (``libpaddle.so``, or
+``core_avx.so`` in older releases), through the loader's search.
 """
 from __future__ import annotations
 
@@ -12,7 +15,27 @@ import re
 from typing import Optional
 
 from ...targets import Framework, PythonEnv
-from .base import FrameworkInfo, FrameworkPlugin, python_version_of, read_text, requirements
+import glob
+
+from ..cudatable import soname_for
+from ..driver import parse_version
+from .base import GATE, ExpectedLib, FrameworkInfo, FrameworkPlugin, python_version_of, read_text, requirements
+
+VERSIONED_FROM = (2, 6)
+CORE_LIBRARIES = ("paddle/base/libpaddle.so", "paddle/fluid/libpaddle.so", "paddle/fluid/core_avx.so",
+                  "paddle/fluid/core_noavx.so")
+
+
+def paddle_dlopens(site: str, version: str, cuda: Optional[str], cudnn: Optional[str]) -> tuple[ExpectedLib, ...]:
+    """What Paddle's dynload asks for by name: unversioned names before 2.6, sonames after."""
+    core = next((p for rel in CORE_LIBRARIES for p in glob.glob(os.path.join(site, rel))), None)
+    if core is None or not cuda:
+        return ()
+    if (parse_version(version) or (0,)) < VERSIONED_FROM:
+        names = {"cudnn": "libcudnn.so", "cublas": "libcublas.so"}
+    else:
+        names = {"cudnn": f"libcudnn.so.{(cudnn or '8').split('.')[0]}", "cublas": soname_for("cublas", cuda) or ""}
+    return tuple(ExpectedLib(name, family, GATE, core) for family, name in names.items() if name)
 
 
 def version_field(text: str, name: str) -> Optional[str]:
@@ -30,9 +53,10 @@ def paddle_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
                          python_version_of(site), cuda, cudnn,
                          "paddle/version/__init__.py" if known else "unknown",
                          (cuda is not None) if known else None, requirements=requirements(framework.location),
-                         on_failure="Paddle runs on the CPU",
-                         notes=("the libraries Paddle dlopens at run time are not modelled: only its objects' "
-                                "DT_NEEDED are checked",))
+                         on_failure="Paddle cannot use the GPU ('Cannot load cudnn shared library')",
+                         expected=paddle_dlopens(site, framework.version, cuda, cudnn),
+                         sequence="Paddle dynload: " + ("unversioned development names" if (
+                             parse_version(framework.version) or (0,)) < VERSIONED_FROM else "sonames"))
 
 
 PROBE = """

@@ -19,8 +19,9 @@ from typing import Optional
 from ...targets import Framework, PythonEnv
 from ..cudatable import soname_for
 from ..driver import parse_version
+from ..versions import SAME_MAJOR_AT_LEAST, VersionRule, parse
 from .base import (GATE, OPTIONAL, ExpectedLib, FrameworkInfo, FrameworkPlugin, python_version_of, read_text,
-                   requirements)
+                   requirement_rule, requirements)
 
 TF_DLOPEN_FROM = (1, 14)
 TF_NO_CURAND_FROM = (2, 14)
@@ -140,11 +141,39 @@ def tensorflow_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     elif version < TF_DLOPEN_FROM:
         notes.append("TensorFlow before 1.14 links CUDA through DT_NEEDED: import fails outright when a library "
                      "is missing")
+    reqs = requirements(framework.location)
+    rule = cudnn_rule(reqs, _with_minor(cudnn, (row or {}).get("cudnn_tested")), source, framework.version)
     return FrameworkInfo(framework.name, framework.version, flavour, package, python_version_of(site), cuda, cudnn,
                          source, None if cuda is None and not cpu_only else not cpu_only, tuple(expected), (),
-                         requirements(framework.location), tuple(notes),
+                         reqs, tuple(notes),
                          on_failure="TensorFlow registers no GPU and runs on the CPU",
-                         install=and_cuda_hint(framework))
+                         install=and_cuda_hint(framework), version_rules=(rule,) if rule else (),
+                         sequence=f"TensorFlow {'1.14+' if version >= TF_DLOPEN_FROM else 'before 1.14'}: "
+                                  + ("libtensorflow_framework dlopens each CUDA library by name" if
+                                     version >= TF_DLOPEN_FROM else "CUDA linked through DT_NEEDED"))
+
+
+CUDNN_CHECK = ("TensorFlow logs 'Loaded runtime CuDNN library: X but source was compiled with: Y' and every "
+               "convolution fails (cuda-facts.md 7 row 8)")
+
+
+def _with_minor(cudnn: Optional[str], tested: Optional[str]) -> Optional[str]:
+    """The build's cuDNN with its minor: cuda_config.h often names only the major ("8"); the tested
+    configuration of that release names the minor ("8.1")."""
+    if cudnn and "." not in cudnn and tested and tested.split(".")[0] == cudnn and "." in tested:
+        return tested
+    return cudnn
+
+
+def cudnn_rule(reqs: tuple[str, ...], cudnn: Optional[str], source: str, version: str) -> Optional[VersionRule]:
+    """TF wants the cuDNN major it was compiled with and at least its minor: the ``and-cuda`` pin, else the
+    build configuration when it names a minor."""
+    pinned = requirement_rule(reqs, "cudnn", SAME_MAJOR_AT_LEAST, CUDNN_CHECK, f"tensorflow {version}")
+    built = parse(cudnn or "")
+    if pinned is not None or built is None or len(built) < 2:
+        return pinned
+    return VersionRule("cudnn", built, SAME_MAJOR_AT_LEAST, f"tensorflow {version} was compiled with cuDNN {cudnn} "
+                       f"({source})", CUDNN_CHECK)
 
 
 def and_cuda_hint(framework: Framework) -> Optional[str]:
