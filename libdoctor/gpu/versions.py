@@ -81,7 +81,11 @@ def _wheel_version(real: str, family: str) -> Optional[RealVersion]:
         return None
     site = os.path.dirname(nvidia)
     stem = entry.wheel.replace("-", "_")
-    for dist in sorted(_dist_infos(site), reverse=True):
+    try:
+        stamp = os.stat(site).st_mtime_ns  # a pip install or uninstall changes the folder: a long-lived watch sees it
+    except OSError:
+        return None
+    for dist in sorted(_dist_infos(site, stamp), reverse=True):
         match = re.match(rf"{re.escape(stem)}(?:_cu\d+)?-(\d+(?:\.\d+)+)\.dist-info$", dist)
         if match:
             return RealVersion(parse(match.group(1)) or (), dist)
@@ -89,7 +93,7 @@ def _wheel_version(real: str, family: str) -> Optional[RealVersion]:
 
 
 @lru_cache(maxsize=64)
-def _dist_infos(site: str) -> tuple[str, ...]:
+def _dist_infos(site: str, _stamp: int) -> tuple[str, ...]:
     try:
         return tuple(n for n in os.listdir(site) if n.startswith("nvidia_") and n.endswith(".dist-info"))
     except OSError:
