@@ -11,11 +11,13 @@ from typing import Iterable, Optional, Sequence
 
 import pytest
 
+import atexit
 import tempfile
 
 # Machine facts (/sys, /proc, /dev, /usr/lib/wsl) come from an empty root unless a test builds its own: the
 # suite's verdicts do not depend on whether the machine running it has an NVIDIA card.
 os.environ["LIBDOCTOR_SYSROOT"] = tempfile.mkdtemp(prefix="libdoctor-sysroot-")
+atexit.register(shutil.rmtree, os.environ["LIBDOCTOR_SYSROOT"], True)
 
 from libdoctor.loader.environment import Environment
 from libdoctor.loader.factstore import FactsStore

@@ -200,3 +200,36 @@ def test_a_name_too_long_to_open_stops_the_load_as_the_loader_does(judge: Judge,
     assert done.returncode == 127 and "cannot open shared object file: Error 36" in done.stderr
     resolution = next(r for r in result.resolutions if r.name.startswith("xxx"))
     assert resolution.fatal and "File name too long" in resolution.error and not result.ok
+
+
+def _spoil_needed(user: Path, to: str) -> None:
+    """Point the first DT_NEEDED entry of ``user`` at the string ``to`` of its own string table."""
+    data = bytearray(user.read_bytes())
+    _at, entries = dynamic_entries(bytes(data))
+    strtab = dict(entries)[5]
+    offset = bytes(data[strtab:]).index(to.encode() + b"\0")
+    set_dynamic(data, 1, value=offset)
+    user.write_bytes(bytes(data))
+
+
+def test_a_version_need_is_met_by_any_object_loaded_under_that_name(elf: ElfFactory, judge: Judge,
+                                                                    tmp_path: Path) -> None:
+    """dl-version.c find_needed looks through every loaded object (the namespace's list, by the names each was
+    loaded under) before the requester's own search list.  libuser's DT_NEEDED libver.so is spoiled (it names
+    libuser.so itself), so libver.so is outside libuser's own scope; the program loads libver.so by that name and
+    the need is met.  Loaded only by path (LD_PRELOAD), nothing answers to the name: the assertion."""
+    ver = elf.lib(tmp_path / "lib/libver.so", defines=["v"], version_script={"VER_1": ["v"]})
+    user = elf.lib(tmp_path / "lib/libuser.so", calls=["v"], link=[ver], runpath="$ORIGIN", defines=["u"])
+    linked = elf.exe(tmp_path / "app/prog", calls=["u", "v"], link=[user, ver], runpath=str(tmp_path / "lib"))
+    alone = elf.exe(tmp_path / "app/alone", calls=["u"], link=[user], runpath=str(tmp_path / "lib"),
+                    extra=[f"-Wl,-rpath-link,{tmp_path / 'lib'}"])
+    _spoil_needed(user, "libuser.so")
+    ran = subprocess.run([str(linked)], capture_output=True, text=True, env=loader_env())
+    assert ran.returncode == 0, ran.stderr
+    result = judge.predict(str(linked), str(tmp_path))
+    assert result.ok, [p.message for p in result.version_problems]
+    preload = {"LD_PRELOAD": str(ver)}
+    ran = subprocess.run([str(alone)], capture_output=True, text=True, env=loader_env(preload))
+    assert ran.returncode == 127 and "needed != NULL" in ran.stderr, ran.stderr
+    result = judge.predict(str(alone), str(tmp_path), preload)
+    assert not result.ok and any(p.unknown_file for p in result.version_problems)

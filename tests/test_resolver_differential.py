@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from libdoctor.loader.environment import Environment
 from libdoctor.loader.factstore import FactsStore
 from libdoctor.loader.resolver import (
     CACHE,
@@ -16,6 +17,7 @@ from libdoctor.loader.resolver import (
     LD_LIBRARY_PATH,
     LOADED,
     MODE_EXEC,
+    MODE_LIST,
     RPATH,
     RUNPATH,
     SYSTEM,
@@ -504,3 +506,25 @@ def test_a_cache_entry_of_another_abi_is_never_taken(elf: ElfFactory, judge: Jud
     assert not missing.found
     (cache_source,) = [s for s in missing.sources if s.tag == CACHE]
     assert cache_source.note == "no entry" and not cache_source.folders
+
+
+def test_glibc_tunables_mask_a_hwcaps_subfolder(elf: ElfFactory, tmp_path: Path) -> None:
+    """GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2 turns x86-64-v3 (and v4) off: the loader takes the plain copy, not the
+    one in glibc-hwcaps/x86-64-v3, and libdoctor, probing the loader under the environment's tunables, agrees."""
+    from libdoctor.loader.loaderinfo import probe_loader
+
+    if "x86-64-v3" not in probe_loader().hwcaps_active:
+        pytest.skip("this CPU has no x86-64-v3")
+    folder = tmp_path / "lib"
+    elf.lib(folder / "glibc-hwcaps/x86-64-v3/libhw.so", soname="libhw.so", defines=["h"])
+    plain = elf.lib(folder / "libhw.so", soname="libhw.so", defines=["h"])
+    program = elf.exe(tmp_path / "app/prog", calls=["h"], link=[plain])
+    for tunables, subfolder in (("", "glibc-hwcaps/x86-64-v3/"), ("glibc.cpu.hwcaps=-AVX2", "")):
+        extra = {"LD_LIBRARY_PATH": str(folder), **({"GLIBC_TUNABLES": tunables} if tunables else {})}
+        env = Environment.from_process(environ=loader_env(extra), cwd=str(tmp_path)).replace(preload_file=())
+        result = Resolver(env, FactsStore()).load(str(program), MODE_LIST)
+        predicted = next(r.path for r in result.resolutions if r.name == "libhw.so")
+        done = subprocess.run([env.loader.interpreter, "--list", str(program)], env=loader_env(extra),
+                              capture_output=True, text=True)
+        assert f"{folder}/{subfolder}libhw.so" in done.stdout, done.stdout
+        assert predicted == f"{folder}/{subfolder}libhw.so", (tunables, predicted)

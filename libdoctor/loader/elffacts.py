@@ -34,6 +34,8 @@ ELFDATA2LSB, ELFDATA2MSB = 1, 2
 ET_REL, ET_EXEC, ET_DYN, ET_CORE = 1, 2, 3, 4
 PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 PT_TLS = 7
+PT_GNU_STACK = 0x6474E551
+PF_X = 1
 PF_X, PF_W, PF_R = 1, 2, 4
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 5, 6, 10, 11
 DT_HASH, DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS_1 = 4, 14, 15, 29, 0x6FFFFFFB
@@ -111,12 +113,20 @@ class ElfFacts:
     version_needs: tuple[VersionNeed, ...] = ()
     version_defs: tuple[VersionDef, ...] = ()
     has_verdef: bool = False
+    has_versym: bool = False  # DT_VERSYM: without it check_match (glibc < 2.41) asserts on a versioned binding
+    stack_flags: Optional[int] = None  # PT_GNU_STACK's p_flags; None: no PT_GNU_STACK header
     load_error: Optional[str] = None  # what _dl_map_object_from_fd says of this file (it is never loaded)
     late_error: Optional[str] = None  # the same, met after its DF_1_PIE check (hash table, strings)
 
     @property
     def nodeflib(self) -> bool:
         return bool(self.flags_1 & DF_1_NODEFLIB)
+
+    @property
+    def wants_execstack(self) -> bool:
+        """It asks for an executable stack: PT_GNU_STACK with PF_X, or no PT_GNU_STACK at all (x86_64's
+        DEFAULT_STACK_PERMS include PF_X, elf/dl-load.c)."""
+        return self.stack_flags is None or bool(self.stack_flags & PF_X)
 
     @property
     def is_pie(self) -> bool:
@@ -209,7 +219,8 @@ def _enum_value(value: object, table_name: str) -> int:
     return int(getattr(enums, table_name)[value])
 
 
-_PT_NAMES = {"PT_LOAD": PT_LOAD, "PT_DYNAMIC": PT_DYNAMIC, "PT_INTERP": PT_INTERP, "PT_TLS": PT_TLS}
+_PT_NAMES = {"PT_LOAD": PT_LOAD, "PT_DYNAMIC": PT_DYNAMIC, "PT_INTERP": PT_INTERP, "PT_TLS": PT_TLS,
+             "PT_GNU_STACK": PT_GNU_STACK}
 _LD_SCRIPT_WORDS = re.compile(rb"\b(GROUP|INPUT|OUTPUT_FORMAT|AS_NEEDED)\s*\(")
 _LD_SCRIPT_REFS = re.compile(rb"(?:GROUP|INPUT|AS_NEEDED)\s*\(([^)]*)\)")
 
@@ -299,6 +310,7 @@ class _Layout:
     interp: Optional[tuple[int, int]] = None
     segments: list[Segment] = field(default_factory=list)  # every PT_LOAD, in program header order
     tls: Optional[tuple[int, int]] = None  # PT_TLS (memsz, align), the last non-empty one
+    stack_flags: Optional[int] = None  # PT_GNU_STACK's p_flags (None: no such header)
 
     @property
     def readonly(self) -> list[tuple[int, int]]:
@@ -521,6 +533,8 @@ def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
             layout.interp = (ph["p_offset"], ph["p_filesz"])
         elif p_type == PT_TLS and ph["p_memsz"]:
             layout.tls = (ph["p_memsz"], ph["p_align"])
+        elif p_type == PT_GNU_STACK:
+            layout.stack_flags = int(ph["p_flags"])
     return header, layout
 
 
@@ -744,6 +758,8 @@ def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[
         version_needs=verneed,
         version_defs=verdef,
         has_verdef=DT_VERDEF in tags,
+        has_versym=DT_VERSYM in tags,
+        stack_flags=layout.stack_flags,
     )
 
 

@@ -89,7 +89,8 @@ class Environment:
         except CacheError as exc:
             cache, problem = None, exc.message
         return cls(
-            loader=loader or (cached_probe_loader(probe_cache_dir) if probe_cache_dir else probe_loader()),
+            loader=loader or (cached_probe_loader(probe_cache_dir, environ.get("GLIBC_TUNABLES")) if probe_cache_dir
+                              else probe_loader(tunables=environ.get("GLIBC_TUNABLES"))),
             cache=cache,
             cwd=cwd or os.getcwd(),
             ld_library_path=environ.get("LD_LIBRARY_PATH"),

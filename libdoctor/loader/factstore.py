@@ -18,7 +18,7 @@ from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDe
                        read_regular)
 
 FORMAT = "libdoctor-elf-facts"
-FORMAT_VERSION = 3  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error)
+FORMAT_VERSION = 4  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym
 MAX_ENTRIES = 50_000
 MAX_CACHE_BYTES = 256 << 20  # a larger cache file is foreign or bloated: ignored and rebuilt
 MAX_BINDINGS = 20_000

@@ -47,8 +47,14 @@ def _run(argv: list[str], env: dict[str, str]):  # noqa: ANN202 - subprocess is 
         return None
 
 
-def _diagnostics(interpreter: str) -> dict[str, str]:
-    done = _run([interpreter, "--list-diagnostics"], {"PATH": "/usr/bin:/bin"})
+def _with_tunables(env: dict[str, str], tunables: Optional[str]) -> dict[str, str]:
+    """GLIBC_TUNABLES (``glibc.cpu.hwcaps=-AVX2``...) changes which glibc-hwcaps subfolders the loader takes: the
+    probe asks the loader under the tunables of the environment judged."""
+    return {**env, "GLIBC_TUNABLES": tunables} if tunables else env
+
+
+def _diagnostics(interpreter: str, tunables: Optional[str] = None) -> dict[str, str]:
+    done = _run([interpreter, "--list-diagnostics"], _with_tunables({"PATH": "/usr/bin:/bin"}, tunables))
     if done is None or done.returncode != 0:
         return {}
     values = {}
@@ -59,10 +65,11 @@ def _diagnostics(interpreter: str) -> dict[str, str]:
     return values
 
 
-def _trace_subdirs(interpreter: str, probe_program: str) -> Optional[tuple[str, Optional[str], tuple[str, ...]]]:
+def _trace_subdirs(interpreter: str, probe_program: str, tunables: Optional[str] = None
+                   ) -> Optional[tuple[str, Optional[str], tuple[str, ...]]]:
     """($LIB, $PLATFORM, subfolders) from one LD_DEBUG trace, or None."""
-    env = {"LD_LIBRARY_PATH": f"{_MARK_LIB}/$LIB:{_MARK_PLATFORM}/$PLATFORM", "LD_DEBUG": "libs",
-           "PATH": "/usr/bin:/bin"}
+    env = _with_tunables({"LD_LIBRARY_PATH": f"{_MARK_LIB}/$LIB:{_MARK_PLATFORM}/$PLATFORM", "LD_DEBUG": "libs",
+                          "PATH": "/usr/bin:/bin"}, tunables)
     done = _run([interpreter, "--list", probe_program], env)
     if done is None:
         return None
@@ -104,14 +111,16 @@ def find_interpreter() -> Optional[str]:
     return None
 
 
-def probe_loader(interpreter: Optional[str] = None, probe_program: Optional[str] = None) -> LoaderInfo:
-    """Ask the loader for its facts; documented fallbacks where it cannot answer."""
+def probe_loader(interpreter: Optional[str] = None, probe_program: Optional[str] = None,
+                 tunables: Optional[str] = None) -> LoaderInfo:
+    """Ask the loader for its facts (under ``tunables``, the GLIBC_TUNABLES of the environment judged);
+    documented fallbacks where it cannot answer."""
     interpreter = interpreter or find_interpreter() or DEFAULT_INTERPRETERS[0]
-    diag = _diagnostics(interpreter)
+    diag = _diagnostics(interpreter, tunables)
     traced = None
     for program in ([probe_program] if probe_program else []) + ["/bin/true", "/usr/bin/true", "/bin/sh"]:
         if os.path.exists(program):
-            traced = _trace_subdirs(interpreter, program)
+            traced = _trace_subdirs(interpreter, program, tunables)
             if traced:
                 break
     fallback_dirs, fallback_lib = _fallback_system_dirs()
@@ -133,7 +142,7 @@ def probe_loader(interpreter: Optional[str] = None, probe_program: Optional[str]
                       source=source)
 
 
-def _probe_key(interpreter: str) -> Optional[str]:
+def _probe_key(interpreter: str, tunables: Optional[str] = None) -> Optional[str]:
     """What the probe's answer depends on: the loader file, the CPU, the tunables."""
     try:
         st = os.stat(interpreter)
@@ -149,7 +158,7 @@ def _probe_key(interpreter: str) -> Optional[str]:
 
     digest = hashlib.sha256(flags.encode()).hexdigest()[:16]
     return (f"{interpreter}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{digest}:"
-            f"{os.environ.get('GLIBC_TUNABLES', '')}")
+            f"{tunables or ''}")
 
 
 def _decode_info(fields: dict) -> LoaderInfo:
@@ -176,10 +185,10 @@ def _decode_info(fields: dict) -> LoaderInfo:
                       text(fields["source"]))  # type: ignore[arg-type]
 
 
-def cached_probe_loader(cache_dir: Optional[str]) -> LoaderInfo:
-    """:func:`probe_loader`, remembered in ``cache_dir`` while the loader and the CPU stay the same."""
+def cached_probe_loader(cache_dir: Optional[str], tunables: Optional[str] = None) -> LoaderInfo:
+    """:func:`probe_loader`, remembered in ``cache_dir`` while the loader, the CPU and the tunables stay the same."""
     interpreter = find_interpreter() or DEFAULT_INTERPRETERS[0]
-    key = _probe_key(interpreter)
+    key = _probe_key(interpreter, tunables)
     path = os.path.join(cache_dir, "loader-v1.json") if cache_dir else None
     if key and path:
         try:
@@ -188,7 +197,7 @@ def cached_probe_loader(cache_dir: Optional[str]) -> LoaderInfo:
                 return _decode_info(data["info"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass  # foreign, corrupt or poisoned: probed again, never believed
-    info = probe_loader(interpreter)
+    info = probe_loader(interpreter, tunables=tunables)
     if key and path:
         from ..files import write_atomic
 

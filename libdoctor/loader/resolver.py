@@ -100,24 +100,31 @@ class VersionProblem:
     weak: bool
     missing_verdef: bool  # the provider defines no versions at all
     unknown_file: bool = False  # the need names a file that is neither loaded nor needed: dl-version.c asserts
+    asserts: bool = True  # missing_verdef: binding a versioned symbol to it trips check_match's assertion
 
     @property
     def message(self) -> str:
         if self.unknown_file:
             return (f"{self.consumer}: its version need names {self.file!r}, which it does not load: ld.so aborts "
                     "(\"Inconsistency detected\", dl-version.c: Assertion `needed != NULL' failed)")
-        if self.missing_verdef:
+        if self.missing_verdef and self.asserts:
             return (f"{self.provider}: no version information available (required by {self.consumer}): ld.so aborts "
                     f"(\"Inconsistency detected\", dl-lookup.c check_match) when it binds a symbol of version "
                     f"`{self.version}' to it")
+        if self.missing_verdef:
+            return (f"{self.provider}: no version information available (required by {self.consumer}): a warning; "
+                    "the loader binds its symbols anyway")
         weak = "weak " if self.weak else ""
         return f"{self.provider}: {weak}version `{self.version}' not found (required by {self.consumer})"
 
     @property
     def fatal(self) -> bool:
-        """``ld.so --list`` only warns of a provider without version information, but binding a versioned
-        symbol to it trips an assertion in ``check_match`` (glibc elf/dl-lookup.c): the run dies, exit 127."""
-        return self.missing_verdef or self.unknown_file or not self.weak
+        """``ld.so --list`` only warns of a provider without version information; binding a versioned symbol to
+        it trips ``check_match``'s assertion (glibc elf/dl-lookup.c, before 2.41) only when the provider has no
+        version table at all and is the first definer of that symbol in the scope: then the run dies, exit 127."""
+        if self.missing_verdef:
+            return self.asserts
+        return self.unknown_file or not self.weak
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,7 @@ class Resolver:
             return LoadResult(target, MODE_DLOPEN, (), (), root_error=f"caller {caller}: {error}")
         state.preload(main)
         state.load_dependencies(0)
+        state.start_running()
         for path in preloads:
             start = len(state.objects)
             _resolution, obj = state.map_object(main, path, depth=1)
@@ -333,6 +341,24 @@ class _LoadState:
         self.folder_exists: dict[str, bool] = {}
         self.errno = errno_mod.ENOENT  # open_path reads the errno of the last failed attempt
         self.main: Optional[_Obj] = None
+        self.running = False  # the program has started: what is mapped now is a dlopen
+        self.stack_executable = False  # the process stack is executable (asked for at start-up)
+
+    def start_running(self) -> None:
+        """Start-up is over: an executable stack asked for by any object loaded so far was granted (the
+        glibc.rtld.execstack tunable defaults to 1); from now on every load is a dlopen."""
+        self.running = True
+        self.stack_executable = any(o.facts.wants_execstack for o in self.objects if o is not self.rtld)
+
+    def execstack_refusal(self, facts: ElfFacts) -> Optional[str]:
+        """glibc 2.41's _dl_map_object_from_fd refuses to dlopen an object that asks for an executable stack while
+        the stack is not executable (EINVAL); older releases made the stack executable."""
+        if not self.running or not facts.wants_execstack or self.stack_executable:
+            return None
+        if not _glibc_at_least(self.info.glibc_version, (2, 41)):
+            self.stack_executable = True
+            return None
+        return "cannot enable executable stack as shared object requires: Invalid argument"
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -484,7 +510,7 @@ class _LoadState:
         assert facts is not None
         refusal = ("cannot dynamically load executable" if facts.e_type == ET_EXEC else facts.load_error
                    or ("cannot dynamically load position-independent executable" if facts.is_pie else None)
-                   or facts.late_error)
+                   or facts.late_error or self.execstack_refusal(facts))
         if refusal:  # _dl_map_object_from_fd refuses the file it opened: the load stops here
             return self._record(Resolution(name, requester, None, "not found", sources, f"{path}: {refusal}",
                                            True)), None
@@ -680,6 +706,31 @@ class _LoadState:
                     queue.append(resolution.path)
         return names
 
+    def _check_match_asserts(self, consumer: _Obj, provider: _Obj, file_name: str) -> bool:
+        """glibc before 2.41 (commit "elf: Remove version assert in check_match") asserts when a versioned import
+        of ``consumer`` from ``file_name`` is first found in ``provider`` and ``provider`` has no DT_VERSYM; an
+        object earlier in the scope that defines the symbol answers first, and a version table (DT_VERSYM
+        without DT_VERDEF) makes check_match accept it."""
+        from .symbols import symbols_of
+
+        if provider.facts.has_versym or _glibc_at_least(self.env.loader.glibc_version, (2, 41)):
+            return False
+        imports = symbols_of(self.env.absolute(consumer.path))
+        if imports is None:
+            return True
+        wanted = {(name, version) for name, version, file, _weak in imports.undefined if version and file == file_name}
+        for name, version in sorted(wanted):
+            for obj in self.objects:  # the global scope, in load order
+                table = symbols_of(self.env.absolute(obj.path))
+                if table is None or name not in table.defined_names:
+                    continue
+                if obj is provider:
+                    return True
+                if (not obj.facts.has_versym or (name, version) in table.defined
+                        or (name, None) in table.defined):
+                    break  # check_match accepts it here: the lookup never reaches the provider
+        return False
+
     def check_versions(self, start: int) -> list[VersionProblem]:
         problems = []
         for obj in self.objects[start:]:
@@ -688,16 +739,22 @@ class _LoadState:
                 needs.setdefault(need.file, []).append(need)
             scope: Optional[set[str]] = None  # walked once, only for a need beyond the object's own DT_NEEDED
             for file_name, wanted in needs.items():
-                provider = self.find_loaded(file_name)
-                if file_name not in obj.facts.needed:
+                # dl-version.c find_needed: any loaded object answering to the name (_dl_name_match_p: a name it
+                # was loaded under, not its SONAME alone), then the object's own search list; neither: the
+                # assertion `needed != NULL' (2.31, 2.36, 2.41 alike)
+                provider = self.by_name.get(file_name) or self._rtld_match(file_name)
+                if provider is None and file_name in obj.facts.needed:
+                    provider = self.find_loaded(file_name)
+                if provider is None and file_name not in obj.facts.needed:
                     scope = self._local_scope(obj) if scope is None else scope
-                    if file_name not in scope:  # this glibc's find_needed looks only there (dl-version.c)
+                    if file_name not in scope:
                         problems.append(VersionProblem(obj.path, "", file_name, wanted[0].name, False, False, True))
                         continue
                 if provider is None:
                     continue  # missing altogether: reported as not found
                 if not provider.facts.has_verdef:
-                    problems.append(VersionProblem(obj.path, provider.path, file_name, wanted[0].name, False, True))
+                    problems.append(VersionProblem(obj.path, provider.path, file_name, wanted[0].name, False, True,
+                                                   asserts=self._check_match_asserts(obj, provider, file_name)))
                     continue
                 defined = provider.facts.defined_versions
                 for need in wanted:
@@ -722,6 +779,11 @@ class _LoadState:
             obj.index = index
         frozen = tuple(obj.frozen() for obj in ordered)
         return LoadResult(root, mode, frozen, tuple(self.resolutions), tuple(version_problems), root_error, new_from)
+
+
+def _glibc_at_least(version: Optional[str], wanted: tuple[int, int]) -> bool:
+    numbers = tuple(int(p) for p in (version or "").split(".")[:2] if p.isdigit())
+    return len(numbers) == 2 and numbers >= wanted
 
 
 def _other_class(source: SourceAttempt) -> bool:
