@@ -147,7 +147,9 @@ def to_json(report: ScanReport) -> dict[str, Any]:
         "frameworks": [_framework_json(f) for f in report.frameworks],
         "probes": [{"framework": p.framework, "imported": p.imported, "gpu": p.gpu, "error": p.error,
                     "loaded": list(p.loaded), "predicted": list(p.predicted), "agrees": p.agrees,
-                    "findings": list(p.findings), "logged": list(p.logged)} for p in report.probes],
+                    "findings": list(p.findings), "logged": list(p.logged),
+                    "versions": [{"path": path, "version": version} for path, version in p.versions]}
+                   for p in report.probes],
         "targets": [
             {"path": t.target.path, "group": t.target.group, "mode": t.result.mode, "caller": t.target.caller,
              "verdict": "problems" if any(f.is_error for f in diagnosis.for_target(t.target.path)) else "ok",

@@ -70,31 +70,44 @@ def dlopen_checks(resolver: Resolver, target: Target, result: LoadResult) -> tup
     return tuple(checks)
 
 
-def _other_class_note(resolver: Resolver, target: Target) -> Optional[str]:
-    """A program or library of the other ELF class (32-bit on a 64-bit host) is started by its own loader,
-    not by the one modelled here: say so instead of calling it broken."""
+def _other_class(resolver: Resolver, target: Target, others: dict) -> tuple[Optional[Resolver], Optional[str]]:
+    """A program or library of the other ELF class (32-bit on a 64-bit host) is started by its own loader: it is
+    resolved as that loader would (its system folders, its class and machine) where the loader exists; else it is
+    not judged, and says why."""
     if target.caller:
-        return None  # dlopened by a program of this class: "wrong ELF class" is then the real failure
+        return None, None  # dlopened by a program of this class: "wrong ELF class" is then the real failure
     facts = resolver.view.probe(resolver.env.absolute(target.path)).facts
     host = resolver.env.loader.host
     if facts is None or facts.elf_class == host.elf_class:
-        return None
+        return None, None
     loader = facts.interp or OTHER_CLASS_LOADERS.get((facts.elf_class, facts.machine), "its loader")
     if not os.path.exists(loader):
-        return (f"{target.path}: a {facts.elf_class}-bit object and this machine has no {facts.elf_class}-bit "
-                f"loader ({loader}), so nothing here can load it: not scanned")
-    return (f"{target.path}: a {facts.elf_class}-bit object, started by {loader}; libdoctor models the "
-            f"{host.elf_class}-bit loader only: not scanned")
+        return None, (f"{target.path}: a {facts.elf_class}-bit object and this machine has no {facts.elf_class}-bit "
+                      f"loader ({loader}), so nothing here can load it: not judged")
+    if loader not in others:
+        from .loader.elffacts import HostAbi
+        from .loader.loaderinfo import probe_other_loader
+
+        info = probe_other_loader(loader, HostAbi(facts.elf_class, facts.little_endian, facts.machine))
+        others[loader] = Resolver(resolver.env.replace(loader=info), resolver.view.store)
+    return others[loader], (f"{target.path}: a {facts.elf_class}-bit object, resolved as {loader} "
+                            f"(glibc {others[loader].info.glibc_version or '?'}) loads it")
 
 
 def _resolve_targets(report: ScanReport, infos: dict) -> None:
     resolver = report.resolver
     assert resolver is not None
+    others: dict[str, Resolver] = {}
     for target in report.discovery.targets:
-        other_class = _other_class_note(resolver, target)
-        if other_class:
-            report.discovery.notes.append(other_class)
-            report.unjudged.append((target.path, other_class))
+        other, note = _other_class(resolver, target, others)
+        if note:
+            report.discovery.notes.append(note)
+        if note and other is None:
+            report.unjudged.append((target.path, note))
+            continue
+        if other is not None:
+            request = target_request(target)
+            report.targets.append(TargetReport(target, request, other.request(request)))
             continue
         info = infos.get(target.group)
         if info is not None and info.preloads:

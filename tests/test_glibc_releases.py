@@ -17,13 +17,13 @@ import pytest
 
 from libdoctor.loader.environment import Environment
 from libdoctor.loader.factstore import FactsStore
-from libdoctor.loader.loaderinfo import LoaderInfo
+from libdoctor.loader.ldcache import CacheLookup, load_ld_cache
+from libdoctor.loader.loaderinfo import TRACE_PATH, LoaderInfo, parse_trace
 from libdoctor.loader.resolver import MODE_LIST, LoadResult, Resolver
 
-from .conftest import loader_env
 
 ROOTS = os.environ.get("LIBDOCTOR_DEBIAN_ROOTS")
-RELEASES = ("bullseye", "host", "trixie")
+RELEASES = ("bullseye", "bookworm", "host", "trixie")
 
 
 @dataclasses.dataclass
@@ -61,11 +61,21 @@ def release(request: pytest.FixtureRequest, loader_info: LoaderInfo, tmp_path: P
     if os.geteuid() != 0:
         pytest.skip("chroot needs root")
     root = Path(ROOTS) / request.param
-    version = root_glibc(root)
-    libdir = "lib/x86_64-linux-gnu"
-    info = dataclasses.replace(loader_info, glibc_version=version,
-                               system_dirs=(str(root / libdir), str(root / "usr" / libdir)))
-    return Release(request.param, root, info)
+    return Release(request.param, root, root_loader(root, loader_info))
+
+
+def root_loader(root: Path, host: LoaderInfo) -> LoaderInfo:
+    """The release's own loader facts: its glibc, its $LIB and search subfolders (an LD_DEBUG trace in the root)."""
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+    done = subprocess.run([chroot, str(root), "/lib64/ld-linux-x86-64.so.2", "--list", "/bin/true"],
+                          env={"PATH": "/usr/bin:/bin", "LD_DEBUG": "libs", "LD_LIBRARY_PATH": TRACE_PATH},
+                          capture_output=True, text=True)
+    traced = parse_trace(done.stderr)
+    assert traced is not None, done.stderr
+    lib, platform, subdirs = traced
+    hwcaps = tuple(s[len("glibc-hwcaps/"):] for s in subdirs if s.startswith("glibc-hwcaps/"))
+    return dataclasses.replace(host, glibc_version=root_glibc(root), lib=lib, platform=platform, subdirs=subdirs,
+                               hwcaps_active=hwcaps, system_dirs=(str(root / lib), str(root / "usr" / lib)))
 
 
 def root_glibc(root: Path) -> Optional[str]:
@@ -195,3 +205,38 @@ def test_a_version_need_met_by_an_object_loaded_under_its_name(release: Release,
     done = release.run(f"{case}/app/prog", env=env)
     assert done.returncode == 0, (release.name, done.stderr)
     assert release.predict(f"{case}/app/prog", env).ok
+
+
+def test_legacy_hwcap_entries_of_ld_so_cache(release: Release, case: str) -> None:
+    """Before glibc 2.37 ldconfig records copies in legacy hwcap folders (``tls/``, ``x86_64/``) and the loader takes
+    the first one it can use, in cache order, before the plain copy; from 2.37 both stopped.  The release's own
+    ldconfig writes its cache, its own loader runs the program, and libdoctor's cache lookup reads that cache with
+    that loader's facts."""
+    if release.root == Path("/"):
+        pytest.skip("the host's ld.so.cache is not ours to rewrite: the bookworm root stands for 2.36")
+    folder = "/usr/local/lib/libdoctor-legacy"
+    copies = {"": 1, "x86_64/": 2, "tls/": 3}
+    for sub, number in copies.items():
+        release.path(f"{folder}/{sub}").mkdir(parents=True, exist_ok=True)
+        write(release, f"{case}/which{number}.c", f"int which(void) {{ return {number}; }}\n")
+        release.gcc("-shared", "-fPIC", "-o", f"{folder}/{sub}libleg.so.1", f"{case}/which{number}.c",
+                    "-Wl,-soname,libleg.so.1")
+    write(release, f"{case}/main.c", "int which(void);\nint main(void) { return which(); }\n")
+    release.gcc("-o", f"{case}/app/prog", f"{case}/main.c", f"{folder}/libleg.so.1")
+    conf = release.path("/etc/ld.so.conf.d/libdoctor-legacy.conf")
+    conf.write_text(folder + "\n")
+    try:
+        assert release.run("ldconfig").returncode == 0
+        done = release.run(f"{case}/app/prog")
+        cache = load_ld_cache(str(release.path("/etc/ld.so.cache")))
+        host = release.info.host
+        chosen = CacheLookup(cache, host.machine, host.elf_class, release.info.hwcaps_active,
+                             release.info.legacy_subdirs).lookup("libleg.so.1")
+    finally:
+        conf.unlink()
+        shutil.rmtree(release.path(folder), ignore_errors=True)
+        release.run("ldconfig")
+    assert chosen is not None
+    predicted = copies[chosen[len(folder) + 1:-len("libleg.so.1")]]
+    assert done.returncode == predicted, (release.name, release.info.glibc_version, chosen, done.returncode,
+                                          [e.path for e in cache.entries if e.key == "libleg.so.1"])

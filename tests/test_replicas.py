@@ -373,6 +373,10 @@ def test_torch_1_12_bundled_cudnn_shadowed_by_ld_library_path(elf: ElfFactory, j
     assert "cuDNN 8.0.3" in cause.title and "8.3" in cause.title and str(bundled) in cause.title
     assert step_kind(report) == "order"
     assert report.frameworks[0].info.sequence.startswith("torch before 1.13")
+    # --probe asks the copy that wins for its own version (cudnnGetVersion) and confirms the verdict
+    probed = scan(judge, prefix, path, probe=True).probes[0]
+    assert [(os.path.basename(p), v) for p, v in probed.versions] == [("libcudnn.so.8.0.3", "8.0.3")]
+    assert any("libcudnn.so.8.0.3 says 8.0.3: 8.0.3 is older than the 8.3" in f for f in probed.findings)
 
 
 def test_cudnn_8_dlopens_the_unversioned_nvrtc(elf: ElfFactory, judge: Judge, host: Path, tmp_path: Path) -> None:
@@ -645,3 +649,26 @@ def test_a_driver_older_than_the_cuda_build(elf: ElfFactory, judge: Judge, tmp_p
     assert not report.healthy and report.frameworks[0].gpu_usable is False
     assert "418.39" in errors(report)[0]
     assert step_kind(report) == "machine"
+
+
+def test_a_target_inside_a_framework_gets_its_load_model(elf: ElfFactory, judge: Judge, host: Path,
+                                                          tmp_path: Path) -> None:
+    """The field report's file given as TARGET (TF 1.14's libtensorflow_framework.so.1, or the whole
+    site-packages/tensorflow folder) is judged as TensorFlow loads it, not as a bare library: the cuDNN 7 it dlopens
+    is missing; and `explain libcudnn.so.7` answers for that dlopen."""
+    prefix, site = make_env(tmp_path / "bert", "3.6")
+    framework = elf.lib(site / "tensorflow/libtensorflow_framework.so.1", body=OPEN_HERE, extra=["-ldl"])
+    cuda_config(site / "tensorflow", TF_CUDA_VERSION="10.0", TF_CUDNN_VERSION="7", TF_CUDA_LIB_VERSION="10.0")
+    dist_info(site, "tensorflow-gpu", "1.14.0", ["tensorflow/libtensorflow_framework.so.1"])
+    assert str(version_from(framework, "libcudnn.so.7", {"LD_LIBRARY_PATH": str(host)})).startswith("ERROR")
+    env = judge.environment(str(tmp_path), {"LD_LIBRARY_PATH": str(host)})
+    for target in (framework, site / "tensorflow"):
+        report = run_scan((str(target),), env=env)
+        assert [f.info.label for f in report.frameworks] == ["tensorflow-gpu 1.14.0"]
+        assert not report.healthy and cause_for(report, "libcudnn.so.7")
+        assert any("judged with its own load model" in n for n in report.discovery.notes)
+    from libdoctor.report import searches_for
+
+    searched = searches_for(run_scan((str(framework),), env=env, diagnosis=False), "libcudnn.so.7")
+    assert searched and all(not r.found for r in searched)
+    assert searched[0].requester == str(framework)

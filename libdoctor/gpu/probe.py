@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from ..targets import CUDA_NAME
+from .catalog import decode_version, record
+from .cudatable import family_of, stem_of
 from .frameworkcheck import FrameworkReport
 from .frameworks import plugin_of
+from .versions import real_version, rule_for
 
 PROBE_TIMEOUT = 180
 STDERR_LIMIT = 1 << 16
@@ -45,6 +48,30 @@ sys.stderr.flush()
 os.dup2(saved, 2)
 captured.seek(0)
 out["stderr"] = captured.read().decode("utf-8", "replace")[-%d:]
+import ctypes
+out["versions"] = {}
+for path, symbol, style in json.loads(sys.argv[2]):
+    try:
+        function = getattr(ctypes.CDLL(path), symbol)
+        if style == "ret":
+            function.restype = ctypes.c_size_t
+            values = [function()]
+        elif style == "out":
+            value = ctypes.c_int()
+            function(ctypes.byref(value))
+            values = [value.value]
+        elif style == "two":
+            major, minor = ctypes.c_int(), ctypes.c_int()
+            function(ctypes.byref(major), ctypes.byref(minor))
+            values = [major.value, minor.value]
+        else:
+            value, values = ctypes.c_int(), []
+            for kind in range(3):
+                function(kind, ctypes.byref(value))
+                values.append(value.value)
+        out["versions"][path] = values
+    except Exception as exc:
+        out["versions"][path] = str(exc)[:200]
 maps = set()
 with open("/proc/self/maps") as handle:
     for line in handle:
@@ -72,6 +99,7 @@ class ProbeResult:
     predicted: tuple[str, ...]  # CUDA libraries libdoctor predicted (real paths)
     findings: tuple[str, ...]  # where the prediction and the run differ
     logged: tuple[str, ...] = ()  # what the framework logged about libraries it could not load
+    versions: tuple[tuple[str, str], ...] = ()  # (library, the version its own version function returned)
 
     @property
     def agrees(self) -> bool:
@@ -104,7 +132,9 @@ def run_probe(python: str, framework: FrameworkReport, timeout: int = PROBE_TIME
         return ProbeResult(info.label, False, None, f"no probe for {info.name}", (), tuple(sorted(predicted)),
                            ("no probe for this framework: nothing compared",))
     try:
-        done = subprocess.run([python, "-c", CHILD, plugin.probe], capture_output=True, text=True, timeout=timeout,
+        asked = version_calls(framework)
+        done = subprocess.run([python, "-c", CHILD, plugin.probe, json.dumps(asked)], capture_output=True, text=True,
+                              timeout=timeout,
                               env={**(os.environ if environ is None else environ), "TF_CPP_MIN_LOG_LEVEL": "0"},
                               stdin=subprocess.DEVNULL)
         data = json.loads(done.stdout.strip().splitlines()[-1])
@@ -122,5 +152,44 @@ def run_probe(python: str, framework: FrameworkReport, timeout: int = PROBE_TIME
         findings.append(f"predicted but not loaded at import: {path}")
     if data.get("gpu") is not None and framework.gpu_usable is not None and data["gpu"] != framework.gpu_usable:
         findings.append(f"the framework says GPU usable: {data['gpu']}; libdoctor predicted {framework.gpu_usable}")
+    versions, version_findings = compare_versions(framework, asked, data.get("versions") or {})
     return ProbeResult(info.label, bool(data.get("imported")), data.get("gpu"), data.get("error"),
-                       tuple(sorted(loaded)), tuple(sorted(predicted)), tuple(findings), load_failures(data))
+                       tuple(sorted(loaded)), tuple(sorted(predicted)), tuple(findings + version_findings),
+                       load_failures(data), versions)
+
+
+def version_calls(framework: FrameworkReport) -> list[tuple[str, str, str]]:
+    """(path, symbol, style) of each library the framework's own version rules judge, as its load reaches it."""
+    calls = []
+    for soname, path, _via in framework.cuda_sources:
+        family = family_of(soname)
+        entry = record(family)
+        if entry is None or entry.version is None or rule_for(framework.info.version_rules, family) is None:
+            continue
+        if stem_of(soname) != f"lib{family}.so":
+            continue
+        calls.append((os.path.realpath(path), entry.version.symbol, entry.version.style))
+    return calls
+
+
+def compare_versions(framework: FrameworkReport, asked: list[tuple[str, str, str]], answers: dict
+                     ) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """What each library's own version function said, against the version libdoctor read from the files and the
+    framework's rule: the probe confirms (or refutes) a too-old verdict."""
+    versions, findings = [], []
+    for path, _symbol, style in asked:
+        family = family_of(os.path.basename(path)) or ""
+        answer = answers.get(path)
+        if not isinstance(answer, list) or not answer:
+            continue  # a library without that function (a stand-in) says nothing about what loads
+        said = decode_version(family, style, tuple(int(v) for v in answer))
+        versions.append((path, ".".join(map(str, said))))
+        read = real_version(path, family)
+        if read is not None and read.version[:len(said)][:2] != said[:2]:
+            findings.append(f"{path}: libdoctor read version {read.text} ({read.source}); the library says "
+                            f"{'.'.join(map(str, said))}")
+        rule = rule_for(framework.info.version_rules, family)
+        verdict = rule.compared(said) if rule else None
+        if verdict:
+            findings.append(f"{os.path.basename(path)} says {'.'.join(map(str, said))}: {verdict} ({rule.source})")
+    return tuple(versions), findings

@@ -132,7 +132,8 @@ class Environment:
     @cached_property
     def cache_lookup(self) -> CacheLookup:
         host = self.loader.host
-        return CacheLookup(self.cache, host.machine, host.elf_class, self.loader.hwcaps_active)
+        return CacheLookup(self.cache, host.machine, host.elf_class, self.loader.hwcaps_active,
+                           self.loader.legacy_subdirs)
 
     def absolute(self, path: str) -> str:
         """A textual path made absolute against this environment's current folder."""

@@ -95,17 +95,21 @@ class CacheLookup:
     """glibc's ``search_cache`` over a parsed cache for one host."""
 
     def __init__(self, cache: Optional[LdCache], machine: int, elf_class: int,
-                 hwcaps_active: tuple[str, ...]) -> None:
+                 hwcaps_active: tuple[str, ...], legacy_subdirs: tuple[str, ...] = ()) -> None:
+        """``legacy_subdirs``: the legacy hwcap folders (``tls``, ``x86_64``, ``haswell``...) this loader accepts
+        (those of its own search, before glibc 2.37); empty: legacy entries are skipped, as from 2.37."""
         self.cache = cache
         self._accepted = _CACHE_IDS.get((machine, elf_class), frozenset({1, 3}))
         self._priority = {name: i for i, name in enumerate(hwcaps_active)}
+        self._legacy = tuple(f"/{s}" for s in legacy_subdirs)
         self._index = cache.index() if cache is not None else {}
 
     def lookup(self, name: str) -> Optional[str]:
-        """The path the loader takes from the cache for ``name``, or None."""
+        """The path the loader takes from the cache for ``name``, or None (dl-cache.c ``search_cache``: the
+        glibc-hwcaps entries, listed first, by priority; else the first usable entry in cache order, a legacy
+        hwcap entry that ldconfig sorted before the plain one included while the loader knows legacy hwcaps)."""
         best: Optional[CacheEntry] = None
         best_priority = len(self._priority)
-        plain: Optional[CacheEntry] = None
         for entry in self._index.get(libcmp_key(name), ()):
             if entry.flags not in self._accepted:
                 continue
@@ -113,10 +117,16 @@ class CacheLookup:
                 priority = self._priority.get(entry.hwcaps_subdir)
                 if priority is not None and priority < best_priority:
                     best, best_priority = entry, priority
-            elif entry.hwcap == 0 and plain is None:
-                plain = entry
-        chosen = best or plain
-        return chosen.path if chosen else None
+                continue
+            if best is not None:
+                break  # the named entries are exhausted: the best of them wins
+            if entry.hwcap == 0 or self._legacy_usable(entry):
+                return entry.path
+        return best.path if best else None
+
+    def _legacy_usable(self, entry: CacheEntry) -> bool:
+        folder = os.path.dirname(entry.path)
+        return any(folder.endswith(sub) for sub in self._legacy)
 
 
 def _cstr(data: bytes, offset: int) -> str:

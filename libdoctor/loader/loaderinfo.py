@@ -37,6 +37,15 @@ class LoaderInfo:
     host: HostAbi
     source: str  # where these facts came from
 
+    @property
+    def legacy_subdirs(self) -> tuple[str, ...]:
+        """The legacy hwcap folders (``tls``, ``x86_64``, ``haswell``...) this loader searches and accepts in its
+        cache: those of its own search before glibc 2.37, none after (legacy hwcaps were removed in 2.37)."""
+        numbers = tuple(int(p) for p in (self.glibc_version or "").split(".")[:2] if p.isdigit())
+        if len(numbers) == 2 and numbers >= (2, 37):
+            return ()
+        return tuple(s for s in self.subdirs if s and not s.startswith("glibc-hwcaps/"))
+
 
 def _run(argv: list[str], env: dict[str, str]):  # noqa: ANN202 - subprocess is imported only when probing
     import subprocess
@@ -71,9 +80,15 @@ def _trace_subdirs(interpreter: str, probe_program: str, tunables: Optional[str]
     env = _with_tunables({"LD_LIBRARY_PATH": f"{_MARK_LIB}/$LIB:{_MARK_PLATFORM}/$PLATFORM", "LD_DEBUG": "libs",
                           "PATH": "/usr/bin:/bin"}, tunables)
     done = _run([interpreter, "--list", probe_program], env)
-    if done is None:
-        return None
-    for line in done.stderr.splitlines():
+    return parse_trace(done.stderr) if done is not None else None
+
+
+TRACE_PATH = f"{_MARK_LIB}/$LIB:{_MARK_PLATFORM}/$PLATFORM"  # the LD_LIBRARY_PATH a trace probe sets
+
+
+def parse_trace(stderr: str) -> Optional[tuple[str, Optional[str], tuple[str, ...]]]:
+    """($LIB, $PLATFORM, subfolders) from the LD_DEBUG=libs output of a probe run with LD_LIBRARY_PATH=TRACE_PATH."""
+    for line in stderr.splitlines():
         match = re.search(r"search path=(\S+)\s+\(LD_LIBRARY_PATH\)", line)
         if not match:
             continue
@@ -140,6 +155,21 @@ def probe_loader(interpreter: Optional[str] = None, probe_program: Optional[str]
     return LoaderInfo(interpreter=interpreter, glibc_version=diag.get("version.version"), system_dirs=system_dirs,
                       lib=lib, platform=plat, hwcaps_active=hwcaps, subdirs=subdirs, host=host_abi(),
                       source=source)
+
+
+def probe_other_loader(interpreter: str, host: HostAbi) -> LoaderInfo:
+    """The facts of the loader of another ELF class (``/lib/ld-linux.so.2`` for a 32-bit program on x86_64),
+    from ``--list-diagnostics`` alone: no program of that class is run to trace it."""
+    diag = _diagnostics(interpreter)
+    system_dirs = tuple(v.rstrip("/") or "/" for k, v in sorted(diag.items(), key=lambda kv: _index(kv[0]))
+                        if k.startswith("path.system_dirs[")) or ("/lib", "/usr/lib")
+    names = tuple(n for n in diag.get("dl_hwcaps_subdirs", "").split(":") if n)
+    mask = int(diag.get("dl_hwcaps_subdirs_active", "0"), 0) if diag.get("dl_hwcaps_subdirs_active") else 0
+    hwcaps = tuple(n for i, n in enumerate(names) if mask & (1 << i))
+    return LoaderInfo(interpreter=interpreter, glibc_version=diag.get("version.version"), system_dirs=system_dirs,
+                      lib=system_dirs[0].strip("/") or "lib", platform=diag.get("dl_platform"), hwcaps_active=hwcaps,
+                      subdirs=tuple(f"glibc-hwcaps/{n}" for n in hwcaps) + ("",), host=host,
+                      source="ld.so --list-diagnostics" if diag else "built-in defaults")
 
 
 def _probe_key(interpreter: str, tunables: Optional[str] = None) -> Optional[str]:
