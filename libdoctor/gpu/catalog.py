@@ -30,6 +30,7 @@ class OwnDlopen:
     name: str
     majors: tuple[str, ...]
     why: str
+    beside_first: bool = False  # the library looks in its own folder before the loader's search
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ CATALOG: tuple[LibraryRecord, ...] = (
                   version=VersionFunction("cusparseGetProperty", "property")),
     LibraryRecord("nvrtc", "NVRTC", "nvidia-cuda-nvrtc", "cuda_nvrtc", "nvrtc", conda=("cuda-nvrtc",) + _TOOLKIT,
                   dlopens=(OwnDlopen("libnvrtc-builtins.so.{release}", ("11", "12", "13"),
-                                     "NVRTC loads its builtins on its first compile"),),
+                                     "NVRTC loads its builtins on its first compile, from its own folder first "
+                                     "(a CUDA 13 wheel's libnvrtc.so.13 has no RUNPATH and runs)", True),),
                   version=VersionFunction("nvrtcVersion", "two")),
     LibraryRecord("nvJitLink", "nvJitLink", "nvidia-nvjitlink", "nvjitlink", "nvjitlink",
                   conda=("libnvjitlink",) + _TOOLKIT, version=VersionFunction("nvJitLinkVersion", "two")),

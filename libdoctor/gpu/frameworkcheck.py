@@ -211,6 +211,8 @@ def own_dlopens(info: FrameworkInfo, sources: tuple[tuple[str, str, str], ...], 
             name = _own_name(own.name, entry.family, path, soname, major_cuda)
             if name is None or name in known or name in wanted:
                 continue
+            if own.beside_first and os.path.exists(os.path.join(os.path.dirname(path), name)):
+                continue  # found in the caller's own folder before any search
             wanted[name] = ExpectedLib(name, family_of(name) or entry.family, LAZY, _caller_of(name, path),
                                        feature=None)
     return tuple(wanted.values())
