@@ -167,3 +167,21 @@ def test_names_from_files_reach_a_terminal_escaped(name: str) -> None:
     shown = escaped(f"\033[31m[✗]\033[0m {name} not found")
     rest = re.sub(r"\x1b\[[0-9;]*m", "", shown).split("[✗]", 1)[1]  # SGR colours alone may stay
     assert not re.search(r"[\x00-\x08\x0a-\x1f\x7f\x80-\x9f\ud800-\udfff]", rest), ascii(shown)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.sampled_from(["cudnn", "cudart", "nccl", "cublasLt", "nvrtc", "cufft", "x"]),
+       st.sampled_from(["ret", "out", "two", "property"]), st.lists(st.integers(0, 2**31), min_size=1, max_size=3))
+def test_version_readers_take_any_input(name: str, family: str, style: str, values: list[int]) -> None:
+    """The version parsers read names from files and numbers from libraries: any input, an answer or None."""
+    from libdoctor.gpu.catalog import decode_version
+    from libdoctor.gpu.versions import VersionRule, name_version, parse
+
+    version = name_version(name)
+    assert all(isinstance(p, int) for p in version)
+    parsed = parse(name)
+    assert parsed is None or all(isinstance(p, int) for p in parsed)
+    decoded = decode_version(family, style, tuple(values))
+    assert all(isinstance(p, int) and p >= 0 for p in decoded)
+    rule = VersionRule(family, (8, 6), "same major, minor at least", "test", "check")
+    assert rule.compared(decoded) is None or "older" in rule.compared(decoded)
