@@ -12,7 +12,6 @@ import click
 from . import __version__
 from .errors import LibdoctorError, UsageError
 from .logs import configure_logging, get_logger, progress
-from .targets import active_environment, framework_environments, is_python_environment
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR = 0, 1, 2
 
@@ -70,6 +69,8 @@ def check_inputs(targets: tuple[str, ...] = (), prefixes: tuple[str, ...] = (), 
         if not os.path.isdir(folder):
             raise UsageError(f"--look-in {folder}: not a folder")
     for prefix in prefixes:
+        from .targets import is_python_environment
+
         if not is_python_environment(prefix):
             raise UsageError(f"--env {prefix}: not a Python environment (no bin/python, no "
                              "lib/pythonX.Y/site-packages, no conda-meta)")
@@ -133,6 +134,8 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     kwargs = dict(store=store, caller=caller, dlopen_strings=dlopen_strings, look_in=look_in, probe=probe,
                   activate=not no_activate, symbols=not no_symbols, only=only, skip=skip,
                   libraries_only=libraries_only)
+    from .targets import active_environment, framework_environments
+
     if not (targets or prefix or python) and not active_environment():
         with progress("checking the Python environments of this machine"):
             reports = [run_scan(prefix=p, **kwargs) for p in framework_environments()]
@@ -542,6 +545,8 @@ def systemd_install(dest: str, executable: Optional[str], as_json: bool) -> None
 
     units = install_units(dest, executable)
     lines = [f"{'wrote' if changed else 'unchanged'} {path}" for path, changed in units]
+    from .targets import framework_environments
+
     lines.append(install_config(dest, framework_environments()))
     changed = any(c for _p, c in units) or lines[-1].startswith("wrote")
     if not as_json and changed and os.path.abspath(dest) in SYSTEMD_FOLDERS:

@@ -202,9 +202,11 @@ class FactsStore:
                          ) -> None:
         if len(unbound) > MAX_REMEMBERED_UNBOUND:
             return
-        self._bindings["%d:%d:%d:%d" % consumer] = {"providers": ["%d:%d:%d:%d" % p for p in sorted(providers)],
-                                                     "unbound": [list(u) for u in unbound]}
-        self._dirty = True
+        value = {"providers": ["%d:%d:%d:%d" % p for p in sorted(providers)], "unbound": [list(u) for u in unbound]}
+        key = "%d:%d:%d:%d" % consumer
+        if self._bindings.get(key) != value:  # a warm run that learns nothing new writes nothing
+            self._bindings[key] = value
+            self._dirty = True
 
     def save(self) -> Optional[str]:
         """Write the store atomically; returns a problem description instead of raising."""
@@ -225,4 +227,15 @@ class FactsStore:
         except (OSError, errors.LibdoctorError) as exc:
             return f"could not save the facts cache in {folder}: {getattr(exc, 'strerror', None) or exc}"
         self._dirty = False
+        self._drop_older_formats(folder)
         return None
+
+    def _drop_older_formats(self, folder: str) -> None:
+        """The caches of older formats in our own folder are never read again: removed once the new one is saved."""
+        for version in range(1, FORMAT_VERSION):
+            old = os.path.join(folder, f"elf-facts-v{version}.json")
+            if old != self.path and os.path.isfile(old) and not os.path.islink(old):
+                try:
+                    os.unlink(old)
+                except OSError:
+                    pass
