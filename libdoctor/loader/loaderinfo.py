@@ -37,12 +37,16 @@ class LoaderInfo:
     host: HostAbi
     source: str  # where these facts came from
 
+    def glibc_at_least(self, wanted: tuple[int, int]) -> bool:
+        """This loader's glibc is ``wanted`` (major, minor) or newer (False when its version is not known)."""
+        numbers = tuple(int(p) for p in (self.glibc_version or "").split(".")[:2] if p.isdigit())
+        return len(numbers) == 2 and numbers >= wanted
+
     @property
     def legacy_subdirs(self) -> tuple[str, ...]:
         """The legacy hwcap folders (``tls``, ``x86_64``, ``haswell``...) this loader searches and accepts in its
         cache: those of its own search before glibc 2.37, none after (legacy hwcaps were removed in 2.37)."""
-        numbers = tuple(int(p) for p in (self.glibc_version or "").split(".")[:2] if p.isdigit())
-        if len(numbers) == 2 and numbers >= (2, 37):
+        if self.glibc_at_least((2, 37)):
             return ()
         return tuple(s for s in self.subdirs if s and not s.startswith("glibc-hwcaps/"))
 

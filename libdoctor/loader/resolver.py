@@ -355,7 +355,7 @@ class _LoadState:
         the stack is not executable (EINVAL); older releases made the stack executable."""
         if not self.running or not facts.wants_execstack or self.stack_executable:
             return None
-        if not _glibc_at_least(self.info.glibc_version, (2, 41)):
+        if not self.info.glibc_at_least((2, 41)):
             self.stack_executable = True
             return None
         return "cannot enable executable stack as shared object requires: Invalid argument"
@@ -713,7 +713,7 @@ class _LoadState:
         without DT_VERDEF) makes check_match accept it."""
         from .symbols import symbols_of
 
-        if provider.facts.has_versym or _glibc_at_least(self.env.loader.glibc_version, (2, 41)):
+        if provider.facts.has_versym or self.info.glibc_at_least((2, 41)):
             return False
         imports = symbols_of(self.env.absolute(consumer.path))
         if imports is None:
@@ -779,11 +779,6 @@ class _LoadState:
             obj.index = index
         frozen = tuple(obj.frozen() for obj in ordered)
         return LoadResult(root, mode, frozen, tuple(self.resolutions), tuple(version_problems), root_error, new_from)
-
-
-def _glibc_at_least(version: Optional[str], wanted: tuple[int, int]) -> bool:
-    numbers = tuple(int(p) for p in (version or "").split(".")[:2] if p.isdigit())
-    return len(numbers) == 2 and numbers >= wanted
 
 
 def _other_class(source: SourceAttempt) -> bool:

@@ -142,7 +142,9 @@ def tensorflow_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
         notes.append("TensorFlow before 1.14 links CUDA through DT_NEEDED: import fails outright when a library "
                      "is missing")
     reqs = requirements(framework.location)
-    rule = cudnn_rule(reqs, _with_minor(cudnn, (row or {}).get("cudnn_tested")), source, framework.version)
+    with_minor = _with_minor(cudnn, (row or {}).get("cudnn_tested"))
+    rule_source = source if with_minor == cudnn else f"{source} names {cudnn}; tf_build_configs.csv: {with_minor}"
+    rule = cudnn_rule(reqs, with_minor, rule_source, framework.version)
     return FrameworkInfo(framework.name, framework.version, flavour, package, python_version_of(site), cuda, cudnn,
                          source, None if cuda is None and not cpu_only else not cpu_only, tuple(expected), (),
                          reqs, tuple(notes),
