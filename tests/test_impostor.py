@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from libdoctor.gpu.impostor import built_for, judge_file, link_chain, version_of
+from libdoctor.gpu.impostor import BuiltFor, built_for, judge_file, link_chain, version_of
 from libdoctor.scan import run_scan
 
 from .conftest import ElfFactory, Judge, loader_env
@@ -151,18 +151,18 @@ def test_a_cudnn_minor_older_than_torch_was_built_against(elf: ElfFactory, tmp_p
     os.symlink("libcudnn.so.9.14.0", system / "libcudnn.so.9")
     built = built_for("torch 2.11.0+cu130", "13.0", "9", ("nvidia-cudnn-cu13==9.19.0.56; platform_system == 'Linux'",))
     assert built.cudnn == (9, 19, 0, 56)
-    impostor = judge_file("libcudnn.so.9", str(system / "libcudnn.so.9"), "libcudnn.so.9", built.cuda, built.cudnn,
-                          built.framework)
+    impostor = judge_file("libcudnn.so.9", str(system / "libcudnn.so.9"), "libcudnn.so.9", built)
     assert impostor is not None and impostor.severity == "error"
     assert "cuDNN 9.14.0 is older than the 9.19" in impostor.message
     newer = built_for("torch", "13.0", "9", ("nvidia-cudnn-cu13==9.10.0.1",))
-    assert judge_file("libcudnn.so.9", str(system / "libcudnn.so.9"), "libcudnn.so.9", newer.cuda, newer.cudnn) is None
+    assert judge_file("libcudnn.so.9", str(system / "libcudnn.so.9"), "libcudnn.so.9", newer) is None
 
 
 def test_the_right_file_is_no_impostor(elf: ElfFactory, tmp_path: Path) -> None:
     lib = elf.lib(tmp_path / "cuda-11.0/lib64/libcudart.so.11.0.221", soname="libcudart.so.11.0")
     os.symlink(lib.name, lib.parent / "libcudart.so.11.0")
-    assert judge_file("libcudart.so.11.0", str(lib.parent / "libcudart.so.11.0"), "libcudart.so.11.0", "11.0") is None
+    assert judge_file("libcudart.so.11.0", str(lib.parent / "libcudart.so.11.0"), "libcudart.so.11.0",
+                      BuiltFor("cuda 11.0", "11.0")) is None
     plain = elf.lib(tmp_path / "other/libplain.so.3.2.1", soname="")
     os.symlink(plain.name, plain.parent / "libplain.so.3")
     assert judge_file("libplain.so.3", str(plain.parent / "libplain.so.3"), None) is None

@@ -86,6 +86,11 @@ def lib(elf: ElfFactory, folder: Path, soname: str, real: Optional[str] = None, 
 
 # -- proofs by the real loader ---------------------------------------------------------------------------
 
+def llp(folders: list[Path]) -> dict[str, str]:
+    """LD_LIBRARY_PATH made of ``folders``, in order."""
+    return {"LD_LIBRARY_PATH": ":".join(str(f) for f in folders)}
+
+
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=loader_env(env), capture_output=True, text=True,
                           timeout=60)
@@ -177,17 +182,24 @@ def cudnn8(elf: ElfFactory, folder: Path, version: str, real: bool = True) -> Pa
     return path
 
 
+def tf_machine(elf: ElfFactory, tmp_path: Path, version: str = "2.12.0", cudnn: str = "8.6.0"
+               ) -> tuple[Path, Path, Path]:
+    """TensorFlow ``version`` (CUDA 11.8) and a CUDA 11.8 toolkit with cuDNN ``cudnn`` in /usr/local/cuda-11.8."""
+    prefix, framework, names = tf_install(elf, tmp_path, version, "11.8")
+    cuda = tmp_path / "usr/local/cuda-11.8/lib64"
+    cuda_toolkit(elf, cuda, names)
+    cudnn8(elf, cuda, cudnn)
+    return prefix, framework, cuda
+
+
 def test_tf_cudnn_minor_older_on_ld_library_path(elf: ElfFactory, judge: Judge, host: Path, tmp_path: Path) -> None:
     """tensorflow/tensorflow#60750 (TF 2.12: "Loaded runtime CuDNN library: 8.1.1 but source was compiled with:
     8.6.0"; also #58986): an older cuDNN first on LD_LIBRARY_PATH, a cuDNN 8.6 elsewhere on the machine."""
-    prefix, framework, names = tf_install(elf, tmp_path, "2.12.0", "11.8")
-    cuda = tmp_path / "usr/local/cuda-11.8/lib64"
-    cuda_toolkit(elf, cuda, names)
-    cudnn8(elf, cuda, "8.5.0")
+    prefix, framework, cuda = tf_machine(elf, tmp_path, "2.12.0", "8.5.0")
     newer = tmp_path / "opt/cudnn-8.6/lib64"
     cudnn8(elf, newer, "8.6.0")
     path = [cuda, host]
-    assert version_from(framework, "libcudnn.so.8", {"LD_LIBRARY_PATH": ":".join(map(str, path))}) == "8500"
+    assert version_from(framework, "libcudnn.so.8", llp(path)) == "8500"
     report = scan(judge, prefix, path, look_in=(newer,))
     cause = cause_for(report, "libcudnn.so.8")
     assert errors(report) == [cause.title] and report.frameworks[0].gpu_usable is False
@@ -196,19 +208,16 @@ def test_tf_cudnn_minor_older_on_ld_library_path(elf: ElfFactory, judge: Judge, 
     assert step_kind(report) == "order"
     assert [a.folder for a in report.diagnosis.chosen] == [str(newer)]
     # the change makes the real loader reach the copy that passes
-    assert version_from(framework, "libcudnn.so.8", {"LD_LIBRARY_PATH": ":".join(map(str, [newer] + path))}) == "8600"
+    assert version_from(framework, "libcudnn.so.8", llp([newer] + path)) == "8600"
 
 
 def test_tf_cudnn_minor_older_and_no_newer_copy(elf: ElfFactory, judge: Judge, host: Path, tmp_path: Path) -> None:
     """tensorflow/tensorflow#39842 ("Loaded runtime CuDNN library: 7.5.0 but source was compiled with: 7.6.5") and
     Kaggle/docker-python#1435: the same class on TF 2.13 (cuDNN 8.6) with only cuDNN 8.1 on the machine: an install
     is the step."""
-    prefix, framework, names = tf_install(elf, tmp_path, "2.13.0", "11.8")
-    cuda = tmp_path / "usr/local/cuda-11.8/lib64"
-    cuda_toolkit(elf, cuda, names)
-    cudnn8(elf, cuda, "8.1.0")
+    prefix, framework, cuda = tf_machine(elf, tmp_path, "2.13.0", "8.1.0")
     path = [cuda, host]
-    assert version_from(framework, "libcudnn.so.8", {"LD_LIBRARY_PATH": ":".join(map(str, path))}) == "8100"
+    assert version_from(framework, "libcudnn.so.8", llp(path)) == "8100"
     report = scan(judge, prefix, path)
     cause = cause_for(report, "libcudnn.so.8")
     assert errors(report) == [cause.title]
@@ -236,7 +245,7 @@ def test_conda_activation_puts_an_old_cudnn_first(elf: ElfFactory, judge: Judge,
     (activate / "env_vars.sh").write_text(
         f'export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:{conda_lib}/:{wheel}\n')
     path = [host, conda_lib, wheel]
-    assert version_from(framework, "libcudnn.so.8", {"LD_LIBRARY_PATH": ":".join(map(str, path))}) == "8100"
+    assert version_from(framework, "libcudnn.so.8", llp(path)) == "8100"
     report = scan(judge, prefix, path)
     cause = cause_for(report, "libcudnn.so.8")
     assert errors(report) == [cause.title]
@@ -247,12 +256,9 @@ def test_conda_activation_puts_an_old_cudnn_first(elf: ElfFactory, judge: Judge,
 
 def test_tf_newer_cudnn_minor_first_is_healthy(elf: ElfFactory, judge: Judge, host: Path, tmp_path: Path) -> None:
     """Healthy look-alike: a newer cuDNN minor (8.9.7) in front of the 8.6 TF 2.12 was built with."""
-    prefix, framework, names = tf_install(elf, tmp_path, "2.12.0", "11.8")
-    cuda = tmp_path / "usr/local/cuda-11.8/lib64"
-    cuda_toolkit(elf, cuda, names)
-    cudnn8(elf, cuda, "8.9.7")
+    prefix, framework, cuda = tf_machine(elf, tmp_path, "2.12.0", "8.9.7")
     path = [cuda, host]
-    assert version_from(framework, "libcudnn.so.8", {"LD_LIBRARY_PATH": ":".join(map(str, path))}) == "8907"
+    assert version_from(framework, "libcudnn.so.8", llp(path)) == "8907"
     report = scan(judge, prefix, path)
     assert report.healthy, errors(report)
     assert report.frameworks[0].gpu_usable is True
@@ -323,7 +329,7 @@ def test_torch_2_5_gets_an_old_nvjitlink_from_ld_library_path(elf: ElfFactory, j
     version libnvJitLink.so.12" with CUDA 12.1 on LD_LIBRARY_PATH; torch 2.5 preloads nothing after its global deps."""
     prefix, site, old = torch_cu124(elf, tmp_path, "2.5.1+cu124")
     path = [old, host]
-    done = imported(prefix, "import torch", {"LD_LIBRARY_PATH": ":".join(map(str, path))})
+    done = imported(prefix, "import torch", llp(path))
     assert done.returncode != 0 and "undefined symbol: __nvJitLinkComplete_12_4" in done.stderr
     report = scan(judge, prefix, path)
     assert not report.healthy
@@ -341,7 +347,7 @@ def test_torch_2_6_preloads_its_nvjitlink_and_is_healthy(elf: ElfFactory, judge:
              "    _preload('nvjitlink', 'libnvJitLink.so.*[0-9]')")
     prefix, site, old = torch_cu124(elf, tmp_path, "2.6.0+cu124", after)
     path = [old, host]
-    done = imported(prefix, "import torch", {"LD_LIBRARY_PATH": ":".join(map(str, path))})
+    done = imported(prefix, "import torch", llp(path))
     assert done.returncode == 0, done.stderr
     report = scan(judge, prefix, path)
     assert report.healthy, errors(report)
@@ -366,7 +372,7 @@ def test_torch_1_12_bundled_cudnn_shadowed_by_ld_library_path(elf: ElfFactory, j
     path = [old, host]
     done = imported(prefix, "import torch, ctypes; c = ctypes.CDLL('libcudnn.so.8'); "
                             "c.cudnnGetVersion.restype = ctypes.c_size_t; print(c.cudnnGetVersion())",
-                    {"LD_LIBRARY_PATH": ":".join(map(str, path))})
+                    llp(path))
     assert done.returncode == 0 and done.stdout.strip() == "8003", done.stderr
     report = scan(judge, prefix, path)
     cause = cause_for(report, "libcudnn.so.8")
@@ -487,7 +493,7 @@ def test_paddle_asks_for_the_unversioned_cudnn(elf: ElfFactory, judge: Judge, ho
     lib(elf, cuda, "libcublas.so.12", "libcublas.so.12.0.1.189")
     os.symlink("libcublas.so.12", cuda / "libcublas.so")
     path = [cuda, host]
-    assert str(version_from(core, "libcudnn.so", {"LD_LIBRARY_PATH": ":".join(map(str, path))})).startswith("ERROR")
+    assert str(version_from(core, "libcudnn.so", llp(path))).startswith("ERROR")
     report = scan(judge, prefix, path)
     cause = cause_for(report, "libcudnn.so")
     assert "paddlepaddle-gpu 2.5.2" in cause.title
@@ -498,21 +504,13 @@ def test_paddle_asks_for_the_unversioned_cudnn(elf: ElfFactory, judge: Judge, ho
 
 # -- the machine: WSL, minor-version compatibility, no device, no GPU ---------------------------------------
 
-def tf_ready(elf: ElfFactory, tmp_path: Path) -> tuple[Path, Path]:
-    prefix, framework, names = tf_install(elf, tmp_path, "2.12.0", "11.8")
-    cuda = tmp_path / "usr/local/cuda-11.8/lib64"
-    cuda_toolkit(elf, cuda, names)
-    cudnn8(elf, cuda, "8.6.0")
-    return prefix, cuda
-
-
 def test_wsl_is_a_gpu_host(elf: ElfFactory, judge: Judge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Healthy look-alike, microsoft/WSL#5548 and #11229: on WSL libcuda.so.1 is a regular file in /usr/lib/wsl/lib
     ("is not a symbolic link"), there is /dev/dxg and no /dev/nvidia*, no kernel module: a working GPU host."""
     root = tmp_path / "wsl"
     libs = gpu_host(elf, root, wsl=True)
     monkeypatch.setenv("LIBDOCTOR_SYSROOT", str(root))
-    prefix, cuda = tf_ready(elf, tmp_path)
+    prefix, _framework, cuda = tf_machine(elf, tmp_path)
     done = run_python("import ctypes; ctypes.CDLL('libcuda.so.1')", {"LD_LIBRARY_PATH": str(libs)})
     assert done.returncode == 0, done.stderr
     report = scan(judge, prefix, [cuda, libs])
@@ -527,7 +525,7 @@ def test_cuda_minor_version_compatibility_is_healthy(elf: ElfFactory, judge: Jud
     root = tmp_path / "host"
     libs = gpu_host(elf, root, driver="470.82.01")
     monkeypatch.setenv("LIBDOCTOR_SYSROOT", str(root))
-    prefix, cuda = tf_ready(elf, tmp_path)
+    prefix, _framework, cuda = tf_machine(elf, tmp_path)
     report = scan(judge, prefix, [cuda, libs])
     assert report.healthy, errors(report)
     assert "minor-version compatibility" in report.frameworks[0].fit.reason
@@ -542,7 +540,7 @@ def test_a_container_started_without_the_gpu(elf: ElfFactory, judge: Judge, tmp_
     for node in (root / "dev").iterdir():
         node.unlink()
     monkeypatch.setenv("LIBDOCTOR_SYSROOT", str(root))
-    prefix, cuda = tf_ready(elf, tmp_path)
+    prefix, _framework, cuda = tf_machine(elf, tmp_path)
     report = scan(judge, prefix, [cuda, libs])
     assert not report.healthy and report.frameworks[0].gpu_usable is False
     assert "device nodes" in errors(report)[0]
@@ -559,15 +557,23 @@ def test_no_nvidia_card_says_so_and_libraries_only_judges_the_rest(elf: ElfFacto
     (device / "vendor").write_text("0x8086\n")
     (device / "class").write_text("0x030000\n")
     monkeypatch.setenv("LIBDOCTOR_SYSROOT", str(root))
-    prefix, cuda = tf_ready(elf, tmp_path)
+    prefix, _framework, cuda = tf_machine(elf, tmp_path)
     report = scan(judge, prefix, [cuda])
     assert not report.healthy and "no NVIDIA GPU" in report.diagnosis.next_step
-    assert "install the NVIDIA driver" not in report.diagnosis.next_step
+    assert not [a.command for a in report.diagnosis.actions if "install the NVIDIA driver" in (a.command or "")]
     only = scan(judge, prefix, [cuda], libraries_only=True)
     assert only.healthy, errors(only)
     assert only.diagnosis.verdict.startswith("healthy (libraries only: driver and device not judged)")
     missing = scan(judge, prefix, [], libraries_only=True)
     assert not missing.healthy
+    # torch's libcaffe2_nvrtc.so NEEDs libcuda.so.1 itself: that missing name says the same, never "install a driver"
+    torch_prefix, site = torch_install(elf, tmp_path, "2.14.1+cu130", "13.0")
+    cuda_stub = elf.stub("libcuda.so.1", defines=["cuInit"])
+    elf.lib(site / "torch/lib/libcaffe2_nvrtc.so", calls=["cuInit"], link=[cuda_stub])
+    record_files(site, "torch")
+    report = scan(judge, torch_prefix, [])
+    assert "no NVIDIA GPU" in report.diagnosis.next_step
+    assert not [a.command for a in report.diagnosis.actions if "install the NVIDIA driver" in (a.command or "")]
 
 
 def test_torch_1_13_wheel_cublas_gets_an_older_system_cublaslt(elf: ElfFactory, judge: Judge, host: Path,
@@ -592,7 +598,7 @@ def test_torch_1_13_wheel_cublas_gets_an_older_system_cublaslt(elf: ElfFactory, 
     lib(elf, old, "libcublasLt.so.11", "libcublasLt.so.11.3.1.68", defines=("cublasLtCreate",),
         version_script={"libcublasLt.so.11": ["cublasLtCreate"]})
     path = [old, host]
-    done = imported(prefix, "import torch", {"LD_LIBRARY_PATH": ":".join(map(str, path))})
+    done = imported(prefix, "import torch", llp(path))
     assert done.returncode != 0 and "cublasLtGetStatusString" in done.stderr, done.stderr
     report = scan(judge, prefix, path)
     cause = next(c for c in report.diagnosis.causes if c.error)
@@ -611,7 +617,7 @@ def test_tf_2_3_on_a_cuda_11_machine(elf: ElfFactory, judge: Judge, host: Path, 
     cuda = tmp_path / "usr/local/cuda-11.0/lib64"
     lib(elf, cuda, "libcudart.so.11.0", "libcudart.so.11.0.221")
     path = [cuda, host]
-    assert str(version_from(framework, "libcudart.so.10.1", {"LD_LIBRARY_PATH": ":".join(map(str, path))})
+    assert str(version_from(framework, "libcudart.so.10.1", llp(path))
                ).startswith("ERROR libcudart.so.10.1: cannot open")
     report = scan(judge, prefix, path)
     cause = cause_for(report, "libcudart.so.10.1")
@@ -629,7 +635,7 @@ def test_nvrtc_without_its_builtins(elf: ElfFactory, judge: Judge, host: Path, t
     cuda = tmp_path / "usr/local/cuda-12.2/lib64"
     nvrtc = lib(elf, cuda, "libnvrtc.so.12", "libnvrtc.so.12.2.140", body=OPEN_HERE, extra=["-ldl"])
     path = [cuda, host]
-    assert str(version_from(nvrtc, "libnvrtc-builtins.so.12.2", {"LD_LIBRARY_PATH": ":".join(map(str, path))})
+    assert str(version_from(nvrtc, "libnvrtc-builtins.so.12.2", llp(path))
                ).startswith("ERROR libnvrtc-builtins.so.12.2: cannot open")
     report = scan(judge, prefix, path)
     cause = cause_for(report, "libnvrtc-builtins.so.12.2")
@@ -644,7 +650,7 @@ def test_a_driver_older_than_the_cuda_build(elf: ElfFactory, judge: Judge, tmp_p
     root = tmp_path / "host"
     libs = gpu_host(elf, root, driver="418.39")
     monkeypatch.setenv("LIBDOCTOR_SYSROOT", str(root))
-    prefix, cuda = tf_ready(elf, tmp_path)
+    prefix, _framework, cuda = tf_machine(elf, tmp_path)
     report = scan(judge, prefix, [cuda, libs])
     assert not report.healthy and report.frameworks[0].gpu_usable is False
     assert "418.39" in errors(report)[0]

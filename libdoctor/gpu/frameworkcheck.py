@@ -124,9 +124,7 @@ def _impostor(resolver: Resolver, info: FrameworkInfo, lib: ExpectedLib, result:
     if result.root_error is not None or result.new_from >= len(result.objects):
         return None
     obj = result.objects[result.new_from]
-    built = info.built_for
-    return judge_file(lib.soname, resolver.env.absolute(obj.path), obj.facts.soname, built.cuda, built.cudnn,
-                      built.framework, built.rules)
+    return judge_file(lib.soname, resolver.env.absolute(obj.path), obj.facts.soname, info.built_for)
 
 
 def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_missing: tuple[str, ...],
@@ -140,19 +138,7 @@ def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_miss
         return fit, False, f"a CPU-only build ({info.flavour})"
     if info.cuda_build is None:
         return fit, None, "not known which CUDA it was built for"
-    reasons = []
-    if libraries_only:
-        pass
-    elif not driver.present and driver.no_gpu:
-        reasons.append(f"no NVIDIA GPU in this machine: {info.on_failure}")
-    elif not driver.present:
-        reasons.append(f"no NVIDIA driver: {info.on_failure}")
-    elif not fit.ok:
-        reasons.append(fit.reason)
-    elif not driver.device_nodes:
-        reasons.append(f"no /dev/nvidia* device nodes (a container started without the GPU?): {name} sees no GPU")
-    elif not libraries_only and any(c.lib.soname == "libnvidia-ml.so.1" and not c.found for c in checks):
-        reasons.append(f"libnvidia-ml.so.1 (NVML, installed with the driver) not found: {name} needs it")
+    reasons = [] if libraries_only else machine_reasons(info, checks, driver, fit)
     impostors = [c.impostor for c in checks if c.impostor is not None and c.impostor.severity == "error"
                  and c.lib.role in (GATE, LAZY)]
     wrong = [i for i in impostors if i.kind != "too-old"]
@@ -178,6 +164,22 @@ def verdict(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], closure_miss
     if libraries_only:
         return fit, True, "every library resolves (driver and device not judged: --libraries-only)"
     return fit, True, f"every library resolves and {fit.reason}"
+
+
+def machine_reasons(info: FrameworkInfo, checks: tuple[ExpectedCheck, ...], driver: DriverInfo,
+                    fit: DriverFit) -> list[str]:
+    """Why the machine cannot run the framework: no GPU, no driver, a driver that does not fit, no device, no NVML."""
+    name = info.title
+    if not driver.present:
+        what = "no NVIDIA GPU in this machine" if driver.no_gpu else "no NVIDIA driver"
+        return [f"{what}: {info.on_failure}"]
+    if not fit.ok:
+        return [fit.reason]
+    if not driver.device_nodes:
+        return [f"no /dev/nvidia* device nodes (a container started without the GPU?): {name} sees no GPU"]
+    if any(c.lib.soname == "libnvidia-ml.so.1" and not c.found for c in checks):
+        return [f"libnvidia-ml.so.1 (NVML, installed with the driver) not found: {name} needs it"]
+    return []
 
 
 def check_framework(resolver: Resolver, info: FrameworkInfo, python: Optional[str], closure_missing: tuple[str, ...],
@@ -243,7 +245,7 @@ def too_old_copies(info: FrameworkInfo, sources: tuple[tuple[str, str, str], ...
     built = info.built_for
     found = []
     for soname, path, _via in sources:
-        judged = judge_file(soname, path, soname, built.cuda, built.cudnn, built.framework, built.rules)
+        judged = judge_file(soname, path, soname, built)
         if judged is not None and judged.kind == "too-old":
             found.append(judged)
     return tuple(found)

@@ -17,7 +17,7 @@ from typing import Optional
 
 from .catalog import record
 from .cudatable import DRIVER_SONAMES, describe, family_of, pairing_verdict, soname_for, soname_major, stem_of
-from .versions import SAME_MAJOR_AT_LEAST, VersionRule, name_version, real_version, rule_for
+from .versions import SAME_MAJOR_AT_LEAST, VersionRule, name_version, real_version, requirement_rule, rule_for
 
 MAX_LINKS = 40  # ld.so gives up (ELOOP) long before this
 _CUDA_FOLDER = re.compile(r"(?:^|/)cuda-(\d+)\.(\d+)(?:/|$)")
@@ -100,13 +100,12 @@ def _named(soname: str, real_file: str) -> str:
     return f"{soname} ({described})" if described else soname
 
 
-def judge_file(wanted: str, path: str, soname: Optional[str], built_cuda: Optional[str] = None,
-               built_cudnn: Optional[tuple[int, ...]] = None, framework: str = "",
-               rules: tuple[VersionRule, ...] = ()) -> Optional[Impostor]:
+def judge_file(wanted: str, path: str, soname: Optional[str], built: Optional["BuiltFor"] = None
+               ) -> Optional[Impostor]:
     """Is the file at ``path`` (own SONAME ``soname``) what a request for ``wanted`` expects?
 
-    ``built_cuda`` ("10.1") and ``built_cudnn`` ((9, 19)) are what the requesting framework was
-    built for, when known; ``framework`` names it in the reason; ``rules``: its own version checks.
+    ``built``: what the requesting framework was built for (its CUDA, its cuDNN, its own version checks), when
+    known.
     """
     wanted_version = version_of(wanted)
     if not wanted_version or "/" in wanted or wanted in DRIVER_SONAMES:
@@ -124,16 +123,7 @@ def judge_file(wanted: str, path: str, soname: Optional[str], built_cuda: Option
             named = f"{stem}.{'.'.join(map(str, real_version))}"
             severity, reason = _severity(wanted, f"{stem}.{real_version[0]}")
             return Impostor(wanted, path, named, severity, f"{_difference(wanted, named)}; {reason}", link_chain(path))
-    return _judge_release(wanted, path, built_cuda, built_cudnn, framework, rules)
-
-
-def _pinned_cudnn_rule(family: Optional[str], built_cudnn: Optional[tuple[int, ...]], who: str
-                       ) -> Optional[VersionRule]:
-    if family != "cudnn" or not built_cudnn or len(built_cudnn) < 2:
-        return None
-    return VersionRule("cudnn", built_cudnn, SAME_MAJOR_AT_LEAST, f"{who}'s build",
-                       "the framework's cuDNN check refuses it (PyTorch: 'cuDNN version incompatibility'; "
-                       "TensorFlow: 'Loaded runtime CuDNN library ... but source was compiled with')")
+    return _judge_release(wanted, path, built)
 
 
 def _too_old(wanted: str, path: str, rule: VersionRule, who: str) -> Optional[Impostor]:
@@ -154,29 +144,27 @@ def _difference(wanted: str, provider: str) -> str:
     return f"version {'.'.join(map(str, version_of(provider)))} served where {wanted} was asked for"
 
 
-def _judge_release(wanted: str, path: str, built_cuda: Optional[str], built_cudnn: Optional[tuple[int, ...]],
-                   framework: str, rules: tuple[VersionRule, ...] = ()) -> Optional[Impostor]:
+def _judge_release(wanted: str, path: str, built: Optional["BuiltFor"]) -> Optional[Impostor]:
     """Same name: does the copy pass the framework's own version check, and is it the CUDA release the
     framework was built for?"""
     family = family_of(wanted)
-    who = framework or "the program"
-    rule = rule_for(rules, family) or _pinned_cudnn_rule(family, built_cudnn, who)
-    if stem_of(wanted) != f"lib{family}.so":
-        rule = None  # the framework asks the library itself (libcudnn.so.9), not its sub-libraries
-    too_old = _too_old(wanted, path, rule, who) if rule is not None else None
-    if too_old is not None or family == "cudnn":
-        return too_old
-    if family is None or not built_cuda:
+    if built is None or family is None:
         return None
-    built = re.match(r"(\d+)\.(\d+)", built_cuda)
+    who = built.framework or "the program"
+    # the framework asks the library itself (libcudnn.so.9) its version, never its sub-libraries
+    rule = rule_for(built.rules, family) if stem_of(wanted) == f"lib{family}.so" else None
+    too_old = _too_old(wanted, path, rule, who) if rule is not None else None
+    if too_old is not None or family == "cudnn" or not built.cuda:
+        return too_old
+    release_built = re.match(r"(\d+)\.(\d+)", built.cuda)
     release = cuda_release_of(path)
-    if built is None or release is None:
+    if release_built is None or release is None:
         return None
     (major, minor), how = release
-    if major == int(built.group(1)):
+    if major == int(release_built.group(1)):
         return None
     return Impostor(wanted, path, f"{wanted} of CUDA {major}.{minor}", "warning",
-                    f"{who} was built for CUDA {built.group(0)} and this file comes from CUDA {major}.{minor} "
+                    f"{who} was built for CUDA {release_built.group(0)} and this file comes from CUDA {major}.{minor} "
                     f"({how}); the same name spans several CUDA releases, so it may load and still fail",
                     link_chain(path))
 
@@ -204,8 +192,7 @@ def judge_substitute(wanted: str, path: str, soname: Optional[str], built: Optio
         return Substitute(NOT_A_SUBSTITUTE, f"{own} is another library: not a substitute")
     if not version_of(wanted) and built is not None and _built_major(own, built):
         return Substitute(SERVES, f"{own}: the major {built.framework} was built with")
-    impostor = judge_file(wanted, path, soname, *((built.cuda, built.cudnn, built.framework, built.rules)
-                                                  if built else ()))
+    impostor = judge_file(wanted, path, soname, built)
     if impostor is None:
         exact = own == wanted or (not soname and version_of(own)[:len(version_of(wanted))] == version_of(wanted))
         if exact:
@@ -231,8 +218,7 @@ def _checked_version(wanted: str, path: str, built: Optional["BuiltFor"]) -> str
     """"cuDNN 9.1.0, " when the framework checks this library's version and the copy's is known."""
     family = family_of(wanted)
     entry = record(family)
-    if built is None or entry is None or rule_for(built.rules, family) is None and not (family == "cudnn"
-                                                                                         and built.cudnn):
+    if built is None or entry is None or rule_for(built.rules, family) is None:
         return ""
     found = real_version(path, family, wanted)
     return f"{entry.display} {found.text}, " if found else ""
@@ -262,15 +248,18 @@ class BuiltFor:
     rules: tuple[VersionRule, ...] = ()  # the framework's own version checks
 
 
+CUDNN_CHECK = ("the framework's cuDNN check refuses it (PyTorch: 'cuDNN version incompatibility'; TensorFlow: "
+               "'Loaded runtime CuDNN library ... but source was compiled with')")
+
+
 def built_for(label: str, cuda: Optional[str], cudnn: Optional[str], requirements: tuple[str, ...],
               rules: tuple[VersionRule, ...] = ()) -> BuiltFor:
-    """The cuDNN a framework was built against: its pinned ``nvidia-cudnn-cuNN==X.Y.Z`` wheel (PyTorch
-    pins the one it was compiled with), else the major its build configuration names; ``rules``: the
-    plug-in's version checks."""
-    pinned = None
-    for requirement in requirements:
-        match = re.match(r"\s*nvidia-cudnn-cu\d+\s*==\s*(\d+(?:\.\d+)+)", requirement)
-        if match:
-            pinned = tuple(int(p) for p in match.group(1).split("."))
+    """What a framework was built against, and its own version checks: the plug-in's ``rules``; without a cuDNN
+    rule among them, a pinned ``nvidia-cudnn-cuNN==X.Y.Z`` wheel is one (a framework pins the cuDNN it was
+    compiled with).  Its cuDNN: that rule's version, else the major its build configuration names."""
+    cudnn_rule = rule_for(rules, "cudnn")
+    if cudnn_rule is None:
+        cudnn_rule = requirement_rule(requirements, "cudnn", SAME_MAJOR_AT_LEAST, CUDNN_CHECK, label, pins_only=True)
+        rules += (cudnn_rule,) if cudnn_rule else ()
     major = (int(cudnn.split(".")[0]),) if cudnn and cudnn.split(".")[0].isdigit() else None
-    return BuiltFor(label, cuda, pinned or major, rules)
+    return BuiltFor(label, cuda, cudnn_rule.minimum if cudnn_rule else major, rules)

@@ -185,7 +185,7 @@ def compare_versions(framework: FrameworkReport, asked: list[tuple[str, str, str
         said = decode_version(family, style, tuple(int(v) for v in answer))
         versions.append((path, ".".join(map(str, said))))
         read = real_version(path, family)
-        if read is not None and read.version[:len(said)][:2] != said[:2]:
+        if read is not None and read.version[:2] != said[:2]:
             findings.append(f"{path}: libdoctor read version {read.text} ({read.source}); the library says "
                             f"{'.'.join(map(str, said))}")
         rule = rule_for(framework.info.version_rules, family)

@@ -27,6 +27,12 @@ class PreloadPlan:
     on_failure: tuple[str, ...] = ()  # preloaded (then the first retried) when it fails on a CUDA library
     described: str = ""  # "torch 2.0-2.5: ..." as the report names the sequence
 
+    @property
+    def every_path(self) -> tuple[str, ...]:
+        """Every path the sequence may preload, in order (before the loader has said which)."""
+        paths = (self.first,) + self.on_success + self.on_failure
+        return tuple(dict.fromkeys(p for p in paths if os.path.exists(p)))
+
 
 def settled_preloads(plan: PreloadPlan, resolver: Resolver, python: Optional[str]) -> tuple[str, ...]:
     """The paths the framework preloads on this machine, in its order."""

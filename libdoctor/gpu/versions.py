@@ -154,5 +154,24 @@ class VersionRule:
         return f"{self.kind} {shown(self.minimum)} ({self.source})"
 
 
+def requirement_rule(requirements: tuple[str, ...], family: str, kind: str, check: str, who: str,
+                     pins_only: bool = False) -> Optional[VersionRule]:
+    """The version rule a framework's requirement on ``family``'s wheel states: ``nvidia-cudnn-cu12==9.1.0.70``
+    (a pin: what it was built with) or, unless ``pins_only``, ``nvidia-cublas-cu12>=12.1.3.1`` (the least it
+    accepts)."""
+    entry = record(family)
+    if entry is None or entry.wheel is None:
+        return None
+    operators = "==" if pins_only else "==|>=|~="
+    for requirement in requirements:
+        spec = requirement.split(";", 1)[0].strip()
+        match = re.match(rf"{re.escape(entry.wheel)}(?:-cu\d+)?\s*(?:\[[^\]]*\])?\s*\(?\s*[^;]*?({operators})\s*"
+                         rf"(\d+(?:\.\d+)+)", spec)
+        version = parse(match.group(2)) if match else None
+        if match and version:
+            return VersionRule(family, version, kind, f"{who} requires {spec}", check)
+    return None
+
+
 def rule_for(rules: tuple[VersionRule, ...], family: Optional[str]) -> Optional[VersionRule]:
     return next((r for r in rules if r.family == family), None)

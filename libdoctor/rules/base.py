@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 SEVERITIES = ("error", "warning", "note", "info")  # errors decide the verdict; the rest never change the exit
 GRADES = ("safe", "risky", "broken")
 # Findings that are a load's own failure (the JSON's "problems"); the others are hazards (its "findings").
-PROBLEM_KINDS = ("missing", "missing-dlopen", "fatal", "version", "symbol", "impostor", "too-old", "bad-target", "driver",
-                 "optional")
+PROBLEM_KINDS = ("missing", "missing-dlopen", "fatal", "version", "symbol", "impostor", "too-old", "bad-target",
+                 "driver", "optional")
 ACTION_KINDS = ("symlink", "search-path", "retire", "install")
 FRONT, BACK = "front", "back"  # where an added search folder goes: before or after LD_LIBRARY_PATH
 

@@ -6,14 +6,10 @@ One cause for the machine, naming every framework it stops.  The driver's own li
 from __future__ import annotations
 
 from .base import Action, Finding, RuleContext, RuleResult, SimpleRule
-from .hints import DRIVER_STEP
+from .hints import DRIVER_STEP, NODES_STEP, driver_step
 
 RULE_ID = "driver"
 CAUSE = "driver"
-NO_GPU_STEP = ("this machine has no NVIDIA GPU: run on a GPU host, or judge the libraries alone with "
-               "`libdoctor scan --libraries-only`")
-NODES_STEP = ("give the process the GPU: start the container with it (`docker run --gpus all`, the NVIDIA "
-              "container toolkit), or create the nodes (`nvidia-modprobe`, as root)")
 
 
 def machine_problem(report, framework) -> tuple[str, str] | None:  # noqa: ANN001 - ScanReport, FrameworkReport
@@ -22,10 +18,9 @@ def machine_problem(report, framework) -> tuple[str, str] | None:  # noqa: ANN00
     driver, info = report.driver, framework.info
     if driver is None or not info.cuda_build or report.inputs.libraries_only:
         return None
-    if not driver.present and driver.no_gpu:
-        return f"no NVIDIA GPU in this machine (no PCI device of vendor 10de): {info.on_failure}", NO_GPU_STEP
     if not driver.present:
-        return f"no NVIDIA driver: {info.on_failure}", DRIVER_STEP
+        what = "no NVIDIA GPU in this machine (no PCI device of vendor 10de)" if driver.no_gpu else "no NVIDIA driver"
+        return f"{what}: {info.on_failure}", driver_step(report)
     if not framework.fit.ok:
         return framework.fit.reason, DRIVER_STEP
     if not driver.device_nodes:

@@ -17,6 +17,10 @@ from .base import Finding
 from .facts import ScanReport
 
 DRIVER_STEP = "install the NVIDIA driver that matches the kernel module (see the distribution's guide)"
+NO_GPU_STEP = ("this machine has no NVIDIA GPU: run on a GPU host, or judge the libraries alone with "
+               "`libdoctor scan --libraries-only`")
+NODES_STEP = ("give the process the GPU: start the container with it (`docker run --gpus all`, the NVIDIA "
+              "container toolkit), or create the nodes (`nvidia-modprobe`, as root)")
 HINTED_KINDS = ("missing", "missing-dlopen", "driver", "impostor", "too-old", "version")
 
 
@@ -27,12 +31,19 @@ def install_hints(finding: Finding, report: ScanReport) -> list[str]:
     if finding.kind not in HINTED_KINDS or not soname:
         return []
     if soname in DRIVER_SONAMES:
-        return [DRIVER_STEP]
+        return [driver_step(report)]
     if installed_unreached(soname, report.frameworks):
         return []
     hints = fitting_packages(soname, report.frameworks)
     fallback = install_hint(soname, _cuda_major(finding, report))
     return [aimed(h, report) for h in (hints or ([fallback] if fallback else []))]
+
+
+def driver_step(report: ScanReport) -> str:
+    """What to do when the driver's own libraries are missing: install the driver, unless there is no NVIDIA GPU
+    to drive."""
+    driver = report.driver
+    return NO_GPU_STEP if driver is not None and not driver.present and driver.no_gpu else DRIVER_STEP
 
 
 def _cuda_major(finding: Finding, report: ScanReport) -> Optional[int]:

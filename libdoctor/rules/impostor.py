@@ -92,8 +92,7 @@ def _target_findings(ctx: RuleContext) -> list[Finding]:
             if obj is None or (resolution.name, obj.path) in seen:
                 continue
             seen.add((resolution.name, obj.path))
-            impostor = judge_file(resolution.name, ctx.env.absolute(obj.path), obj.facts.soname,
-                                  *((built.cuda, built.cudnn, built.framework, built.rules) if built else ()))
+            impostor = judge_file(resolution.name, ctx.env.absolute(obj.path), obj.facts.soname, built)
             if impostor is not None:
                 found.append(_finding(ctx, impostor, target.target.path, group, resolution.requester, result,
                                       obj.facts.soname))

@@ -13,11 +13,12 @@ from functools import cached_property
 from typing import Callable, Optional
 
 from ...targets import Framework, PythonEnv
-from ..catalog import record
 from ..cudatable import family_of, wheel_dirs
 from ..impostor import BuiltFor, built_for
 from ..sequence import PreloadPlan
-from ..versions import VersionRule, parse
+
+__all__ = ["requirement_rule"]  # re-exported: the plug-ins read their rules with it
+from ..versions import VersionRule, requirement_rule
 
 GATE = "gate"  # without it the framework registers no GPU and runs on the CPU
 OPTIONAL = "optional"  # a failure only warns (profiler, NCCL, TensorRT)
@@ -119,23 +120,6 @@ def lower_bound(requirements_: tuple[str, ...], package: str) -> Optional[str]:
             match = re.search(r"(?:>=|==|~=)\s*(\d+(?:\.\d+)?)", spec)
             if match:
                 return match.group(1)
-    return None
-
-
-def requirement_rule(requirements_: tuple[str, ...], family: str, kind: str, check: str, who: str
-                     ) -> Optional[VersionRule]:
-    """The version rule a framework's requirement on ``family``'s wheel states: ``nvidia-cudnn-cu12==9.1.0.70``
-    (a pin: what it was built with) or ``nvidia-cublas-cu12>=12.1.3.1`` (the least it accepts)."""
-    entry = record(family)
-    if entry is None or entry.wheel is None:
-        return None
-    for requirement in requirements_:
-        spec = requirement.split(";", 1)[0].strip()
-        match = re.match(rf"{re.escape(entry.wheel)}(?:-cu\d+)?\s*(?:\[[^\]]*\])?\s*\(?\s*[^;]*?(==|>=|~=)\s*"
-                         rf"(\d+(?:\.\d+)+)", spec)
-        version = parse(match.group(2)) if match else None
-        if match and version:
-            return VersionRule(family, version, kind, f"{who} requires {spec}", check)
     return None
 
 

@@ -79,12 +79,6 @@ def torch_plan(site: str, cuda: Optional[str], version: str) -> PreloadPlan:
                        wheel_paths(site, cuda, sequence.on_failure), sequence.described)
 
 
-def torch_preloads(site: str, cuda: Optional[str], version: str = "2.14") -> tuple[str, ...]:
-    """Every path the sequence may preload (when nothing has been resolved yet)."""
-    plan = torch_plan(site, cuda, version)
-    return tuple(dict.fromkeys(p for p in (plan.first,) + plan.on_success + plan.on_failure if os.path.exists(p)))
-
-
 # The cuDNN a torch release bundled (and was compiled with) before the wheels pinned it: pytorch's RELEASE.md
 # "Release Compatibility Matrix" (cuda-facts.md 3.3).
 BUNDLED_CUDNN = {(1, 12): "8.3.2"}
@@ -118,7 +112,7 @@ def torch_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     plan = torch_plan(site, cuda, version) if cuda else None
     return FrameworkInfo(framework.name, version, flavour, os.path.join(site, "torch"), python_version_of(site),
                          cuda, cudnn_major, "torch/version.py" if text else "unknown", cuda is not None if text else None,
-                         tuple(expected), torch_preloads(site, cuda, version) if cuda else (), reqs,
+                         tuple(expected), plan.every_path if plan else (), reqs,
                          on_failure="torch.cuda.is_available() is False: PyTorch runs on the CPU",
                          version_rules=(rule,) if rule else (), sequence=plan.described if plan else "",
                          preload_plan=plan)
