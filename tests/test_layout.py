@@ -15,7 +15,7 @@ import libdoctor
 from libdoctor.rules import available_rules
 
 PACKAGE = Path(libdoctor.__file__).resolve().parent  # the source tree, or site-packages when installed
-SUB_PACKAGES = ("loader", "gpu", "rules", "repair", "daemon")
+SUB_PACKAGES = ("loader", "gpu", "rules", "repair", "daemon", "verdicts")
 BASICS = {"errors", "logs", "files", "__init__"}
 # What each part may import, besides itself and BASICS (README.rst, "Layout", says the same).
 MAY_IMPORT: dict[str, set[str]] = {
@@ -24,6 +24,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "rules": {"loader", "gpu", "targets"},
     "repair": {"loader", "gpu", "rules", "targets"},
     "daemon": {"loader", "gpu", "rules", "repair", "scan", "targets"},
+    "verdicts": {"loader"},
     "targets": {"loader"},
     "scan": {"loader", "gpu", "rules", "repair", "targets"},
 }

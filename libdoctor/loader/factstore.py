@@ -18,13 +18,14 @@ from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDe
                        read_regular)
 
 FORMAT = "libdoctor-elf-facts"
-FORMAT_VERSION = 4  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym
+FORMAT_VERSION = 5  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym;
+# 5: keys carry the ctime (an inode reused with the same size and mtime is another file)
 MAX_ENTRIES = 50_000
 MAX_CACHE_BYTES = 256 << 20  # a larger cache file is foreign or bloated: ignored and rebuilt
 MAX_BINDINGS = 20_000
 MAX_REMEMBERED_UNBOUND = 64  # per consumer: more unbound imports than this are recomputed, not stored
 
-Key = tuple[int, int, int, int]
+Key = tuple[int, int, int, int, int]  # (dev, ino, size, mtime_ns, ctime_ns)
 Entry = Union[ElfFacts, errors.ElfError]
 _ERROR_TYPES = {cls.kind: cls for cls in (errors.ElfError, errors.NotElfError, errors.TruncatedError,
                                            errors.CorruptError, errors.UnsupportedError, errors.NotRegularError,
@@ -41,7 +42,11 @@ def default_cache_dir() -> str:
 
 
 def key_of(st: os.stat_result) -> Key:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _key_text(key: Key) -> str:
+    return ":".join(str(n) for n in key)
 
 
 def _encode(entry: Entry) -> dict:
@@ -158,7 +163,7 @@ class FactsStore:
         entry = self._entries.get(key)
         if entry is not None:
             return entry
-        raw = self._raw.get("%d:%d:%d:%d" % key)
+        raw = self._raw.get(_key_text(key))
         if raw is not None:
             try:
                 entry = _decode(raw)
@@ -188,13 +193,13 @@ class FactsStore:
     def binding(self, consumer: Key) -> Optional[tuple[frozenset[Key], tuple[tuple[str, Optional[str]], ...]]]:
         """What the last symbol check of ``consumer`` needed: the providers that served its imports, and the
         imports none served.  Anything malformed reads as nothing remembered."""
-        raw = self._bindings.get("%d:%d:%d:%d" % consumer)
+        raw = self._bindings.get(_key_text(consumer))
         try:
             providers = frozenset(tuple(int(n) for n in p.split(":")) for p in raw["providers"])  # type: ignore
             unbound = tuple((str(n), v if v is None else str(v)) for n, v in raw["unbound"])  # type: ignore
         except (TypeError, KeyError, ValueError, AttributeError):
             return None
-        if any(len(p) != 4 for p in providers):
+        if any(len(p) != 5 for p in providers):
             return None
         return providers, unbound  # type: ignore[return-value]
 
@@ -202,8 +207,8 @@ class FactsStore:
                          ) -> None:
         if len(unbound) > MAX_REMEMBERED_UNBOUND:
             return
-        value = {"providers": ["%d:%d:%d:%d" % p for p in sorted(providers)], "unbound": [list(u) for u in unbound]}
-        key = "%d:%d:%d:%d" % consumer
+        value = {"providers": [_key_text(p) for p in sorted(providers)], "unbound": [list(u) for u in unbound]}
+        key = _key_text(consumer)
         if self._bindings.get(key) != value:  # a warm run that learns nothing new writes nothing
             self._bindings[key] = value
             self._dirty = True
@@ -212,7 +217,7 @@ class FactsStore:
         """Write the store atomically; returns a problem description instead of raising."""
         if not self.path or not self._dirty:
             return None
-        entries = {"%d:%d:%d:%d" % k: _encode(v) for k, v in self._entries.items()}
+        entries = {_key_text(k): _encode(v) for k, v in self._entries.items()}
         for k, v in self._raw.items():
             if len(entries) >= MAX_ENTRIES:
                 break

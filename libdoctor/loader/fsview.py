@@ -29,7 +29,7 @@ class Probe:
     facts: Optional[ElfFacts] = None
     error: Optional[ElfError] = None
     is_dir: bool = False
-    stamp: Optional[tuple[int, int, int, int]] = None  # (dev, ino, size, mtime_ns) of what was opened
+    stamp: Optional[tuple[int, int, int, int, int]] = None  # (dev, ino, size, mtime_ns, ctime_ns) of what was opened
 
     @property
     def opened(self) -> bool:
