@@ -84,8 +84,10 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
         click.option("--env", "prefix", type=click.Path(), help="The Python environment (prefix) to work on."),
         click.option("--python", "python", type=click.Path(), help="The environment of this Python interpreter."),
         click.option("--dlopen-from", "caller", type=click.Path(), help="Resolve targets as a dlopen() by CALLER."),
-        click.option("--dlopen-strings", is_flag=True,
-                     help="Also check lib*.so* names found as strings in each target (probable dlopen calls)."),
+        click.option("--dlopen-strings/--no-dlopen-strings", default=True, show_default=True,
+                     help="Check the lib*.so* strings of each target that imports dlopen (probable dlopen calls; a "
+                          "framework's own objects are judged by its load model instead). A name not found is a "
+                          "warning, never the verdict."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in README.rst)."),
         click.option("--look-in", multiple=True, type=click.Path(),
                      help="Another folder to look in for other versions of missing libraries (repeatable)."),

@@ -55,16 +55,15 @@ def target_request(target: Target) -> LoadRequest:
 
 
 def dlopen_checks(resolver: Resolver, target: Target, result: LoadResult) -> tuple[DlopenCheck, ...]:
-    """Each probable ``dlopen`` name (a ``lib*.so*`` string in the target) resolved as a dlopen by the target."""
-    from .loader.symbols import probable_dlopen_names
-
+    """Each probable ``dlopen`` name (a ``lib*.so*`` string of a target that imports ``dlopen``) resolved as a
+    dlopen by the target."""
     if result.root_error is not None or not result.objects:
         return ()
     root = result.objects[result.new_from] if result.mode == MODE_DLOPEN else result.objects[0]
     known = set(root.facts.needed) | {o.requested_as for o in result.objects} | {
         o.facts.soname for o in result.objects if o.facts.soname}
     checks = []
-    for name in sorted(probable_dlopen_names(target.path) - known):
+    for name in sorted(resolver.view.store.dlopen_names(target.path) - known):
         request = LoadRequest(name, True, target.path)
         checks.append(DlopenCheck(name, request, resolver.request(request)))
     return tuple(checks)
@@ -114,7 +113,9 @@ def _resolve_targets(report: ScanReport, infos: dict) -> None:
             target = replace(target, preloads=info.preloads)
         request = target_request(target)
         result = resolver.request(request)
-        checks = dlopen_checks(resolver, target, result) if report.inputs.dlopen_strings else ()
+        # A framework's objects are judged by its own load model; a plain object's lib*.so* strings are guesses.
+        guess = report.inputs.dlopen_strings and info is None
+        checks = dlopen_checks(resolver, target, result) if guess else ()
         feature = info.feature_of(target.path) if info is not None and info.optional_objects else None
         report.targets.append(TargetReport(target, request, result, checks, feature))
 
@@ -150,7 +151,7 @@ def _settled(infos: dict, resolver: Optional[Resolver], python: Optional[str]) -
 
 def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, store: Optional[FactsStore] = None,
              caller: Optional[str] = None, prefix: Optional[str] = None, python: Optional[str] = None,
-             dlopen_strings: bool = False, look_in: tuple[str, ...] = (), probe: bool = False,
+             dlopen_strings: bool = True, look_in: tuple[str, ...] = (), probe: bool = False,
              previous: Optional[ScanReport] = None, activate: bool = True, symbols: bool = True,
              only: tuple[str, ...] = (), skip: tuple[str, ...] = (), in_place: bool = False,
              accept: tuple[str, ...] = (), force: bool = False, heal: bool = False, root: Optional[str] = None,

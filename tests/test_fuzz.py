@@ -13,6 +13,7 @@ from libdoctor.loader.elffacts import read_elf_facts
 from libdoctor.loader.environment import split_search_path
 from libdoctor.loader.ldcache import CacheError, parse_ld_cache
 from libdoctor.loader.searchpath import expand_dst
+from libdoctor.loader.symbols import probable_dlopen_names
 
 SETTINGS = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -40,6 +41,12 @@ def check_bytes(data: bytes) -> None:
     with tempfile.NamedTemporaryFile(suffix=".so") as handle:
         handle.write(data)
         handle.flush()
+        try:
+            names = probable_dlopen_names(handle.name)  # section headers, .dynstr, string sections: never trusted
+        except ElfError as exc:
+            assert "\n" not in str(exc) and str(exc)
+        else:
+            assert all(n.startswith("lib") and ".so" in n for n in names)
         try:
             facts = read_elf_facts(handle.name)
         except ElfError as exc:
@@ -73,7 +80,7 @@ def test_mutated_real_elf(data: st.DataObject) -> None:
             blob[pos] = data.draw(st.integers(0, 255))
     else:
         # header and program-header fields: offsets past the end, huge counts
-        offsets = [0x04, 0x05, 0x06, 0x10, 0x12, 0x20, 0x28, 0x36, 0x38, 0x3C]
+        offsets = [0x04, 0x05, 0x06, 0x10, 0x12, 0x20, 0x28, 0x36, 0x38, 0x3A, 0x3C, 0x3E]
         phoff = int.from_bytes(blob[0x20:0x28], "little")
         offsets += [phoff + 56 * i + k for i in range(4) for k in (0, 8, 16, 32, 40)]
         pos = data.draw(st.sampled_from(offsets))

@@ -141,14 +141,18 @@ def test_a_probable_dlopen_from_a_string_is_a_warning_naming_the_library(elf: El
                                                                          tmp_path: Path) -> None:
     body = '#include <dlfcn.h>\nint hook(void) { return dlopen("libnotthere.so.3", RTLD_NOW) != 0; }\n'
     lib = elf.lib("app/libhooks.so", body=body, extra=["-ldl"])
-    done = run_scan_cli("--json", "--dlopen-strings", str(lib), cwd=tmp_path, env={})
+    done = run_scan_cli("--json", str(lib), cwd=tmp_path, env={})  # the finder is on by default
     assert done.returncode == 0, done.stdout + done.stderr  # a guess never decides the verdict
     (problem,) = json.loads(done.stdout)["problems"]
     assert (problem["kind"], problem["soname"], problem["severity"]) == ("missing-dlopen", "libnotthere.so.3",
                                                                         "warning")
     human = run_scan_cli("--dlopen-strings", str(lib), cwd=tmp_path, env={})
     assert "[!] 1 library needed by libhooks.so is not there: libnotthere.so.3" in human.stdout
-    assert json.loads(run_scan_cli("--json", str(lib), cwd=tmp_path, env={}).stdout)["problems"] == []
+    off = run_scan_cli("--json", "--no-dlopen-strings", str(lib), cwd=tmp_path, env={})
+    assert json.loads(off.stdout)["problems"] == []
+    # the same string in an object that cannot dlopen is just a string
+    quiet = elf.lib("app/libnames.so", body='const char *name(void) { return "libnotthere.so.3"; }\n')
+    assert json.loads(run_scan_cli("--json", str(quiet), cwd=tmp_path, env={}).stdout)["problems"] == []
 
 
 def test_a_typo_in_any_path_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -153,3 +153,30 @@ def test_a_missing_file_that_appears_answers_anew(elf: ElfFactory, tmp_path: Pat
     elf.lib("lib/libdep.so.1", defines=["f"])
     found = libdoctor("scan", "--json", str(prog), tmp_path=tmp_path)
     assert REUSED not in found.stderr and found.returncode == 0, found.stdout
+
+
+@needs_gcc
+def test_a_consumers_binding_is_remembered_with_its_misses_and_its_scope(elf: ElfFactory, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The symbol check reads a consumer's tables once: the next run of the same scope answers from the store,
+    unserved imports included, and a scope with one more object reads again."""
+    from libdoctor.loader import binding
+    from libdoctor.loader.factstore import FactsStore
+
+    dep = elf.lib("lib/libdep.so.1", defines=["f"])
+    consumer = elf.lib("lib/libuser.so", calls=["f", "g"], link=[dep], extra=["-Wl,--unresolved-symbols=ignore-all"])
+    provider = elf.lib("lib/libg.so", defines=["g"])
+    store = FactsStore(str(tmp_path / "facts.json"))
+    first = binding.unbound_symbols([str(consumer)], [str(consumer), str(dep)], store)
+    assert [(u.name, u.consumer) for u in first] == [("g", str(consumer))]
+    store.save()
+    reads: list[str] = []
+    real = binding.exports_of
+    monkeypatch.setattr(binding, "exports_of", lambda path: reads.append(path) or real(path))
+    for memo in (binding._TABLES, binding._SUPPLIERS, binding._DEFINERS):
+        memo.clear()  # a new process: only the store remembers
+    again = binding.unbound_symbols([str(consumer)], [str(consumer), str(dep)], FactsStore(str(tmp_path / "facts.json")))
+    assert again == first and reads == []
+    wider = binding.unbound_symbols([str(consumer)], [str(consumer), str(dep), str(provider)],
+                                    FactsStore(str(tmp_path / "facts.json")))
+    assert wider == [] and str(consumer) in reads

@@ -35,7 +35,7 @@ from .elffacts import (
     _parse_headers,
     _Reader,
 )
-from .factstore import FactsStore
+from .factstore import FactsStore, Key, key_of
 from .symbols import MAX_SYMBOLS, STB_WEAK, _open, _symbol_count, _version_names
 
 STB_GLOBAL, STB_GNU_UNIQUE = 1, 10
@@ -81,7 +81,7 @@ class Exports:
     :func:`unbound_symbols`.
     """
 
-    def __init__(self, path: str, identity: tuple[int, int, int, int] = (0, 0, 0, 0)) -> None:
+    def __init__(self, path: str, identity: Key = (0, 0, 0, 0, 0)) -> None:
         self.path = path
         self.identity = identity  # (device, inode, size, mtime_ns): what the caches below are keyed by
         fd, size, head = _open(path)
@@ -272,7 +272,7 @@ def _read_names(reader: _Reader, at: int, size: int, offsets: list[int]) -> dict
     return names
 
 
-_TABLES: "OrderedDict[tuple[int, int, int, int], Optional[Exports]]" = OrderedDict()
+_TABLES: "OrderedDict[Key, Optional[Exports]]" = OrderedDict()
 MAX_TABLES = 512  # files whose tables are kept between calls (each a few MB at most)
 
 
@@ -284,7 +284,7 @@ def exports_of(path: str) -> Optional[Exports]:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    identity = key_of(st)
     if identity in _TABLES:
         _TABLES.move_to_end(identity)
         return _TABLES[identity]
@@ -323,15 +323,15 @@ class Unbound:
 # (name, version) -> the tables known to define it: existence in a file never changes for its identity,
 # so a lookup first asks the providers that answered before (the libc, libstdc++ or framework library
 # that serves most imports), and probes the whole scope only for a name not seen yet.
-_DEFINERS: dict[tuple[str, Optional[str]], list[tuple[int, int, int, int]]] = {}
+_DEFINERS: dict[tuple[str, Optional[str]], list[Key]] = {}
 # consumer -> {provider identity (None: none found): its imports served by it}: the same object is judged
 # in many loads of one scan, each with its own scope; a provider still in scope answers for all its imports.
-_SUPPLIERS: dict[tuple[int, int, int, int], dict[Optional[tuple[int, int, int, int]], list[Import]]] = {}
+_SUPPLIERS: dict[Key, dict[Optional[Key], list[Import]]] = {}
 MAX_REMEMBERED = 1 << 19  # entries; the memos start afresh past it (the daemon's memory stays bounded)
 
 
 def _provider_in_scope(wanted: Import, ordered: list[Exports], in_scope: set, by_soname: dict[str, Exports]
-                       ) -> Optional[tuple[int, int, int, int]]:
+                       ) -> Optional[Key]:
     """The identity of an object in scope defining ``wanted``, or None."""
     key = (wanted.name, wanted.version)
     known = _DEFINERS.get(key)
@@ -356,13 +356,13 @@ def _provider_in_scope(wanted: Import, ordered: list[Exports], in_scope: set, by
 
 
 def _unbound_imports(own: Exports, tables: list[Exports], in_scope: set, by_soname: dict[str, Exports]
-                     ) -> tuple[list[Import], set[tuple[int, int, int, int]]]:
+                     ) -> tuple[list[Import], set[Key]]:
     """The imports of ``own`` nothing in scope defines, and the providers that served the others."""
     suppliers = _SUPPLIERS.get(own.identity)
     preferred = [by_soname[n] for n in own.needed if n in by_soname]
     ordered = preferred + [t for t in tables if t not in preferred]
     if suppliers is None:
-        groups: dict[Optional[tuple[int, int, int, int]], list[Import]] = {}
+        groups: dict[Optional[Key], list[Import]] = {}
         for wanted in own.imports:
             if not wanted.weak:
                 groups.setdefault(_provider_in_scope(wanted, ordered, in_scope, by_soname), []).append(wanted)
@@ -407,12 +407,24 @@ class _Scope:
             table.release()  # no file stays open between calls
 
 
-def _identity(path: str) -> Optional[tuple[int, int, int, int]]:
+def _identity(path: str) -> Optional[Key]:
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    return key_of(st) if stat.S_ISREG(st.st_mode) else None
+
+
+def _digest(identities: set) -> str:
+    """One short name for a scope (the identities of every object in it)."""
+    import hashlib
+
+    return hashlib.sha1(repr(sorted(identities)).encode()).hexdigest()[:20]
+
+
+def _judged(name: str, lookup: _Scope) -> bool:
+    """Imports of the Python C API are judged only where an interpreter is in scope."""
+    return lookup.has_python or not name.startswith(PYTHON_PREFIXES)
 
 
 def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optional[FactsStore] = None
@@ -429,23 +441,32 @@ def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optio
         _SUPPLIERS.clear()
     lookup = _Scope(list(scope))
     unbound: list[Unbound] = []
+    scope_digest = _digest(lookup.identities)
     try:
         for consumer in consumers:
             identity = _identity(consumer)
             if identity is None:
                 continue
             remembered = store.binding(identity) if store is not None else None
-            if remembered is not None and not remembered[1] and remembered[0] <= lookup.identities:
-                continue  # every import was served by objects that are all still here
+            if remembered is not None:
+                providers, missed, digest = remembered
+                if not missed and providers <= lookup.identities:
+                    continue  # every import was served by objects that are all still here
+                if missed and digest and digest.split("+")[0] == scope_digest:  # the same scope: the same misses
+                    python = digest.endswith("+python")
+                    unbound.extend(Unbound(consumer, n, v, f) for n, v, f in missed
+                                   if python or not n.startswith(PYTHON_PREFIXES))
+                    continue
             own = exports_of(consumer)
             if own is None:
                 continue
             tables = lookup.tables
             missing, used = _unbound_imports(own, tables, lookup.identities, lookup.by_soname)
             if store is not None:
-                store.remember_binding(identity, used, [(w.name, w.version) for w in missing])
-            unbound.extend(Unbound(consumer, w.name, w.version, w.file) for w in missing
-                           if lookup.has_python or not w.name.startswith(PYTHON_PREFIXES))
+                scope_seen = scope_digest + ("+python" if lookup.has_python else "")
+                store.remember_binding(identity, used, [(w.name, w.version, w.file) for w in missing],
+                                       scope_seen if missing else None)
+            unbound.extend(Unbound(consumer, w.name, w.version, w.file) for w in missing if _judged(w.name, lookup))
     finally:
         lookup.release()
     return unbound

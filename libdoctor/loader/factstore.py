@@ -127,6 +127,7 @@ class FactsStore:
         self._entries: dict[Key, Entry] = {}
         self._raw: dict[str, dict] = {}
         self._bindings: dict[str, dict] = {}  # consumer identity -> {"providers": [...], "unbound": [...]}
+        self._strings: dict[str, list] = {}  # identity -> the lib*.so* strings of an object that can dlopen
         self._dirty = False
         self.parsed = 0  # files parsed by this store (a warm run parses none)
         self.load_problem: Optional[str] = None
@@ -150,6 +151,8 @@ class FactsStore:
             self._raw = raw
             bindings = data.get("bindings", {})
             self._bindings = bindings if isinstance(bindings, dict) else {}
+            strings = data.get("dlopen_strings", {})
+            self._strings = strings if isinstance(strings, dict) else {}
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -190,28 +193,52 @@ class FactsStore:
         finally:
             os.close(fd)
 
-    def binding(self, consumer: Key) -> Optional[tuple[frozenset[Key], tuple[tuple[str, Optional[str]], ...]]]:
-        """What the last symbol check of ``consumer`` needed: the providers that served its imports, and the
-        imports none served.  Anything malformed reads as nothing remembered."""
+    def binding(self, consumer: Key) -> Optional[tuple[frozenset[Key], tuple[tuple[str, Optional[str], Optional[str]], ...],
+                                                        Optional[str]]]:
+        """What the last symbol check of ``consumer`` found: the providers that served its imports, the imports
+        none served (name, version, the file a version need names), and the scope those were judged in (a
+        digest, kept only when some import went unserved).  Anything malformed reads as nothing remembered."""
         raw = self._bindings.get(_key_text(consumer))
         try:
             providers = frozenset(tuple(int(n) for n in p.split(":")) for p in raw["providers"])  # type: ignore
-            unbound = tuple((str(n), v if v is None else str(v)) for n, v in raw["unbound"])  # type: ignore
+            unbound = tuple((str(n), v if v is None else str(v), f if f is None else str(f))
+                            for n, v, f in raw["unbound"])  # type: ignore
+            scope = raw.get("scope")  # type: ignore[union-attr]
         except (TypeError, KeyError, ValueError, AttributeError):
             return None
-        if any(len(p) != 5 for p in providers):
+        if any(len(p) != 5 for p in providers) or (scope is not None and not isinstance(scope, str)):
             return None
-        return providers, unbound  # type: ignore[return-value]
+        return providers, unbound, scope  # type: ignore[return-value]
 
-    def remember_binding(self, consumer: Key, providers: set[Key], unbound: list[tuple[str, Optional[str]]]
-                         ) -> None:
+    def remember_binding(self, consumer: Key, providers: set[Key],
+                         unbound: list[tuple[str, Optional[str], Optional[str]]], scope: Optional[str] = None) -> None:
         if len(unbound) > MAX_REMEMBERED_UNBOUND:
             return
-        value = {"providers": [_key_text(p) for p in sorted(providers)], "unbound": [list(u) for u in unbound]}
+        value = {"providers": [_key_text(p) for p in sorted(providers)], "unbound": [list(u) for u in unbound],
+                 "scope": scope}
         key = _key_text(consumer)
         if self._bindings.get(key) != value:  # a warm run that learns nothing new writes nothing
             self._bindings[key] = value
             self._dirty = True
+
+    def dlopen_names(self, path: str) -> frozenset[str]:
+        """:func:`~.symbols.probable_dlopen_names` of ``path``, read once per file identity."""
+        try:
+            key = _key_text(key_of(os.stat(path)))
+        except OSError:
+            return frozenset()
+        raw = self._strings.get(key)
+        if isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+            return frozenset(raw)
+        from .symbols import probable_dlopen_names
+
+        try:
+            names = probable_dlopen_names(path)
+        except errors.ElfError:
+            names = frozenset()
+        self._strings[key] = sorted(names)
+        self._dirty = True
+        return names
 
     def save(self) -> Optional[str]:
         """Write the store atomically; returns a problem description instead of raising."""
@@ -224,8 +251,9 @@ class FactsStore:
             entries.setdefault(k, v)
         folder = os.path.dirname(self.path)
         bindings = dict(list(self._bindings.items())[-MAX_BINDINGS:])
-        data = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "entries": entries, "bindings": bindings},
-                          separators=(",", ":")).encode("utf-8")
+        strings = dict(list(self._strings.items())[-MAX_BINDINGS:])
+        data = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "entries": entries, "bindings": bindings,
+                           "dlopen_strings": strings}, separators=(",", ":")).encode("utf-8")
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
             write_atomic(self.path, data, 0o600)

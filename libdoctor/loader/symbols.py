@@ -161,15 +161,15 @@ def _read_symbols(reader: _Reader, head: bytes) -> SymbolTable:
 
 
 @lru_cache(maxsize=256)
-def symbols_by_identity(path: str, identity: tuple[int, int, int, int]) -> SymbolTable:
-    """:func:`read_symbols`, remembered for the file identity (device, inode, size, mtime)."""
+def symbols_by_identity(path: str, identity: tuple[int, ...]) -> SymbolTable:
+    """:func:`read_symbols`, remembered for the file identity (device, inode, size, mtime, ctime)."""
     return read_symbols(path)
 
 
 def symbols_of(path: str) -> Optional[SymbolTable]:
     try:
         st = os.stat(path)
-        return symbols_by_identity(path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        return symbols_by_identity(path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     except (OSError, ElfError):
         return None
 
@@ -201,12 +201,98 @@ def readonly_strings(path: str, pattern: "re.Pattern[bytes]") -> frozenset[str]:
     return frozenset(found)
 
 
-LIBRARY_STRING = re.compile(rb"(?<![\w./-])(lib[A-Za-z0-9_+-]+\.so(?:\.[0-9]+)*)\x00")
+LIBRARY_NAME = re.compile(rb"lib[A-Za-z0-9_+-]+\.so[.0-9]*\x00")  # "lib" first: re's fast literal search
+NAME_BYTE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./-")
+DLOPEN_IMPORTS = (b"\0dlopen\0", b"\0dlmopen\0")  # in the dynamic string table of an object that can dlopen
+SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_STRINGS = 0x1, 0x2, 0x4, 0x20
+SHT_PROGBITS, SHT_STRTAB, SHT_NOBITS = 1, 3, 8
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    kind: int
+    flags: int
+    offset: int
+    size: int
+
+
+def _sections(data: "mmap.mmap | bytes") -> tuple[Section, ...]:
+    """The section headers of an ELF image (none when it has none, or they do not fit in the file)."""
+    if len(data) < 64 or data[:4] != ELFMAG or data[4] not in (1, 2) or data[5] not in (1, 2):
+        return ()
+    wide, order = data[4] == 2, "<" if data[5] == 1 else ">"
+    shoff, = struct.unpack_from(order + ("Q" if wide else "I"), data, 0x28 if wide else 0x20)
+    entsize, count, names_at = struct.unpack_from(order + "HHH", data, 0x3A if wide else 0x2E)
+    layout = order + ("IIQQQQIIQQ" if wide else "IIIIIIIIII")
+    if count == 0 or entsize < struct.calcsize(layout) or shoff + count * entsize > len(data):
+        return ()
+    raw = [struct.unpack_from(layout, data, shoff + i * entsize) for i in range(count)]
+    strings_at = raw[names_at][4] if names_at < count else 0
+    found = []
+    for name, kind, flags, _addr, offset, size, *_rest in raw:
+        if kind != SHT_NOBITS and offset + size > len(data):
+            continue  # a header that points past the file describes nothing the loader could map
+        end = data.find(b"\0", strings_at + name, strings_at + name + 256) if strings_at else -1
+        text = bytes(data[strings_at + name:end]).decode("ascii", "replace") if end >= 0 else ""
+        found.append(Section(text, kind, flags, offset, size))
+    return tuple(found)
+
+
+def _imports_dlopen(data: "mmap.mmap | bytes", sections: tuple[Section, ...]) -> bool:
+    for section in sections:
+        if section.name == ".dynstr" and section.kind == SHT_STRTAB:
+            window = bytes(data[max(0, section.offset - 1):section.offset + section.size])
+            return any(word in window for word in DLOPEN_IMPORTS)
+    return False
+
+
+def _string_sections(sections: tuple[Section, ...]) -> list[Section]:
+    """Read-only data that holds C strings: ``.rodata*`` and merged-string sections, nothing executable."""
+    return [s for s in sections if s.kind == SHT_PROGBITS and s.flags & SHF_ALLOC
+            and not s.flags & (SHF_WRITE | SHF_EXECINSTR) and (s.name.startswith(".rodata") or s.flags & SHF_STRINGS)]
+
+
+def library_names_in(data: "mmap.mmap | bytes", start: int, end: int) -> set[str]:
+    """Every NUL-terminated ``lib*.so*`` string that starts a string (not the tail of a path or a longer name)."""
+    found = set()
+    for match in LIBRARY_NAME.finditer(data, start, end):
+        if match.start() > start and data[match.start() - 1] in NAME_BYTE:
+            continue
+        found.add(match.group()[:-1].decode("ascii"))
+    return found
 
 
 def probable_dlopen_names(path: str) -> frozenset[str]:
-    """Literal ``lib*.so*`` strings in read-only data: probable dlopen dependencies (a heuristic)."""
-    return readonly_strings(path, LIBRARY_STRING)
+    """Literal ``lib*.so*`` strings in the read-only string data of an object that imports ``dlopen``: probable
+    dlopen dependencies (a heuristic).  An object that cannot dlopen has none; one without section headers is
+    read by its read-only segments.  One compiled pattern over a read-only mapping."""
+    import mmap
+
+    fd, size, _head = _open(path)
+    try:
+        if size == 0:
+            return frozenset()
+        with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as data:
+            try:
+                sections = _sections(data)
+            except struct.error:
+                sections = ()
+            if not sections:
+                return readonly_strings(path, LIBRARY_STRING)
+            if not _imports_dlopen(data, sections):
+                return frozenset()
+            found: set[str] = set()
+            for section in _string_sections(sections):
+                found |= library_names_in(data, section.offset, section.offset + min(section.size, MAX_STRING_SCAN))
+            return frozenset(found)
+    except (OSError, ValueError):
+        return frozenset()
+    finally:
+        os.close(fd)
+
+
+LIBRARY_STRING = re.compile(rb"(?<![\w./-])(lib[A-Za-z0-9_+-]+\.so(?:\.[0-9]+)*)\x00")
 
 
 def identifier_strings(path: str, prefix: str) -> frozenset[str]:

@@ -48,7 +48,7 @@ class ScanInputs:
     caller: Optional[str] = None
     prefix: Optional[str] = None
     python: Optional[str] = None
-    dlopen_strings: bool = False
+    dlopen_strings: bool = True
     look_in: tuple[str, ...] = ()
     symbols: bool = True
     only: tuple[str, ...] = ()  # --rule

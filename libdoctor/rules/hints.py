@@ -95,8 +95,8 @@ def fix_command(report: ScanReport, apply: bool = True) -> str:
     words = ["libdoctor", "fix"] + (["--apply"] if apply else [])
     words += ["--env", inputs.prefix] if inputs.prefix else ["--python", inputs.python] if inputs.python else []
     words += ["--dlopen-from", inputs.caller] if inputs.caller else []
-    if inputs.dlopen_strings:
-        words.append("--dlopen-strings")
+    if not inputs.dlopen_strings:
+        words.append("--no-dlopen-strings")
     if not inputs.activate:
         words.append("--no-activate")
     if inputs.in_place:
