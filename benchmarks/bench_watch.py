@@ -48,7 +48,8 @@ def main() -> None:
     notes: list[str] = []
     objects = [f for folder in folders for f in walk_folder(folder, notes)]
     needed = _needed_names(objects)
-    link = next((path for path in objects if os.path.basename(path) in needed), None)
+    named = [os.path.join(folder, name) for folder in folders for name in sorted(os.listdir(folder))]
+    link = next((path for path in named if os.path.basename(path) in needed), None)  # a soname link or file
     if link is None:
         sys.exit("no library that another object of the tree needs: give another tree")
     aside = link + ".moved-by-bench"

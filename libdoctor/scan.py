@@ -12,7 +12,7 @@ from typing import Optional
 from .loader.environment import Environment, append_to_search_path, prepend_to_search_path
 from .loader.factstore import FactsStore
 from .loader.resolver import MODE_DLOPEN, LoadRequest, LoadResult, Resolver
-from .rules.facts import DlopenCheck, ScanInputs, ScanReport, TargetReport
+from .rules.facts import DlopenCheck, ScanInputs, ScanReport, TargetReport, same_environment
 from .repair.fixer import applied_folders, journal_links, repair_prefix, shim_dir
 from .targets import Activation, Target, conda_activation, discover
 
@@ -93,7 +93,39 @@ def _other_class(resolver: Resolver, target: Target, others: dict) -> tuple[Opti
                             f"(glibc {others[loader].info.glibc_version or '?'}) loads it")
 
 
-def _resolve_targets(report: ScanReport, infos: dict) -> None:
+def consulted_folders(target: TargetReport) -> frozenset[str]:
+    """Every folder a target's loads looked in or loaded from (as written and as real paths)."""
+    folders = {os.path.dirname(os.path.abspath(target.target.path))}
+    for result in [target.result] + [c.result for c in target.dlopens]:
+        for loaded in result.objects:
+            folders.update((os.path.dirname(loaded.path), os.path.dirname(loaded.realpath)))
+        for resolution in result.resolutions:
+            folders.update(os.path.normpath(a.folder) for source in resolution.sources for a in source.folders)
+    return frozenset(folders | {os.path.realpath(f) for f in folders})
+
+
+def _touched(target: TargetReport, changed: tuple[str, ...]) -> bool:
+    """Did a change land in a folder the target's loads consulted (or in a subfolder of one, hwcaps)?"""
+    folders = consulted_folders(target)
+    for path in changed:
+        path = os.path.normpath(path)
+        for _ in range(4):  # the file, its folder, and up to glibc-hwcaps/<level>/ above a consulted folder
+            if path in folders or os.path.realpath(path) in folders:
+                return True
+            path = os.path.dirname(path)
+    return False
+
+
+def _reusable(previous: Optional[ScanReport], env: Environment, inputs: ScanInputs,
+              changed: tuple[str, ...]) -> dict[LoadRequest, TargetReport]:
+    """The previous verification's loads that no change touched, by request (the daemon names what changed)."""
+    if (previous is None or not changed or not all(os.path.isabs(p) for p in changed) or previous.inputs != inputs
+            or not same_environment(env, previous.env)):
+        return {}
+    return {t.request: t for t in previous.targets if not _touched(t, changed)}
+
+
+def _resolve_targets(report: ScanReport, infos: dict, reuse: Optional[dict] = None) -> None:
     resolver = report.resolver
     assert resolver is not None
     others: dict[str, Resolver] = {}
@@ -112,6 +144,10 @@ def _resolve_targets(report: ScanReport, infos: dict) -> None:
         if info is not None and info.preloads:
             target = replace(target, preloads=info.preloads)
         request = target_request(target)
+        kept = (reuse or {}).get(request)
+        if kept is not None and kept.target == target:
+            report.targets.append(kept)  # no change reached anything this load consulted
+            continue
         result = resolver.request(request)
         # A framework's objects are judged by its own load model; a plain object's lib*.so* strings are guesses.
         guess = report.inputs.dlopen_strings and info is None
@@ -155,9 +191,11 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
              previous: Optional[ScanReport] = None, activate: bool = True, symbols: bool = True,
              only: tuple[str, ...] = (), skip: tuple[str, ...] = (), in_place: bool = False,
              accept: tuple[str, ...] = (), force: bool = False, heal: bool = False, root: Optional[str] = None,
-             diagnosis: bool = True, libraries_only: bool = False) -> ScanReport:
+             diagnosis: bool = True, libraries_only: bool = False, grading: bool = True,
+             changed: tuple[str, ...] = ()) -> ScanReport:
     """Resolve, then diagnose.  With ``previous``, a report whose question, environment and files are all
-    unchanged is returned as it is."""
+    unchanged is returned as it is; with ``changed`` too (the paths the daemon saw change), the loads of
+    ``previous`` that consulted none of them are kept and only the others are resolved again."""
     store = store or FactsStore()
     inputs = ScanInputs(tuple(paths), caller, prefix, python, dlopen_strings, tuple(look_in), symbols, tuple(only),
                         tuple(skip), in_place, tuple(accept), force, activate, heal, libraries_only)
@@ -181,7 +219,7 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
 
         infos = {f"{f.name} {f.version}": framework_info(f, discovery.environment) for f in discovery.frameworks}
         infos = _settled(infos, report.resolver, discovery.environment.python)
-    _resolve_targets(report, infos)
+    _resolve_targets(report, infos, _reusable(previous, env, inputs, changed))
     if infos or discovery.fallback:  # the driver verdict leads every report about a GPU stack
         from .gpu.frameworkcheck import machine_driver
 
@@ -194,11 +232,19 @@ def run_scan(paths: tuple[str, ...] = (), env: Optional[Environment] = None, sto
             report.probes = [run_probe(discovery.environment.python, f, environ=report.environ)
                              for f in report.frameworks]  # the framework started in the environment judged
     if diagnosis:
-        _diagnose(report, store, where, root)
+        _diagnose(report, store, where, root, grading)
     return report
 
 
-def _diagnose(report: ScanReport, store: FactsStore, where: Optional[str], root: Optional[str]) -> None:
+def grade_repairs(report: ScanReport, store: FactsStore, root: Optional[str] = None) -> None:
+    """Complete a diagnosis made without grading (the daemon's first look), on the same resolved loads."""
+    if report.diagnosis is not None and not report.diagnosis.graded:
+        inputs = report.inputs
+        _diagnose(report, store, repair_prefix(inputs.paths, inputs.prefix, inputs.python), root, True)
+
+
+def _diagnose(report: ScanReport, store: FactsStore, where: Optional[str], root: Optional[str],
+              grading: bool = True) -> None:
     from .repair.fix import folder_identities
     from .rules.base import Placement, Policy
     from .rules.engine import diagnose
@@ -206,5 +252,5 @@ def _diagnose(report: ScanReport, store: FactsStore, where: Optional[str], root:
     inputs = report.inputs
     placement = Placement(inputs.in_place, shim_dir(where, root))
     policy = Policy(inputs.accept, inputs.force, inputs.heal)
-    report.diagnosis = diagnose(report, store, placement, policy, our_links=lambda: journal_links(root))
+    report.diagnosis = diagnose(report, store, placement, policy, our_links=lambda: journal_links(root), grade=grading)
     report.folder_identities = folder_identities(report.diagnosis.chosen)

@@ -180,3 +180,30 @@ def test_a_consumers_binding_is_remembered_with_its_misses_and_its_scope(elf: El
     wider = binding.unbound_symbols([str(consumer)], [str(consumer), str(dep), str(provider)],
                                     FactsStore(str(tmp_path / "facts.json")))
     assert wider == [] and str(consumer) in reads
+
+
+@needs_gcc
+def test_the_daemon_resolves_again_only_the_loads_a_change_touched(elf: ElfFactory, tmp_path: Path) -> None:
+    from libdoctor.loader.factstore import FactsStore
+    from libdoctor.scan import run_scan
+
+    for name in ("a", "b"):
+        stub = elf.stub(f"lib{name}.so.1", defines=[f"f{name}"])
+        elf.exe(f"app{name}/prog", calls=[f"f{name}"], link=[stub], rpath=f"$ORIGIN/../lib{name}")
+        elf.lib(f"lib{name}/lib{name}.so.1", defines=[f"f{name}"])
+    targets = (str(tmp_path / "appa/prog"), str(tmp_path / "appb/prog"))
+    store = FactsStore()
+    before = run_scan(targets, store=store)
+    assert before.healthy
+    gone = tmp_path / "libb/libb.so.1"
+    gone.unlink()
+    after = run_scan(targets, store=store, previous=before, changed=(str(gone),))
+    assert after.targets[0] is before.targets[0]  # prog a consulted nothing that changed: kept as it was
+    assert after.targets[1] is not before.targets[1]
+    fresh = run_scan(targets, store=FactsStore())
+    assert not after.healthy and [(p.kind, p.soname) for p in after.problems] == [
+        (p.kind, p.soname) for p in fresh.problems] == [("missing", "libb.so.1")]
+    # a change named in a folder both loads searched (a new hwcaps subfolder) touches both
+    (tmp_path / "liba/glibc-hwcaps").mkdir()
+    again = run_scan(targets, store=store, previous=after, changed=(str(tmp_path / "liba/glibc-hwcaps"),))
+    assert again.targets[0] is not after.targets[0] and again.targets[1] is after.targets[1]

@@ -24,7 +24,7 @@ from ..repair.fix import apply_plan
 from ..repair.statedir import state_folder
 from ..rules.base import Finding
 from ..rules.facts import ScanReport
-from ..scan import run_scan
+from ..scan import grade_repairs, run_scan
 from ..targets import active_environment
 from .config import Config
 from .sdnotify import notify
@@ -188,12 +188,14 @@ class Watcher:
 
     # -- verification --------------------------------------------------------------------
 
-    def scan_unit(self, unit: Unit) -> ScanReport:
+    def scan_unit(self, unit: Unit, changed: tuple[str, ...] = ()) -> ScanReport:
+        """The unit verified again: only the loads that consulted a changed path are resolved anew."""
         slow = os.environ.get("LIBDOCTOR_TEST_VERIFY_SECONDS")  # lets tests stop a daemon mid-verification
         if slow:
             time.sleep(float(slow))
         return run_scan(unit.targets, store=self.store, prefix=unit.prefix, previous=self.reports.get(unit.label),
-                        in_place=self.config.in_place, heal=True, root=self.root)
+                        in_place=self.config.in_place, heal=True, root=self.root, grading=False,
+                        changed=tuple(p for p in changed if os.path.isabs(p)) if changed else ())
 
     def verify(self, changed: list[str]) -> bool:
         """Verify every unit; log regressions and recoveries; heal; write metrics.  True if healthy."""
@@ -206,7 +208,7 @@ class Watcher:
             try:
                 if self.stopping:
                     raise Stop
-                report = self.scan_unit(unit)
+                report = self.scan_unit(unit, tuple(changed))
             finally:
                 self.verifying = False
             self.reports[unit.label] = report
@@ -253,6 +255,7 @@ class Watcher:
             if report is None or report.healthy:
                 continue
             try:
+                grade_repairs(report, self.store, self.root)  # the verdict was told ungraded: grade to heal
                 if report.diagnosis is None or not report.diagnosis.chosen:
                     continue  # the daemon's scans choose with the heal policy: safe additions only
                 outcome = apply_plan(report, self.root)

@@ -166,6 +166,7 @@ class Diagnosis:
     chosen: tuple[Action, ...]  # what ``fix --apply`` makes under the policy
     verdict: str
     next_step: Optional[str]
+    graded: bool = True  # False: repairs not graded yet (``actions`` and ``chosen`` empty, steps provisional)
 
     @property
     def healthy(self) -> bool:

@@ -70,6 +70,7 @@ class CandidateFinder:
             except OSError:
                 continue
         self._listed = {os.path.realpath(folder) for folder, _names in self._listings}
+        self._by_head: Optional[dict[str, list[tuple[str, str]]]] = None  # "libcudnn" -> (folder, name) in order
         self._extra: dict[str, Optional[list[str]]] = {}
         self._answers: dict[tuple, tuple[Candidate, ...]] = {}
 
@@ -85,8 +86,18 @@ class CandidateFinder:
         if key not in self._answers:
             extra = [(f, names) for f in dict.fromkeys(os.path.realpath(f) for f in searched if f)
                      if f not in self._listed and (names := self._extra_listing(f)) is not None]
-            self._answers[key] = tuple(self._rank(soname, extra + self._listings, built, limit))
+            self._answers[key] = tuple(self._rank(soname, extra, built, limit))
         return self._answers[key]
+
+    def _named_like(self, head: str) -> list[tuple[str, str]]:
+        """(folder, name) of every listed name whose part before the first dot is ``head``: a name of the same
+        family always has it (``libcudnn.so.8.9.7`` -> ``libcudnn``), so no scan walks every listing again."""
+        if self._by_head is None:
+            self._by_head = {}
+            for folder, names in self._listings:
+                for name in names:
+                    self._by_head.setdefault(name.split(".", 1)[0], []).append((folder, name))
+        return self._by_head.get(head, [])
 
     def _extra_listing(self, folder: str) -> Optional[list[str]]:
         if folder not in self._extra:
@@ -96,21 +107,23 @@ class CandidateFinder:
                 self._extra[folder] = None
         return self._extra[folder]
 
-    def _rank(self, soname: str, listings: list[tuple[str, list[str]]], built: Optional[BuiltFor], limit: int
+    def _rank(self, soname: str, extra: list[tuple[str, list[str]]], built: Optional[BuiltFor], limit: int
               ) -> list[Candidate]:
-        """Files named like ``soname`` or another version of it, judged; one per real file."""
+        """Files named like ``soname`` or another version of it (in the folders searched, then in the usual
+        places), judged; one per real file."""
         stem = stem_of(soname)
+        head = soname.split(".", 1)[0]
         found: dict[str, tuple[str, bool]] = {}
         if self.env.cache is not None:
             for entry in self.env.cache.entries:
                 if entry.key == soname or entry.key.startswith(stem + "."):
                     found.setdefault(entry.path, (entry.key, entry.key == soname))
-        for folder, names in listings:
-            for name in names:
-                if name == soname or name.startswith(stem + ".") or name == stem:
-                    path = os.path.join(folder, name)
-                    if os.path.exists(path):
-                        found.setdefault(path, (name, name == soname))
+        named = [(folder, name) for folder, names in extra for name in names if name.split(".", 1)[0] == head]
+        for folder, name in named + self._named_like(head):
+            if name == soname or name.startswith(stem + ".") or name == stem:
+                path = os.path.join(folder, name)
+                if os.path.exists(path):
+                    found.setdefault(path, (name, name == soname))
         judged = [self._judged(soname, path, name, exact, built) for path, (name, exact) in found.items()]
         ordered = sorted(judged, key=lambda c: (VERDICT_ORDER.get(c.verdict, 3), not c.exact,
                                                 _version_distance(soname, c.name), c.path))

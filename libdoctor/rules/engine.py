@@ -27,7 +27,9 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "note": 2}
 
 
 def diagnose(report: ScanReport, store: FactsStore, placement: Placement, policy: Policy = Policy(),
-             our_links: Callable[[], Mapping[str, str]] = lambda: {}) -> Diagnosis:
+             our_links: Callable[[], Mapping[str, str]] = lambda: {}, grade: bool = True) -> Diagnosis:
+    """The diagnosis; ``grade=False`` stops before grading repairs (the findings, the causes and the verdict
+    are the same: the daemon says what broke at once, and grades only when it is to heal)."""
     rules = select_rules(available_rules(), report.inputs.only, report.inputs.skip)
     links: dict[str, Mapping[str, str]] = {}
     ctx = RuleContext(report, report.env, store, placement,
@@ -41,14 +43,14 @@ def diagnose(report: ScanReport, store: FactsStore, placement: Placement, policy
             groups.setdefault(finding.key, []).append(finding)
     ordered = sorted(groups.items(), key=lambda kv: SEVERITY_ORDER[_severity(kv[1])])
     attached = {key: [a for a in actions if _addresses(a, key, members)] for key, members in ordered}
-    graded, chosen = _choose(ctx, ordered, attached, policy)
+    graded, chosen = _choose(ctx, ordered, attached, policy) if grade else ({}, [])
     causes = [_cause(ctx, key, tuple(members), [graded.get(a.id, a) for a in attached[key]], chosen)
               for key, members in ordered]
     verdict = verdict_line(report, causes)
     step = next((c.fix for c in causes if c.error and c.fix), None)
     everything = sorted(graded.values(), key=lambda a: (GRADES.index(a.grade) if a.grade in GRADES else 3, a.rank,
                                                          a.soname or ""))
-    return Diagnosis(tuple(findings), tuple(causes), tuple(everything), tuple(chosen), verdict, step)
+    return Diagnosis(tuple(findings), tuple(causes), tuple(everything), tuple(chosen), verdict, step, grade)
 
 
 def _severity(members: list[Finding]) -> str:

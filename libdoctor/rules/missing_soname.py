@@ -130,7 +130,7 @@ def stale_conf_folders(ctx: RuleContext, finding: Finding) -> list[str]:
     conf = ctx.env.conf
     if conf is None or not finding.soname or ctx.env.cache_lookup.lookup(finding.soname):
         return []
-    configured = {os.path.realpath(d) for d in conf.dirs}
+    configured = ctx.memo("configured folders", lambda: {os.path.realpath(d) for d in conf.dirs})
     return list(dict.fromkeys(os.path.dirname(c.path) for c in finding.candidates
                               if c.exact and os.path.realpath(os.path.dirname(c.path)) in configured))
 
