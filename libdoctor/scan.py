@@ -6,7 +6,7 @@ judgement itself is the diagnosis engine's (``rules.engine``), which this module
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from .loader.environment import Environment, append_to_search_path, prepend_to_search_path
@@ -93,26 +93,55 @@ def _other_class(resolver: Resolver, target: Target, others: dict) -> tuple[Opti
                             f"(glibc {others[loader].info.glibc_version or '?'}) loads it")
 
 
-def consulted_folders(target: TargetReport) -> frozenset[str]:
-    """Every folder a target's loads looked in or loaded from (as written and as real paths)."""
-    folders = {os.path.dirname(os.path.abspath(target.target.path))}
+@dataclass(frozen=True)
+class Consulted:
+    """What a target's loads looked at: the paths they opened or asked for, the (folder, name) pairs they
+    searched, and the folders themselves (as written and as real paths)."""
+
+    paths: frozenset[str]
+    lookups: frozenset[tuple[str, str]]
+    folders: frozenset[str]
+
+
+def consulted(target: TargetReport, real: dict[str, str]) -> Consulted:
+    """``real``: the real paths already known in this verification."""
+    def both(path: str) -> tuple[str, str]:
+        if path not in real:
+            real[path] = os.path.realpath(path)
+        return path, real[path]
+
+    paths = set(both(os.path.abspath(target.target.path)))
+    lookups: set[tuple[str, str]] = set()
+    folders: set[str] = set()
     for result in [target.result] + [c.result for c in target.dlopens]:
         for loaded in result.objects:
-            folders.update((os.path.dirname(loaded.path), os.path.dirname(loaded.realpath)))
+            paths.update((loaded.path, loaded.realpath))
         for resolution in result.resolutions:
-            folders.update(os.path.normpath(a.folder) for source in resolution.sources for a in source.folders)
-    return frozenset(folders | {os.path.realpath(f) for f in folders})
+            if "/" in resolution.name:
+                paths.update(both(os.path.normpath(resolution.name)))
+            for source in resolution.sources:
+                for attempt in source.folders:
+                    for folder in both(os.path.normpath(attempt.folder)):
+                        folders.add(folder)
+                        lookups.add((folder, resolution.name))
+    return Consulted(frozenset(paths), frozenset(lookups), frozenset(folders))
 
 
-def _touched(target: TargetReport, changed: tuple[str, ...]) -> bool:
-    """Did a change land in a folder the target's loads consulted (or in a subfolder of one, hwcaps)?"""
-    folders = consulted_folders(target)
-    for path in changed:
-        path = os.path.normpath(path)
-        for _ in range(4):  # the file, its folder, and up to glibc-hwcaps/<level>/ above a consulted folder
-            if path in folders or os.path.realpath(path) in folders:
+def _touched(target: TargetReport, changed: tuple[str, ...], real: dict[str, str]) -> bool:
+    """Could a change have altered what the target's loads find?  Yes when the changed path is one they opened
+    or asked for by name in a folder they searched, a folder they searched (or one above it), or a hwcaps
+    subfolder of one: a file appearing or leaving under a name no load asked for changes none of them."""
+    seen = consulted(target, real)
+    for changed_path in changed:
+        for path in dict.fromkeys((os.path.normpath(changed_path), os.path.realpath(changed_path))):
+            folder, name = os.path.split(path)
+            if path in seen.paths or (folder, name) in seen.lookups or path in seen.folders:
                 return True
-            path = os.path.dirname(path)
+            if any(f.startswith(path + "/") for f in seen.folders):
+                return True  # a folder above a searched one was created, moved or removed
+            parts = path.split("/")
+            if "glibc-hwcaps" in parts and "/".join(parts[:parts.index("glibc-hwcaps")]) in seen.folders:
+                return True
     return False
 
 
@@ -122,7 +151,8 @@ def _reusable(previous: Optional[ScanReport], env: Environment, inputs: ScanInpu
     if (previous is None or not changed or not all(os.path.isabs(p) for p in changed) or previous.inputs != inputs
             or not same_environment(env, previous.env)):
         return {}
-    return {t.request: t for t in previous.targets if not _touched(t, changed)}
+    real: dict[str, str] = {}
+    return {t.request: t for t in previous.targets if not _touched(t, changed, real)}
 
 
 def _resolve_targets(report: ScanReport, infos: dict, reuse: Optional[dict] = None) -> None:

@@ -203,7 +203,11 @@ def test_the_daemon_resolves_again_only_the_loads_a_change_touched(elf: ElfFacto
     fresh = run_scan(targets, store=FactsStore())
     assert not after.healthy and [(p.kind, p.soname) for p in after.problems] == [
         (p.kind, p.soname) for p in fresh.problems] == [("missing", "libb.so.1")]
-    # a change named in a folder both loads searched (a new hwcaps subfolder) touches both
+    # a file that appears under a name no load asked for changes nothing: both kept
+    unrelated = elf.lib("liba/libunrelated.so.1", defines=["u"])
+    quiet = run_scan(targets, store=store, previous=after, changed=(str(unrelated),))
+    assert quiet.targets[0] is after.targets[0] and quiet.targets[1] is after.targets[1]
+    # a new hwcaps subfolder in the folder prog a searched touches prog a only
     (tmp_path / "liba/glibc-hwcaps").mkdir()
     again = run_scan(targets, store=store, previous=after, changed=(str(tmp_path / "liba/glibc-hwcaps"),))
     assert again.targets[0] is not after.targets[0] and again.targets[1] is after.targets[1]

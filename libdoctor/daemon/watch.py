@@ -144,11 +144,24 @@ class _Handler:
             if event.event_type in ("deleted", "moved"):
                 self.rearm.add(path)
             if not path.startswith(self.ignored):
-                self.events.put(path)
+                # A folder's own "modified" (its entries or attributes changed) is marked with a trailing "/":
+                # where an event names the entry itself, that one says more (see entries_changed).
+                folder_event = event.event_type == "modified" and event.is_directory
+                self.events.put(path.rstrip("/") + "/" if folder_event else path)
 
 
 class Stop(BaseException):
     """SIGTERM during a verification: ends it at once (nothing it does is half-written)."""
+
+
+def entries_changed(queued: list[str]) -> list[str]:
+    """The changed paths of a burst: a folder's "modified" is left out when an event of the burst names an
+    entry of that folder (a created, deleted or moved file says which name changed); alone, it stands for the
+    folder."""
+    named = {os.path.dirname(p) for p in queued if not p.endswith("/")}
+    kept = [p for p in queued if not p.endswith("/")]
+    kept += [p.rstrip("/") or "/" for p in queued if p.endswith("/") and (p.rstrip("/") or "/") not in named]
+    return list(dict.fromkeys(kept))
 
 
 def identity(folder: str) -> Optional[tuple[int, int]]:
@@ -410,7 +423,7 @@ class Watcher:
                         self.reschedule()
                         next_periodic = time.monotonic() + self.config.interval
                     continue
-                changed = self._burst(first)
+                changed = entries_changed(self._burst(first))
                 if self.stopping:
                     break
                 self.verify(changed)

@@ -70,7 +70,12 @@ def libcmp_key(name: str) -> str:
 
     That comparison reads digit runs as numbers, so ``libfoo.so.01`` finds ``libfoo.so.1``.
     """
+    if _LEADING_ZERO.search(name) is None:
+        return name  # no digit run starts with a zero: every run already reads as its number
     return re.sub(r"[0-9]+", lambda m: str(int(m.group())), name)
+
+
+_LEADING_ZERO = re.compile(r"(?<![0-9])0[0-9]")
 
 
 @dataclass(frozen=True)

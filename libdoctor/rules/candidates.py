@@ -73,6 +73,13 @@ class CandidateFinder:
         self._by_head: Optional[dict[str, list[tuple[str, str]]]] = None  # "libcudnn" -> (folder, name) in order
         self._extra: dict[str, Optional[list[str]]] = {}
         self._answers: dict[tuple, tuple[Candidate, ...]] = {}
+        self._real: dict[str, str] = {}
+
+    def _realpath(self, path: str) -> str:
+        """Real paths, each asked once per diagnosis (the machine does not change during one)."""
+        if path not in self._real:
+            self._real[path] = os.path.realpath(path)
+        return self._real[path]
 
     def find(self, soname: str, searched: Iterable[str] = (), built: Optional[BuiltFor] = None, limit: int = 8
              ) -> tuple[Candidate, ...]:
@@ -84,7 +91,7 @@ class CandidateFinder:
         searched = tuple(searched)
         key = (soname, searched, built, limit)
         if key not in self._answers:
-            extra = [(f, names) for f in dict.fromkeys(os.path.realpath(f) for f in searched if f)
+            extra = [(f, names) for f in dict.fromkeys(self._realpath(f) for f in searched if f)
                      if f not in self._listed and (names := self._extra_listing(f)) is not None]
             self._answers[key] = tuple(self._rank(soname, extra, built, limit))
         return self._answers[key]
@@ -129,11 +136,11 @@ class CandidateFinder:
                                                 _version_distance(soname, c.name), c.path))
         unique: dict[str, Candidate] = {}  # one entry per real file: links to it add nothing
         for candidate in ordered:
-            unique.setdefault(os.path.realpath(candidate.path), candidate)
+            unique.setdefault(self._realpath(candidate.path), candidate)
         return list(unique.values())[:limit]
 
     def _judged(self, wanted: str, path: str, name: str, exact: bool, built: Optional[BuiltFor]) -> Candidate:
-        facts = self.store.get_path(os.path.realpath(path))
+        facts = self.store.get_path(self._realpath(path))
         soname = getattr(facts, "soname", None)
         if not getattr(facts, "dynamic", False):
             return Candidate(path, name, exact, NOT_A_SUBSTITUTE, "not a loadable ELF library", soname)

@@ -33,9 +33,21 @@ def _folders_in_play(ctx: RuleContext, requester_facts, requester_path: str) -> 
     return [env.absolute(f) for f in dict.fromkeys(folders) if f]
 
 
+def _named_in(ctx: RuleContext, folder: str, name: str) -> bool:
+    """Is there a ``name`` in ``folder``?  Asked of the scan's own folder listings (read once per scan)."""
+    view = ctx.report.resolver.view if ctx.report.resolver is not None else None
+    if view is not None:
+        names = view.listing(folder)
+        if isinstance(names, frozenset) and name not in names:
+            return False
+    return os.path.exists(os.path.join(folder, name))
+
+
 def check(ctx: RuleContext) -> RuleResult:
     findings = []
     reported: set[tuple[str, str]] = set()
+    examined: set[tuple] = set()  # one search, met again in another target's load, tells nothing new
+    places_of: dict[str, list[str]] = {}
     for report in ctx.report.targets:
         by_path = {o.path: o for o in report.result.objects}
         for resolution in report.result.relevant_resolutions():
@@ -44,15 +56,21 @@ def check(ctx: RuleContext) -> RuleResult:
             chosen = by_path.get(resolution.path or "")
             if chosen is None:
                 continue
+            seen = (resolution.requester, resolution.name, resolution.path, resolution.via, chosen.realpath)
+            if seen in examined:
+                continue
+            examined.add(seen)
             requester = by_path[resolution.requester]
             cached = ctx.env.cache_lookup.lookup(resolution.name)
-            places = _folders_in_play(ctx, requester.facts, requester.path)
+            if requester.path not in places_of:
+                places_of[requester.path] = _folders_in_play(ctx, requester.facts, requester.path)
+            places = list(places_of[requester.path])
             if cached:
                 places.append(os.path.dirname(cached))
             for folder in dict.fromkeys(places):
-                other = os.path.join(folder, resolution.name)
-                if not os.path.exists(other):
+                if not _named_in(ctx, folder, resolution.name):
                     continue
+                other = os.path.join(folder, resolution.name)
                 other_real = os.path.realpath(other)
                 if other_real == chosen.realpath or (chosen.realpath, other_real) in reported:
                     continue
