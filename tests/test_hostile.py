@@ -174,7 +174,7 @@ def test_cache_entries_are_checked_by_type_and_foreign_caches_ignored(elf: ElfFa
     from libdoctor.loader.factstore import FORMAT, FORMAT_VERSION, FactsStore, key_of
 
     lib = elf.lib(tmp_path / "libreal.so", calls=["cos"], extra=["-lm"])
-    key = "%d:%d:%d:%d" % key_of(os.stat(lib))
+    key = ":".join(str(n) for n in key_of(os.stat(lib)))
     cache = tmp_path / "cache.json"
     good = FactsStore()
     real = good.get_path(str(lib))
