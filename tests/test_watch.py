@@ -50,6 +50,18 @@ class Daemon:
             time.sleep(0.02)
         raise AssertionError(f"no {event!r} event within {timeout} s: {self.events}")
 
+    def wait_quiet(self, event: str, quiet: float, timeout: float = 120.0) -> None:
+        """Until no ``event`` has come for ``quiet`` seconds."""
+        start = last_change = time.monotonic()
+        seen = self.count(event)
+        while time.monotonic() - start < timeout:
+            if self.count(event) != seen:
+                seen, last_change = self.count(event), time.monotonic()
+            elif time.monotonic() - last_change >= quiet:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{event!r} events never stopped within {timeout} s")
+
     def count(self, event: str) -> int:
         return sum(1 for e in self.events if e.get("event") == event)
 
@@ -75,25 +87,29 @@ def test_regression_recovery_burst_and_sigterm(tree: Path, tmp_path: Path) -> No
         assert watching["level"] == "warning" and watching["summary"].startswith("watching ")
         assert watching["summary"].endswith(f"folders for {tree / 'app'}")
         (tree / "libs/libdep.so.1").unlink()
-        event, seconds = daemon.wait_for("regression", timeout=5)
+        event, _seconds = daemon.wait_for("regression", timeout=60)
         assert event["findings"] == [f"missing:libdep.so.1:{tree / 'app/libapp.so'}"]
         assert event["summary"] == "libdep.so.1 no longer found"  # words, with the ids kept as fields
-        assert str(tree / "libs/libdep.so.1") in event["changed"] and seconds < 5
+        assert str(tree / "libs/libdep.so.1") in event["changed"]
         mark = len(daemon.events)
         os.symlink("libdep.so.1.2.3", tree / "libs/libdep.so.1")
-        event, _ = daemon.wait_for("recovery", timeout=5, after=mark)
+        event, _ = daemon.wait_for("recovery", timeout=60, after=mark)
         assert event["level"] == "warning"  # as loud as the regression it ends
         assert event["summary"] == f"libdep.so.1 found again: {tree / 'app'} is healthy again"
+        daemon.wait_for("settled", timeout=60, after=mark)
         before = daemon.count("verified")
         mark = len(daemon.events)
+        started = time.monotonic()
         for i in range(2000):
             (tree / "libs" / f"noise{i}").write_text("x")
-        daemon.wait_for("verified", timeout=20, after=mark)  # the burst is verified at least once
-        time.sleep(0.3 * 10 + 1.0)  # longer than the longest burst: any further verification shows now
-        assert 1 <= daemon.count("verified") - before <= 3
+        writing = time.monotonic() - started
+        daemon.wait_for("verified", timeout=60, after=mark)  # the burst is verified at least once
+        daemon.wait_quiet("settled", 0.3 * 10 + 1.0)  # no verification for longer than the longest burst
+        # One verification per burst: a burst ends after 0.3 s of quiet or 3 s at most, however slow the writes.
+        assert 1 <= daemon.count("verified") - before <= int(writing / 3.0) + 2
     finally:
         code, seconds = daemon.stop()
-    assert code == 0 and seconds < 2
+    assert code == 0 and seconds < 5  # an idle daemon stops at once (the 2 s promise mid-verification: below)
     assert daemon.count("stopped") == 1
 
 
@@ -216,14 +232,15 @@ def test_a_folder_that_appears_later_is_picked_up(elf: ElfFactory, tmp_path: Pat
     elf.lib("app/libapp.so", calls=["dep"], link=[dep], runpath=str(tmp_path / "later/lib64"))
     daemon = Daemon([str(tmp_path / "app"), "--debounce", "0.2"], cli_env(tmp_path))
     try:
-        daemon.wait_for("watching", timeout=30)
-        mark = len(daemon.events)
+        daemon.wait_for("watching", timeout=60)
+        first = len(daemon.events)
         (tmp_path / "later").mkdir()  # seen through the nearest existing ancestor
-        time.sleep(1.0)
+        daemon.wait_for("settled", timeout=60, after=first)  # verified, and now watching "later"
+        mark = len(daemon.events)
         (tmp_path / "later/lib64").mkdir()
-        time.sleep(1.0)
+        daemon.wait_for("settled", timeout=60, after=mark)
         shutil.copy(dep, tmp_path / "later/lib64/libdep.so.1")  # inside a folder that did not exist at start
-        event, _ = daemon.wait_for("recovery", timeout=10, after=mark)
+        event, _ = daemon.wait_for("recovery", timeout=60, after=first)
         assert event["resolved"] == [f"missing:libdep.so.1:{tmp_path / 'app/libapp.so'}"]
     finally:
         daemon.stop()
@@ -281,16 +298,15 @@ def test_watches_are_renewed_after_a_folder_is_replaced_or_moved(tree: Path, tmp
             else:
                 libs.rename(tmp_path / "away")
                 (tmp_path / "away").rename(libs)
-            if how == "recreate":
-                daemon.wait_for("verified", timeout=10, after=mark)
-            time.sleep(1.0)
+            if how == "recreate":  # a new inode: verified, and its watch renewed (a move keeps the inode's watch)
+                daemon.wait_for("settled", timeout=60, after=mark)
             mark = len(daemon.events)
             (libs / "libdep.so.1").unlink()
-            event, _ = daemon.wait_for("regression", timeout=10, after=mark)
+            event, _ = daemon.wait_for("regression", timeout=60, after=mark)
             assert event["findings"] == [f"missing:libdep.so.1:{tree / 'app/libapp.so'}"]
             mark = len(daemon.events)
             os.symlink("libdep.so.1.2.3", libs / "libdep.so.1")
-            daemon.wait_for("recovery", timeout=10, after=mark)
+            daemon.wait_for("recovery", timeout=60, after=mark)
     finally:
         code, _seconds = daemon.stop()
     assert code == 0
@@ -298,7 +314,7 @@ def test_watches_are_renewed_after_a_folder_is_replaced_or_moved(tree: Path, tmp
 
 def test_sigterm_during_a_long_verification_stops_within_two_seconds(tree: Path, tmp_path: Path) -> None:
     daemon = Daemon([str(tree / "app")], cli_env(tmp_path, LIBDOCTOR_TEST_VERIFY_SECONDS="30"))
-    time.sleep(1.5)  # python is up and the first verification has started
+    daemon.wait_for("starting", timeout=60)  # signals are handled; the first verification (30 s) follows at once
     code, seconds = daemon.stop()
     assert code == 0 and seconds < 2
     daemon.thread.join(timeout=2)

@@ -395,6 +395,7 @@ class Watcher:
 
     def run(self) -> int:
         self._signals()
+        self.log.info("starting", units=len(self.units))  # signals handled from here on
         self.observer = self._observer()
         self.observer.start()
         try:
@@ -428,6 +429,7 @@ class Watcher:
                     break
                 self.verify(changed)
                 self.reschedule()
+                self.log.info("settled", folders=len(self.scheduled))  # verified and watching what it read
                 next_periodic = time.monotonic() + self.config.interval
         except Stop:
             self.log.info("stopped during a verification")
