@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from ..errors import UsageError
-from ..loader.elffacts import read_regular
+from ..loader.plainfiles import read_regular
 
 if sys.version_info >= (3, 11):
     import tomllib

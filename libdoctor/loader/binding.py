@@ -19,7 +19,7 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
 
 from ..errors import ElfError
 from .elffacts import (
@@ -64,8 +64,9 @@ def sysv_hash(name: bytes) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class Import:
+class Import(NamedTuple):
+    """One undefined symbol an object imports (a tuple: a large library imports tens of thousands)."""
+
     name: str
     version: Optional[str]
     file: Optional[str]  # the library the version node must come from

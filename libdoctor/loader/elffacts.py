@@ -574,33 +574,6 @@ def file_kind(mode: int) -> str:
     return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
-def read_regular(path: str, limit: int, private: bool = False) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes (a cache, a journal, a configuration), read without
-    blocking; a FIFO, device or oversized file is an ``OSError`` like any unreadable one.  ``private``: the file
-    must also belong to this user and be writable by nobody else (a cache another user could plant or edit
-    is never believed)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, f"not a regular file: {path}")
-        if private and (st.st_uid != os.geteuid() or st.st_mode & 0o022):
-            raise OSError(errno.EPERM, f"not this user's own file, or writable by others: {path}")
-        if st.st_size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
-        chunks, left = [], limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
-        return data
-    finally:
-        os.close(fd)
 
 
 def read_elf_facts(path: str) -> ElfFacts:

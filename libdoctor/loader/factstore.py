@@ -14,8 +14,9 @@ from typing import Optional, Union
 
 from .. import errors
 from ..files import write_atomic
-from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDef, VersionNeed, open_regular, read_elf_facts_fd,
-                       read_regular)
+from .plainfiles import default_cache_dir, read_regular
+from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDef, VersionNeed, open_regular,
+                       read_elf_facts_fd)
 
 FORMAT = "libdoctor-elf-facts"
 FORMAT_VERSION = 5  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym;
@@ -33,12 +34,6 @@ _ERROR_TYPES = {cls.kind: cls for cls in (errors.ElfError, errors.NotElfError, e
 _NAME_FIELDS = ("soname", "interp", "rpath", "runpath", "rpath_ignored", "load_error", "late_error")
 
 
-def default_cache_dir() -> str:
-    explicit = os.environ.get("LIBDOCTOR_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "libdoctor")
 
 
 def key_of(st: os.stat_result) -> Key:

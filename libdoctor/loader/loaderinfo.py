@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import LibdoctorError
-from .elffacts import HostAbi, read_regular
+from .elffacts import HostAbi
+from .plainfiles import read_regular
 
 DEFAULT_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux.so.2")
 _MARK_LIB, _MARK_PLATFORM = "/@libdoctor-lib@", "/@libdoctor-platform@"

@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Optional
 
 from ..errors import LibdoctorError, UsageError
 from ..files import NotReplaceableError, folder_risk, open_folder_nofollow, write_atomic
-from ..loader.elffacts import read_regular
+from ..loader.plainfiles import read_regular
 from ..rules.base import FRONT, Action
 from ..rules.ownership import owner_of
 from ..targets import python_env

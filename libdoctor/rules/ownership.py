@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Mapping, Optional
 
-from ..loader.elffacts import read_regular
+from ..loader.plainfiles import read_regular
 
 MAX_DB_FILE = 64 << 20  # a package database file larger than this is not read
 RPM_TIMEOUT = 10.0

@@ -11,13 +11,15 @@ anything changed within the clock's reach of the run by content as well (git's "
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import stat
 import sys
 import time
-from typing import Any, Callable, Optional
+
+TYPE_CHECKING = False  # typing and hashlib are not imported at run time unless needed: start-up time
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 CONTENT_ROOTS = ("/proc/", "/sys/")  # kernel files: their times mean nothing, their content is the fact
 NOT_RECORDED = ("/proc/self/", "/proc/thread-self/", "/proc/meminfo", "/proc/cpuinfo")  # per process or per second
@@ -49,6 +51,8 @@ def _content_digest(path: str) -> Identity:
     except OSError as exc:
         return (exc.errno,)
     try:
+        import hashlib
+
         digest = hashlib.sha1()
         read = 0
         while read <= MAX_HASHED_BYTES:
@@ -69,6 +73,8 @@ def _listing_digest(path: str) -> Identity:
         names = sorted(os.listdir(path))
     except OSError as exc:
         return (exc.errno,)
+    import hashlib
+
     return ("names", hashlib.sha1("\0".join(names).encode("utf-8", "surrogateescape")).hexdigest())
 
 

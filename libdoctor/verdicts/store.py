@@ -10,14 +10,17 @@ kept.  An entry is written only by a run that computed its answer; a replayed ru
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import time
-from typing import Any, Optional
 
+from ..loader.plainfiles import default_cache_dir, read_regular
 from .recorder import Recorder, consulting, identity, names_in
+
+TYPE_CHECKING = False  # typing is not imported at run time: a replay starts in a few milliseconds
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 FORMAT = 1
 CACHEABLE_COMMANDS = frozenset({"scan", "fix", "explain"})
@@ -95,12 +98,19 @@ def verdict_key(argv: list[str], stream: Any = None) -> str:
         tty = False
     facts = [FORMAT, _code_identity(), sys.prefix, os.path.realpath(sys.executable), sys.version, words, os.getcwd(), variables,
              os.geteuid(), os.getegid(), sorted(os.getgroups()), tty, getattr(stream, "encoding", None), _boot_id()]
-    return hashlib.sha256(json.dumps(facts, default=str).encode("utf-8", "surrogateescape")).hexdigest()
+    return _digest(json.dumps(facts, default=str).encode("utf-8", "surrogateescape"))
+
+
+def _digest(data: bytes) -> str:
+    """BLAKE2b-256 from the interpreter's own module (hashlib would load OpenSSL first: 3 ms of start-up)."""
+    try:
+        from _blake2 import blake2b
+    except ImportError:  # an interpreter built without it
+        from hashlib import blake2b
+    return blake2b(data, digest_size=32).hexdigest()
 
 
 def cache_folder() -> str:
-    from ..loader.factstore import default_cache_dir
-
     return os.path.join(default_cache_dir(), "verdicts")
 
 
@@ -173,8 +183,6 @@ def _drop_oldest(folder: str) -> None:
 # -- replaying ----------------------------------------------------------------------------
 
 def load(key: str) -> Optional[dict]:
-    from ..loader.elffacts import read_regular
-
     try:
         entry = json.loads(read_regular(os.path.join(cache_folder(), f"{key}.json"), MAX_ENTRY_BYTES, private=True))
     except (OSError, ValueError, UnicodeDecodeError):
@@ -214,10 +222,11 @@ def replay(argv: list[str]) -> Optional[int]:
         return None
     sys.stdout.write(entry["stdout"])
     sys.stdout.flush()
-    from ..logs import configure_logging, get_logger
+    if log_level_of(argv) in ("info", "debug"):
+        from ..logs import configure_logging, get_logger
 
-    configure_logging(log_level_of(argv))
-    get_logger().info("verdict reused", consulted=len(entry["consulted"]), key=key[:12])
+        configure_logging(log_level_of(argv))
+        get_logger().info("verdict reused", consulted=len(entry["consulted"]), key=key[:12])
     return int(entry["exit"])
 
 

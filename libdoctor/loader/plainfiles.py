@@ -1,0 +1,47 @@
+"""Small regular files read safely, and where libdoctor keeps its caches: light enough for start-up.
+
+The kept-answer replay (``verdicts``) reads its entry before anything heavy is imported; the facts
+cache, the journals and the configuration use the same reader.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+
+def default_cache_dir() -> str:
+    explicit = os.environ.get("LIBDOCTOR_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "libdoctor")
+
+
+def read_regular(path: str, limit: int, private: bool = False) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (a cache, a journal, a configuration), read without
+    blocking; a FIFO, device or oversized file is an ``OSError`` like any unreadable one.  ``private``: the file
+    must also belong to this user and be writable by nobody else (a cache another user could plant or edit
+    is never believed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file: {path}")
+        if private and (st.st_uid != os.geteuid() or st.st_mode & 0o022):
+            raise OSError(errno.EPERM, f"not this user's own file, or writable by others: {path}")
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
+        return data
+    finally:
+        os.close(fd)
