@@ -211,3 +211,22 @@ def test_the_daemon_resolves_again_only_the_loads_a_change_touched(elf: ElfFacto
     (tmp_path / "liba/glibc-hwcaps").mkdir()
     again = run_scan(targets, store=store, previous=after, changed=(str(tmp_path / "liba/glibc-hwcaps"),))
     assert again.targets[0] is not after.targets[0] and again.targets[1] is after.targets[1]
+
+
+@needs_gcc
+def test_dlopen_strings_are_read_once_per_file_identity(elf: ElfFactory, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from libdoctor.loader import symbols
+    from libdoctor.loader.factstore import FactsStore
+
+    body = '#include <dlfcn.h>\nint hook(void) { return dlopen("libplugin.so.2", RTLD_NOW) != 0; }\n'
+    lib = elf.lib("app/libhooks.so", body=body, extra=["-ldl"])
+    first = FactsStore(str(tmp_path / "facts.json"))
+    assert first.dlopen_names(str(lib)) == {"libplugin.so.2"}
+    first.save()
+    reads: list[str] = []
+    real = symbols.probable_dlopen_names
+    monkeypatch.setattr(symbols, "probable_dlopen_names", lambda path: reads.append(path) or real(path))
+    assert FactsStore(str(tmp_path / "facts.json")).dlopen_names(str(lib)) == {"libplugin.so.2"} and reads == []
+    os.utime(lib)  # another identity (mtime and ctime): read again
+    assert FactsStore(str(tmp_path / "facts.json")).dlopen_names(str(lib)) == {"libplugin.so.2"} and reads

@@ -119,8 +119,11 @@ class recording:  # noqa: N801 - a context manager around one command
 
     def __init__(self, argv: list[str]) -> None:
         self.argv = list(argv)
-        self.enabled = cacheable(self.argv)
-        self.key = verdict_key(self.argv) if self.enabled else ""
+        self.enabled = cacheable(self.argv) and sys.stdout is not None
+        try:
+            self.key = verdict_key(self.argv) if self.enabled else ""
+        except (OSError, ValueError):  # no working folder, an unreadable package: the command just runs
+            self.enabled, self.key = False, ""
         self.consulting: Optional[consulting] = None
 
     def __enter__(self) -> "recording":
