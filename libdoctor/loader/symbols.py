@@ -228,13 +228,18 @@ def _sections(data: "mmap.mmap | bytes") -> tuple[Section, ...]:
     if count == 0 or entsize < struct.calcsize(layout) or shoff + count * entsize > len(data):
         return ()
     raw = [struct.unpack_from(layout, data, shoff + i * entsize) for i in range(count)]
-    strings_at = raw[names_at][4] if names_at < count else 0
+    names_offset, names_size = (raw[names_at][4], raw[names_at][5]) if names_at < count else (0, 0)
+    if names_offset + names_size > len(data):
+        names_offset = names_size = 0  # a name table past the end of the file: no section has a name
     found = []
     for name, kind, flags, _addr, offset, size, *_rest in raw:
         if kind != SHT_NOBITS and offset + size > len(data):
             continue  # a header that points past the file describes nothing the loader could map
-        end = data.find(b"\0", strings_at + name, strings_at + name + 256) if strings_at else -1
-        text = bytes(data[strings_at + name:end]).decode("ascii", "replace") if end >= 0 else ""
+        text = ""
+        if name < names_size:
+            start = names_offset + name
+            end = data.find(b"\0", start, min(start + 256, names_offset + names_size))
+            text = bytes(data[start:end]).decode("ascii", "replace") if end >= 0 else ""
         found.append(Section(text, kind, flags, offset, size))
     return tuple(found)
 
@@ -276,8 +281,8 @@ def probable_dlopen_names(path: str) -> frozenset[str]:
         with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as data:
             try:
                 sections = _sections(data)
-            except struct.error:
-                sections = ()
+            except (struct.error, OverflowError, ValueError, IndexError):
+                sections = ()  # headers no loader would accept: read as a file without sections
             if not sections:
                 return readonly_strings(path, LIBRARY_STRING)
             if not _imports_dlopen(data, sections):
