@@ -115,6 +115,7 @@ class Recorder:
         self.excluded = excluded
         self.seen: dict[tuple[str, str], Identity] = {}
         self.started_ns = time.time_ns()
+        self.cwd = os.getcwd()
 
     def _path(self, raw: Any) -> Optional[str]:
         if isinstance(raw, int) or raw is None:
@@ -125,7 +126,8 @@ class Recorder:
             return None
         if not path or "\0" in path:
             return None
-        path = os.path.abspath(path)
+        if not os.path.isabs(path):  # as the kernel resolved it: no lexical ".." folding through a link
+            path = os.path.join(self.cwd, path)
         if path.startswith(self.excluded) or path.startswith(NOT_RECORDED):
             return None
         return path

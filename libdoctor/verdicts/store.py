@@ -73,7 +73,7 @@ def _code_identity() -> list:
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(s for s in subfolders if s != "__pycache__")
         for name in sorted(names):
-            if name.endswith((".py", ".json")):
+            if not name.endswith((".pyc", ".pyo")):  # sources and the data tables they read
                 st = os.stat(os.path.join(folder, name))
                 found.append((folder[len(root):], name, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return found
