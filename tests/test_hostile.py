@@ -265,3 +265,57 @@ def test_a_poisoned_loader_cache_is_probed_again(tmp_path: Path) -> None:
     assert cached_probe_loader(str(tmp_path)).system_dirs == ("/evil",)  # well formed and ours: believed
     os.chmod(cache, 0o646)
     assert cached_probe_loader(str(tmp_path)) == real  # writable by others: never believed
+
+
+def test_json_nested_too_deeply_is_ignored_or_named_never_a_traceback(elf: ElfFactory, tmp_path: Path) -> None:
+    """Issue 21, item 10: a cache, a kept answer or a journal of 100,000 nested arrays (json.loads recurses
+    past Python's limit) is a file ignored and rebuilt, or named and skipped: never an internal error."""
+    deep = "[" * 100_000 + "]" * 100_000
+    lib = elf.lib("app/libplain.so", defines=["f"])
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    from libdoctor.loader.factstore import FORMAT_VERSION
+
+    facts = cache / f"elf-facts-v{FORMAT_VERSION}.json"
+    for planted in (facts, cache / "loader-v1.json"):
+        planted.write_text(deep)
+        planted.chmod(0o600)
+    done = libdoctor("scan", str(lib), tmp_path=tmp_path, env={"LIBDOCTOR_NO_VERDICT_CACHE": "1"})
+    assert done.returncode == 0 and "internal error" not in done.stderr, done.stderr
+    assert facts.read_text().startswith("{")  # rebuilt
+    first = libdoctor("scan", str(lib), tmp_path=tmp_path)
+    (kept,) = (cache / "verdicts").glob("*.json")
+    kept.write_text(deep)
+    again = libdoctor("scan", str(lib), tmp_path=tmp_path)
+    assert again.returncode == 0 and again.stdout == first.stdout and "internal error" not in again.stderr
+    journal = tmp_path / "state" / "journal"
+    journal.mkdir(parents=True, mode=0o700)
+    (tmp_path / "state").chmod(0o700)
+    (journal / "20261203T000000-abcdef.json").write_text(deep)
+    (journal / "20261203T000000-abcdef.json").chmod(0o600)
+    listed = libdoctor("undo", "--list", tmp_path=tmp_path)
+    assert listed.returncode == 0 and "nested too deeply" in listed.stdout + listed.stderr, listed.stderr
+
+
+def test_a_file_rewritten_with_its_size_and_mtime_is_read_again(elf: ElfFactory, tmp_path: Path) -> None:
+    """Issue 21, item 9: the facts cache key carries the ctime, so a file that reuses an inode (or is rewritten
+    in place, as an archive re-extracted) with the same size and mtime is never believed from the cache."""
+    from libdoctor.loader.factstore import FactsStore
+
+    first = elf.lib("a/libone.so", soname="libone.so", defines=["f"])
+    other = elf.lib("b/libtwo.so", soname="libtwo.so", defines=["f"])
+    size = max(first.stat().st_size, other.stat().st_size)
+    for path in (first, other):
+        with open(path, "ab") as handle:
+            handle.write(b"\0" * (size - path.stat().st_size))
+    store_path = str(tmp_path / "facts.json")
+    store = FactsStore(store_path)
+    assert store.get_path(str(first)).soname == "libone.so"
+    store.save()
+    before = first.stat()
+    first.write_bytes(other.read_bytes())
+    os.utime(first, ns=(before.st_atime_ns, before.st_mtime_ns))
+    now = first.stat()
+    assert (now.st_ino, now.st_size, now.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    again = FactsStore(store_path)
+    assert again.get_path(str(first)).soname == "libtwo.so" and again.parsed == 1

@@ -8,7 +8,6 @@ headers (section-stripped files work, as they do for the loader).
 """
 from __future__ import annotations
 
-import errno
 import os
 import re
 import stat

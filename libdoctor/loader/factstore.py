@@ -14,7 +14,7 @@ from typing import Optional, Union
 
 from .. import errors
 from ..files import write_atomic
-from .plainfiles import default_cache_dir, read_regular
+from .plainfiles import default_cache_dir, read_json
 from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDef, VersionNeed, open_regular,
                        read_elf_facts_fd)
 
@@ -135,7 +135,7 @@ class FactsStore:
 
     def _load(self, path: str) -> None:
         try:
-            data = json.loads(read_regular(path, MAX_CACHE_BYTES, private=True))
+            data = read_json(path, MAX_CACHE_BYTES, private=True)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             if data.get("format") != FORMAT or data.get("version") != FORMAT_VERSION:

@@ -19,7 +19,7 @@ from typing import Optional
 
 from ..errors import LibdoctorError
 from .elffacts import HostAbi
-from .plainfiles import read_regular
+from .plainfiles import read_json
 
 DEFAULT_INTERPRETERS = ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux.so.2")
 _MARK_LIB, _MARK_PLATFORM = "/@libdoctor-lib@", "/@libdoctor-platform@"
@@ -227,7 +227,7 @@ def cached_probe_loader(cache_dir: Optional[str], tunables: Optional[str] = None
     path = os.path.join(cache_dir, "loader-v1.json") if cache_dir else None
     if key and path:
         try:
-            data = json.loads(read_regular(path, 1 << 20, private=True))
+            data = read_json(path, 1 << 20, private=True)
             if isinstance(data, dict) and data.get("key") == key:
                 return _decode_info(data["info"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):

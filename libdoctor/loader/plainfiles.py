@@ -45,3 +45,20 @@ def read_regular(path: str, limit: int, private: bool = False) -> bytes:
         return data
     finally:
         os.close(fd)
+
+
+def parse_json(data: "bytes | str") -> object:
+    """JSON from a file libdoctor did not write this run: anything that does not parse, nested so deeply that
+    the parser would recurse past Python's limit included, is a ``ValueError`` (the file is then ignored or
+    rebuilt, never a traceback)."""
+    import json
+
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def read_json(path: str, limit: int, private: bool = False) -> object:
+    """:func:`read_regular`, then :func:`parse_json`."""
+    return parse_json(read_regular(path, limit, private))

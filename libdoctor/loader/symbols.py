@@ -5,6 +5,7 @@ version node, symbol, or the names a dlopen consumer keeps as strings for ``dlsy
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import struct
@@ -272,7 +273,6 @@ def probable_dlopen_names(path: str) -> frozenset[str]:
     """Literal ``lib*.so*`` strings in the read-only string data of an object that imports ``dlopen``: probable
     dlopen dependencies (a heuristic).  An object that cannot dlopen has none; one without section headers is
     read by its read-only segments.  One compiled pattern over a read-only mapping."""
-    import mmap
 
     fd, size, _head = _open(path)
     try:

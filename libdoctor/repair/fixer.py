@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Optional
 
 from ..errors import LibdoctorError, UsageError
 from ..files import NotReplaceableError, folder_risk, open_folder_nofollow, write_atomic
-from ..loader.plainfiles import read_regular
+from ..loader.plainfiles import read_json, read_regular
 from ..rules.base import FRONT, Action
 from ..rules.ownership import owner_of
 from ..targets import python_env
@@ -82,7 +82,7 @@ def env_state_path(prefix: Optional[str], root: Optional[str] = None) -> str:
 
 def read_env_state(prefix: Optional[str], root: Optional[str] = None) -> dict:
     try:
-        data = json.loads(read_regular(env_state_path(prefix, root), MAX_STATE_BYTES, private=True))
+        data = read_json(env_state_path(prefix, root), MAX_STATE_BYTES, private=True)
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -486,7 +486,7 @@ def _journal_files(root: str) -> list[str]:
 def _read_journal(root: str, name: str) -> tuple[Optional[dict], Optional[str]]:
     """A journal, or why it cannot be one of ours (never believed, never fatal)."""
     try:
-        data = json.loads(read_regular(os.path.join(root, "journal", name), MAX_STATE_BYTES, private=True))
+        data = read_json(os.path.join(root, "journal", name), MAX_STATE_BYTES, private=True)
     except (OSError, ValueError) as exc:
         return None, f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
     if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
@@ -649,7 +649,7 @@ def _undo_mkdir(action: dict, report: list[str]) -> None:
 def _undo_search_path(action: dict, report: list[str]) -> None:
     state_path = action.get("env_state")
     try:
-        state = json.loads(read_regular(state_path, MAX_STATE_BYTES, private=True))
+        state = read_json(state_path, MAX_STATE_BYTES, private=True)
     except (OSError, ValueError, TypeError):
         return
     if not isinstance(state, dict):

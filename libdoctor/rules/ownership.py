@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import glob
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Mapping, Optional
 
-from ..loader.plainfiles import read_regular
+from ..loader.plainfiles import read_json, read_regular
 
 MAX_DB_FILE = 64 << 20  # a package database file larger than this is not read
 RPM_TIMEOUT = 10.0
@@ -110,7 +109,7 @@ def _conda_files(prefix: str, stamp: int) -> Mapping[str, str]:
     owned: dict[str, str] = {}
     for record in sorted(glob.glob(os.path.join(prefix, "conda-meta", "*.json"))):
         try:
-            data = json.loads(read_regular(record, MAX_DB_FILE))
+            data = read_json(record, MAX_DB_FILE)
         except (OSError, ValueError):
             continue
         files = data.get("files") if isinstance(data, dict) else None

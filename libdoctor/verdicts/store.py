@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from ..loader.plainfiles import default_cache_dir, read_regular
+from ..loader.plainfiles import default_cache_dir, read_json
 from .recorder import Recorder, consulting, identity, names_in
 
 TYPE_CHECKING = False  # typing is not imported at run time: a replay starts in a few milliseconds
@@ -187,7 +187,7 @@ def _drop_oldest(folder: str) -> None:
 
 def load(key: str) -> Optional[dict]:
     try:
-        entry = json.loads(read_regular(os.path.join(cache_folder(), f"{key}.json"), MAX_ENTRY_BYTES, private=True))
+        entry = read_json(os.path.join(cache_folder(), f"{key}.json"), MAX_ENTRY_BYTES, private=True)
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key") != key:

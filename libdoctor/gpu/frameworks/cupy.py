@@ -14,12 +14,12 @@ cuTENSOR, cuSPARSELt, NCCL and NVTX serve optional modules: their absence is a n
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 from typing import Optional
 
 from ...targets import Framework, PythonEnv
+from ...loader.plainfiles import parse_json
 from ..cudatable import soname_for
 from .base import (GATE, LAZY, ExpectedLib, FrameworkInfo, FrameworkPlugin, installed_wheel_file, optional_objects,
                    python_version_of, read_text, requirements)
@@ -41,7 +41,7 @@ def cuda_major_of(name: str, site: str) -> Optional[int]:
     if match:
         return int(match.group(1)[:2])
     try:
-        config = json.loads(read_text(os.path.join(site, "cupy", ".data", "_wheel.json")) or "{}")
+        config = parse_json(read_text(os.path.join(site, "cupy", ".data", "_wheel.json")) or "{}")
     except ValueError:
         return None
     found = re.match(r"(\d+)", str(config.get("cuda", "")))
