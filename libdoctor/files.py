@@ -122,5 +122,22 @@ def write_atomic(path: str, data: bytes, mode: Optional[int] = None, *, replace:
 
 
 def make_folders(path: str, mode: int = 0o755) -> None:
-    """``path`` and its missing parents (an existing symlink to a folder is accepted, as ``makedirs`` does)."""
-    os.makedirs(path, mode=mode, exist_ok=True)
+    """``path`` and its missing parents, each made with exactly ``mode`` whatever the umask (``makedirs`` makes
+    the parents 0777 less the umask: under umask 000, writable by everyone); an existing folder, or an existing
+    symlink to one, is left as it is."""
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, mode)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+            continue
+        os.chmod(folder, mode)  # the umask took bits away (or, at 000, none): exactly ``mode``

@@ -319,3 +319,32 @@ def test_a_file_rewritten_with_its_size_and_mtime_is_read_again(elf: ElfFactory,
     assert (now.st_ino, now.st_size, now.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
     again = FactsStore(store_path)
     assert again.get_path(str(first)).soname == "libtwo.so" and again.parsed == 1
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo"])
+def test_a_lock_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path: Path, planted: str) -> None:
+    """Issue 21, item 10: ``state/lock`` planted as a symlink or a FIFO: refused (exit 2, one line), never an
+    internal error, never followed, never waited on."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    if planted == "symlink":
+        (state / "lock").symlink_to(tmp_path / "elsewhere")
+    else:
+        os.mkfifo(state / "lock")
+    done = libdoctor("undo", "--all", tmp_path=tmp_path)
+    assert done.returncode == 2 and "internal error" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "lock" in done.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_units_installed_under_umask_000_leave_no_folder_writable_by_others(tmp_path: Path) -> None:
+    """Issue 21, item 10: the folders ``systemd install`` makes are 0755 whatever the umask."""
+    from libdoctor.daemon.units import install_units
+
+    old = os.umask(0)
+    try:
+        install_units(str(tmp_path / "new/parent/system"), sys.executable)
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "new", tmp_path / "new/parent", tmp_path / "new/parent/system"):
+        assert folder.stat().st_mode & 0o777 == 0o755, folder

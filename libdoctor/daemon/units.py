@@ -7,7 +7,7 @@ import sys
 from typing import Optional
 
 from ..errors import UsageError
-from ..files import write_atomic
+from ..files import make_folders, write_atomic
 
 UNITS = ("libdoctor-scan.service", "libdoctor-scan.timer", "libdoctor-watch.service")
 PLACEHOLDER = "/usr/local/bin/libdoctor"
@@ -34,7 +34,7 @@ def install_units(dest: str, executable: Optional[str] = None) -> list[tuple[str
     executable = os.path.abspath(executable or default_executable())
     if not os.path.exists(executable):
         raise UsageError(f"{executable} does not exist: give --executable")
-    os.makedirs(dest, mode=0o755, exist_ok=True)
+    make_folders(dest, 0o755)
     written = []
     for name in UNITS:
         path = os.path.join(dest, name)
@@ -75,7 +75,7 @@ def install_config(dest: str, environments: list[str]) -> str:
     path = os.path.join(root or "/", CONFIG)
     if os.path.exists(path):
         return f"kept {path} (it exists)"
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    make_folders(os.path.dirname(path), 0o755)
     try:
         write_atomic(path, config_text(environments).encode("utf-8"), 0o644, replace=False)  # never over one
     except FileExistsError:

@@ -13,7 +13,7 @@ import os
 from typing import Optional, Union
 
 from .. import errors
-from ..files import write_atomic
+from ..files import make_folders, write_atomic
 from .plainfiles import default_cache_dir, read_json
 from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDef, VersionNeed, open_regular,
                        read_elf_facts_fd)
@@ -250,7 +250,7 @@ class FactsStore:
         data = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "entries": entries, "bindings": bindings,
                            "dlopen_strings": strings}, separators=(",", ":")).encode("utf-8")
         try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
+            make_folders(folder, 0o700)
             write_atomic(self.path, data, 0o600)
         except (OSError, errors.LibdoctorError) as exc:
             return f"could not save the facts cache in {folder}: {getattr(exc, 'strerror', None) or exc}"

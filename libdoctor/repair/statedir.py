@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from ..errors import LibdoctorError
-from ..files import open_folder_nofollow, write_atomic
+from ..files import make_folders, open_folder_nofollow, write_atomic
 
 __all__ = ["ensure_private_dir", "open_folder_nofollow", "state_dir", "state_folder", "state_lock",
            "write_private_json"]
@@ -48,7 +48,7 @@ def state_folder(root: str, *parts: str, mode: int = 0o700) -> str:
     """``root/parts...`` made (or checked) one component at a time: every component a real folder of ours.
     The root stays reachable (0755) where shims below it must be read by the loader."""
     parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, mode=0o755, exist_ok=True)
+    make_folders(parent, 0o755)
     path = os.path.abspath(root)
     _checked_folder(path, 0o755)
     for part in parts:
@@ -71,7 +71,16 @@ def write_private_json(folder: str, name: str, text: str) -> None:
 def state_lock(folder: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
     """One changing run at a time per state folder (``fcntl.flock`` on ``folder/lock``)."""
     state_folder(folder)
-    fd = os.open(os.path.join(folder, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    path = os.path.join(folder, "lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as exc:  # a symlink or a FIFO planted there: refused, never followed, never waited on
+        raise LibdoctorError(f"{path}: cannot be used as the lock ({exc.strerror}): nothing was changed; "
+                             "remove it if libdoctor did not make it") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LibdoctorError(f"{path}: not a regular file: nothing was changed; remove it if libdoctor did not "
+                             "make it")
     try:
         deadline = time.monotonic() + wait
         while True:

@@ -147,7 +147,7 @@ class recording:  # noqa: N801 - a context manager around one command
 
 def save(key: str, recorder: Recorder, output: str, code: int) -> Optional[str]:
     """Keep one answer (atomically, in our own private folder); a problem is returned, never raised."""
-    from ..files import write_atomic
+    from ..files import make_folders, write_atomic
 
     settled = recorder.settle(time.time_ns())
     if settled is None:
@@ -156,7 +156,7 @@ def save(key: str, recorder: Recorder, output: str, code: int) -> Optional[str]:
              "consulted": [[op, path, list(shown)] for (op, path), shown in settled.items()]}
     folder = cache_folder()
     try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        make_folders(folder, 0o700)
         write_atomic(os.path.join(folder, f"{key}.json"),
                      json.dumps(entry, separators=(",", ":")).encode("utf-8", "surrogateescape"), 0o600)
         _drop_oldest(folder)
