@@ -27,6 +27,12 @@ class _Group(click.Group):
         except LibdoctorError as exc:
             click.echo(f"libdoctor: {exc}", err=True)
             sys.exit(EXIT_ERROR)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""  # a full or read-only disk: its one line
+            click.echo(f"libdoctor: {where}{exc.strerror}", err=True)
+            sys.exit(EXIT_ERROR)
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             get_logger().error("internal error", error=repr(exc))
             click.echo(f"libdoctor: internal error: {exc.__class__.__name__}: {exc}", err=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ElfFactory, Judge, loader_env
+from .conftest import ElfFactory, Judge, loader_env, needs_gcc
 from .test_fix import field  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parent.parent
@@ -348,3 +348,48 @@ def test_units_installed_under_umask_000_leave_no_folder_writable_by_others(tmp_
         os.umask(old)
     for folder in (tmp_path / "new", tmp_path / "new/parent", tmp_path / "new/parent/system"):
         assert folder.stat().st_mode & 0o777 == 0o755, folder
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 64 KiB tmpfs (root only, as CI runs; skipped where mounting is not allowed)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@needs_gcc
+def test_a_full_disk_is_one_line_and_nothing_half_written(elf: ElfFactory, tmp_path: Path, small_disk: Path) -> None:
+    """Issue 21, item 8: ``fix --apply`` with its state folder on a disk that fills at every point of the run:
+    exit 0, or exit 2 with one line naming the folder; no temporary file left; whatever stays is undone by
+    ``undo`` once there is space."""
+    stub = elf.stub("libdep.so.1", defines=["f"])
+    prog = elf.exe("app/prog", calls=["f"], link=[stub])
+    elf.lib("other/libdep.so.1", defines=["f"])
+    state = small_disk / "state"
+    env = {"LIBDOCTOR_STATE_DIR": str(state), "LIBDOCTOR_NO_VERDICT_CACHE": "1"}
+    outcomes = set()
+    for kib in range(50, 64):
+        subprocess.run(["sh", "-c", f"rm -rf {small_disk}/* && head -c {kib * 1024} /dev/zero > {small_disk}/fill"],
+                       capture_output=True)
+        done = libdoctor("fix", "--apply", "--yes", "--look-in", str(tmp_path / "other"), str(prog),
+                         tmp_path=tmp_path, env=env)
+        assert done.returncode in (0, 2) and "internal error" not in done.stderr, done.stderr
+        if done.returncode == 2:
+            assert done.stderr.count("\n") == 1 and str(small_disk) in done.stderr, done.stderr
+        outcomes.add(done.returncode)
+        leftovers = [p for p in small_disk.rglob(".*") if p.is_file()]
+        assert leftovers == [], leftovers
+        (small_disk / "fill").unlink()
+        undone = libdoctor("undo", "--all", tmp_path=tmp_path, env=env)
+        assert undone.returncode == 0, undone.stdout + undone.stderr
+        folders = json.loads((state / "envs/default.json").read_text())["folders"] if (
+            state / "envs/default.json").exists() else []
+        assert folders == []
+    assert outcomes == {0, 2}

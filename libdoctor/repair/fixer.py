@@ -201,6 +201,8 @@ def _sha256(data: bytes) -> str:
 
 # -- applying ----------------------------------------------------------------------------
 
+STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})  # the disk, not the plan
+
 class Applier:
     """Applies actions for one environment; the caller holds the state lock."""
 
@@ -215,19 +217,54 @@ class Applier:
 
     def apply(self, actions: list[Action]) -> Outcome:
         self.check_writable(actions)
-        state_folder(self.root)  # 0755: shims below it must stay reachable by the loader
-        ensure_private_dir(os.path.join(self.root, "journal"))
-        self.journal.save()
-        for action in actions:
-            if action.kind == "retire" and not self._retire(action):
-                continue  # the replacement goes in only where the impostor went out
-            if action.link and action.target:
-                self._symlink(action)
-            if action.folder:
-                self._search_folder(action)
-        if self.outcome.search_path_changed:
-            self.write_activation()
-        return self.close()
+        try:
+            state_folder(self.root)  # 0755: shims below it must stay reachable by the loader
+            ensure_private_dir(os.path.join(self.root, "journal"))
+            self.journal.save()
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRORS:
+                raise
+            raise LibdoctorError(f"cannot write the state folder {self.root}: {exc.strerror}: nothing was "
+                                 "changed") from None
+        try:
+            for action in actions:
+                if action.kind == "retire" and not self._retire(action):
+                    continue  # the replacement goes in only where the impostor went out
+                if action.link and action.target:
+                    self._symlink(action)
+                if action.folder:
+                    self._search_folder(action)
+            if self.outcome.search_path_changed:
+                self.write_activation()
+            return self.close()
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRORS:
+                raise
+            raise LibdoctorError(f"{exc.filename or self.root}: {exc.strerror}: stopped; "
+                                 f"{self._roll_back()}") from None
+
+    def _roll_back(self) -> str:
+        """A run a full or read-only disk stopped: what it made is taken back at once (removing frees space)."""
+        left: list[str] = []
+        for action in reversed(self.journal.data["actions"]):
+            undo_one = _UNDO.get(action.get("kind", ""))
+            if undo_one is not None and action.get("state") == "done":
+                try:
+                    undo_one(action, left)
+                except OSError as exc:  # taking back needs a write too (the env's state): left for undo
+                    left.append(f"left {action.get('path') or action.get('folder')}: {exc.strerror or exc}")
+        kept = [line for line in left if line.startswith("left ")]
+        try:
+            if kept:
+                self.journal.data["undone"] = None
+                self.journal.save()
+            else:
+                os.unlink(self.journal.path)
+        except OSError:
+            pass
+        if kept:
+            return f"some of its changes stay; once there is space: libdoctor undo {self.outcome.run_id}"
+        return "what this run had made was taken back: nothing was changed"
 
     def check_writable(self, actions: list[Action]) -> None:
         """Every folder the run will write to, checked before the first change: all or nothing."""
