@@ -393,3 +393,34 @@ def test_a_full_disk_is_one_line_and_nothing_half_written(elf: ElfFactory, tmp_p
             state / "envs/default.json").exists() else []
         assert folders == []
     assert outcomes == {0, 2}
+
+
+@needs_gcc
+def test_a_malformed_or_vanished_journal_never_blocks_undo(elf: ElfFactory, tmp_path: Path) -> None:
+    """Issue 21, item 4: a newer journal whose changes lack a path (or hold a number, or an unknown kind) is
+    named and skipped while the valid run is undone; a run whose journal vanished is reported, not a silent
+    "nothing to undo"."""
+    stub = elf.stub("libdep.so.1", defines=["f"])
+    prog = elf.exe("app/prog", calls=["f"], link=[stub])
+    elf.lib("other/libdep.so.1", defines=["f"])
+    env = {"LIBDOCTOR_NO_VERDICT_CACHE": "1"}
+    fix = ("fix", "--apply", "--yes", "--look-in", str(tmp_path / "other"), str(prog))
+    assert libdoctor(*fix, tmp_path=tmp_path, env=env).returncode == 0
+    state = tmp_path / "state"
+    bad = {"version": 1, "run_id": "29991231T235959-abcdef", "env": None, "started": "x", "complete": True,
+           "actions": [{"kind": "symlink", "state": "done"}, {"kind": "symlink", "path": 5, "state": "done"},
+                       {"kind": "file", "path": None, "sha256": "0", "state": "done"},
+                       {"kind": "bogus", "path": "/x", "state": "done"}]}
+    planted = state / "journal" / "29991231T235959-abcdef.json"
+    planted.write_text(json.dumps(bad))
+    planted.chmod(0o600)
+    undone = libdoctor("undo", "--all", tmp_path=tmp_path, env=env)
+    assert "internal error" not in undone.stderr and undone.returncode in (0, 1), undone.stderr
+    assert undone.stdout.count("skipped, the others undone") == 4 and "removed search path" in undone.stdout
+    assert json.loads((state / "envs/default.json").read_text())["folders"] == []
+    assert libdoctor(*fix, tmp_path=tmp_path, env=env).returncode == 0
+    for journal in (state / "journal").glob("2026*.json"):
+        if "undone" not in json.loads(journal.read_text()):
+            journal.unlink()  # the run's journal vanishes; its search folder stays in the env's state
+    gone = libdoctor("undo", "--all", tmp_path=tmp_path, env=env)
+    assert "the journal of the run that added it is gone" in gone.stdout + gone.stderr, gone.stdout

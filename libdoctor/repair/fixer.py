@@ -747,9 +747,61 @@ def undo(root: str, run_id: Optional[str]) -> list[str]:
     report: list[str] = []
     for journal in sorted(chosen, key=lambda j: j["run_id"], reverse=True):
         for action in reversed(journal["actions"]):
-            undo_one = _UNDO.get(action.get("kind", ""))
-            if undo_one is not None and isinstance(action.get("path", action.get("folder")), str):
-                undo_one(action, report)
+            problem = action_problem(action)
+            if problem:
+                report.append(f"left a change of run {journal['run_id']}: {problem}: skipped, the others undone")
+                continue
+            _UNDO[action["kind"]](action, report)
         journal["undone"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _write_json_atomic(os.path.join(root, "journal", f"{journal['run_id']}.json"), journal)
-    return report + (journal_problems(root) if run_id is None else [])
+    return report + (journal_problems(root) + orphaned_folders(root) if run_id is None else [])
+
+
+_PATH_FIELDS = {"symlink": ("path",), "file": ("path", "sha256"), "file-update": ("path", "sha256"),
+                "mkdir": ("path",), "search-path": ("folder", "env_state"), "rename": ("path", "source")}
+
+
+def action_problem(action: dict) -> Optional[str]:
+    """Why a journal's change cannot be undone as written (None: it can), field by field: a change whose kind,
+    path or state the journal does not hold is named and skipped, never blocking the others."""
+    kind = action.get("kind")
+    if kind not in _UNDO:
+        return f"unknown kind {str(kind)[:40]!r}"
+    if action.get("state") not in ("intended", "done"):
+        return "no state"
+    for field in _PATH_FIELDS[kind]:
+        value = action.get(field)
+        if not isinstance(value, str) or not value or "\0" in value:
+            return f"{kind} without a valid {field}"
+        if field != "sha256" and not os.path.isabs(value):
+            return f"{kind} with a relative {field}"
+    return None
+
+
+def orphaned_folders(root: str) -> list[str]:
+    """Search folders an environment's state still adds that no journal records: their run's journal is gone,
+    so undo cannot take them back (named, with what to do)."""
+    recorded = {(a.get("env_state"), a.get("folder")) for j in load_journals(root) for a in j["actions"]
+                if a.get("kind") == "search-path" and "undone" not in j}
+    lines = []
+    for name in sorted(names_or_empty(os.path.join(root, "envs"))):
+        path = os.path.join(root, "envs", name)
+        try:
+            state = read_json(path, MAX_STATE_BYTES, private=True)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(state, dict):
+            continue
+        for key in ("front", "folders"):
+            for folder in _folder_list(state, key):
+                if (path, folder) not in recorded:
+                    lines.append(f"left search path {folder} in {path}: the journal of the run that added it is "
+                                 "gone; remove the folder from that file by hand if it is not wanted")
+    return lines
+
+
+def names_or_empty(folder: str) -> list[str]:
+    try:
+        return [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".")]
+    except OSError:
+        return []
