@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
 from .loader.elffacts import is_elf
+from .loader.plainfiles import read_text
 
 # Which installed distribution is which GPU framework (its plug-in in ``gpu/frameworks/`` has the same
 # name).  A distribution marked as a part (jaxlib, JAX's CUDA plugin) is scanned with its framework.
@@ -233,11 +234,7 @@ def machine_environments() -> list[str]:
     home = os.path.expanduser("~")
     found: list[str] = []
     for listing in (os.path.join(home, ".conda", "environments.txt"),):
-        try:
-            with open(listing, encoding="utf-8", errors="replace") as handle:
-                found += [line.strip() for line in handle if line.strip().startswith("/")]
-        except OSError:
-            pass
+        found += [line.strip() for line in (read_text(listing) or "").splitlines() if line.strip().startswith("/")]
     for install in CONDA_INSTALLS:
         install = os.path.expanduser(install)
         found += [install] + sorted(glob.glob(os.path.join(install, "envs", "*")))
@@ -275,16 +272,13 @@ def _record_files(dist: str, site: str) -> list[str]:
     record = os.path.join(dist, "RECORD")
     installed = os.path.join(dist, "installed-files.txt")
     if os.path.exists(record):
-        with open(record, encoding="utf-8", errors="replace") as handle:
-            rows = [line.split(",", 1)[0] for line in handle]
+        rows = [line.split(",", 1)[0] for line in (read_text(record, 64 << 20) or "").splitlines()]
         base = site
     elif os.path.exists(installed):
-        with open(installed, encoding="utf-8", errors="replace") as handle:
-            rows = [line.strip() for line in handle]
+        rows = [line.strip() for line in (read_text(installed, 64 << 20) or "").splitlines()]
         base = dist
     else:
-        top = os.path.join(dist, "top_level.txt")
-        names = open(top, encoding="utf-8").read().split() if os.path.exists(top) else []
+        names = (read_text(os.path.join(dist, "top_level.txt")) or "").split()
         notes: list[str] = []
         return [f for n in names for f in walk_folder(os.path.join(site, n), notes)] if names else []
     for row in rows:
@@ -494,10 +488,8 @@ def _run_activation(script: str, current: dict[str, str]) -> tuple[dict[str, str
 
 def _read_activation(script: str, current: dict[str, str]) -> dict[str, str]:
     result = dict(current)
-    try:
-        with open(script, "rb") as handle:
-            text = handle.read(1 << 20).decode("utf-8", "replace")
-    except OSError:
+    text = read_text(script)
+    if text is None:
         return result
     for line in text.splitlines():
         unset = _UNSET.match(line)

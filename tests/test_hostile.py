@@ -424,3 +424,30 @@ def test_a_malformed_or_vanished_journal_never_blocks_undo(elf: ElfFactory, tmp_
             journal.unlink()  # the run's journal vanishes; its search folder stays in the env's state
     gone = libdoctor("undo", "--all", tmp_path=tmp_path, env=env)
     assert "the journal of the run that added it is gone" in gone.stdout + gone.stderr, gone.stdout
+
+
+@needs_gcc
+@pytest.mark.parametrize("command", [("scan",), ("fix",), ("fix", "--apply", "--yes")])
+def test_fifos_where_text_files_should_be_never_hang(elf: ElfFactory, tmp_path: Path, command: tuple) -> None:
+    """Issue 21, item 5: a FIFO as a dist-info's METADATA and RECORD, a conda activate.d script, a cuda.h and the
+    driver's version file: every command finishes (the one non-blocking text reader), none waits on a writer."""
+    from .test_frameworks import dist_info, make_env
+
+    prefix, site = make_env(tmp_path / "env")
+    (prefix / "conda-meta").mkdir()
+    elf.lib(site / "torch/lib/libtorch_cuda.so", defines=["t"], calls=["f"], link=[elf.stub("libgone.so.1")])
+    dist_info(site, "torch", "2.4.0", ["torch/lib/libtorch_cuda.so"])
+    meta = next(site.glob("torch-*.dist-info"))
+    for name in ("METADATA", "RECORD"):
+        (meta / name).unlink(missing_ok=True)
+        os.mkfifo(meta / name)
+    (prefix / "etc/conda/activate.d").mkdir(parents=True)
+    os.mkfifo(prefix / "etc/conda/activate.d/cuda.sh")
+    (prefix / "include").mkdir()
+    os.mkfifo(prefix / "include/cuda.h")
+    sysroot = tmp_path / "sysroot"
+    (sysroot / "sys/module/nvidia").mkdir(parents=True)
+    os.mkfifo(sysroot / "sys/module/nvidia/version")
+    done = libdoctor(*command, "--env", str(prefix), tmp_path=tmp_path,
+                     env={"LIBDOCTOR_SYSROOT": str(sysroot), "LIBDOCTOR_NO_VERDICT_CACHE": "1"})
+    assert done.returncode in (0, 1, 2) and "internal error" not in done.stderr, done.stderr

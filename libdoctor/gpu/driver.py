@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
+from ..loader.plainfiles import read_text
+
 VersionTuple = tuple[int, ...]
 
 
@@ -94,27 +96,20 @@ def nvidia_gpus(root: str) -> Optional[tuple[str, ...]]:
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            return handle.read(64).strip()
-    except OSError:
-        return ""
+    return (read_text(path, 64) or "").strip()
 
 
 def read_driver(libcuda: Optional[str], libnvidia_ml: Optional[str], root: Optional[str] = None) -> DriverInfo:
     """``libcuda``/``libnvidia_ml``: where the loader finds them (None: not found); ``root``: the machine's ``/``."""
     root = sysroot(root)
     module = None
-    try:
-        with open(os.path.join(root, "sys/module/nvidia/version"), encoding="ascii") as handle:
-            module = handle.read().strip() or None
-    except OSError:
-        try:
-            with open(os.path.join(root, "proc/driver/nvidia/version"), encoding="ascii", errors="replace") as handle:
-                match = re.search(r"Kernel Module\s+(\d+\.\d+(?:\.\d+)?)", handle.read())
-                module = match.group(1) if match else None
-        except OSError:
-            pass
+    text = read_text(os.path.join(root, "sys/module/nvidia/version"), 4096)
+    if text is not None:
+        module = text.strip() or None
+    else:
+        text = read_text(os.path.join(root, "proc/driver/nvidia/version"), 65536)
+        match = re.search(r"Kernel Module\s+(\d+\.\d+(?:\.\d+)?)", text or "")
+        module = match.group(1) if match else None
     lib_version = None
     if libcuda:
         match = re.search(r"libcuda\.so\.(\d+\.\d+(?:\.\d+)?)$", os.path.realpath(libcuda))

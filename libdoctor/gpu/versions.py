@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
+from ..loader.plainfiles import read_text
 from .catalog import record
 
 Version = tuple[int, ...]
@@ -116,11 +117,7 @@ def _conda_version(real: str, family: str) -> Optional[RealVersion]:
 
 
 def _lists(meta_file: str, listed: str) -> bool:
-    try:
-        with open(meta_file, encoding="utf-8", errors="replace") as handle:
-            return listed in handle.read(16 << 20)
-    except OSError:
-        return False
+    return listed in (read_text(meta_file, 16 << 20) or "")
 
 
 @dataclass(frozen=True)

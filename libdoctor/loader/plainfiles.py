@@ -62,3 +62,28 @@ def parse_json(data: "bytes | str") -> object:
 def read_json(path: str, limit: int, private: bool = False) -> object:
     """:func:`read_regular`, then :func:`parse_json`."""
     return parse_json(read_regular(path, limit, private))
+
+
+def read_text(path: str, limit: int = 1 << 20) -> "str | None":
+    """The first ``limit`` bytes of a regular file as text (UTF-8, undecodable bytes replaced); None when it
+    cannot be read or is not a regular file.  Never blocks: a FIFO or a device where a text file should be is
+    refused, not waited on (the one way rules, fixes and the daemon read a text file they did not write)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, left = [], limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

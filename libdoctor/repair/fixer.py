@@ -769,12 +769,12 @@ def action_problem(action: dict) -> Optional[str]:
         return f"unknown kind {str(kind)[:40]!r}"
     if action.get("state") not in ("intended", "done"):
         return "no state"
-    for field in _PATH_FIELDS[kind]:
-        value = action.get(field)
+    for name in _PATH_FIELDS[kind]:
+        value = action.get(name)
         if not isinstance(value, str) or not value or "\0" in value:
-            return f"{kind} without a valid {field}"
-        if field != "sha256" and not os.path.isabs(value):
-            return f"{kind} with a relative {field}"
+            return f"{kind} without a valid {name}"
+        if name != "sha256" and not os.path.isabs(value):
+            return f"{kind} with a relative {name}"
     return None
 
 

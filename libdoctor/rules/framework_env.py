@@ -13,6 +13,7 @@ import re
 import shutil
 from typing import Optional
 
+from ..loader.plainfiles import read_text
 from ..gpu.driver import parse_version
 from ..gpu.frameworks import tf_table_row
 from .base import Finding, RuleContext, RuleResult, SimpleRule
@@ -20,11 +21,7 @@ from .base import Finding, RuleContext, RuleResult, SimpleRule
 
 def toolkit_version(root: str) -> Optional[str]:
     """A toolkit's CUDA version from ``include/cuda.h`` (``#define CUDA_VERSION 13000``), read not run."""
-    try:
-        with open(os.path.join(root, "include", "cuda.h"), encoding="utf-8", errors="replace") as handle:
-            match = re.search(r"#define\s+CUDA_VERSION\s+(\d+)", handle.read(1 << 20))
-    except OSError:
-        return None
+    match = re.search(r"#define\s+CUDA_VERSION\s+(\d+)", read_text(os.path.join(root, "include", "cuda.h")) or "")
     if not match:
         return None
     value = int(match.group(1))

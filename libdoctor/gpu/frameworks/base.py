@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable, Optional
 
+from ...loader.plainfiles import read_text as plain_text
 from ...targets import Framework, PythonEnv
 from ..cudatable import family_of, wheel_dirs
 from ..impostor import BuiltFor, built_for
@@ -93,11 +94,7 @@ def python_version_of(site_packages: str) -> Optional[str]:
 
 
 def read_text(path: str, limit: int = 1 << 20) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read(limit)
-    except OSError:
-        return None
+    return plain_text(path, limit)  # never blocking: one reader (loader.plainfiles)
 
 
 def requirements(dist_info: str) -> tuple[str, ...]:
