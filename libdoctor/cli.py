@@ -25,18 +25,23 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except LibdoctorError as exc:
-            click.echo(f"libdoctor: {exc}", err=True)
-            sys.exit(EXIT_ERROR)
+            _fail(str(exc))
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
                 raise
             where = f"{exc.filename}: " if exc.filename else ""  # a full or read-only disk: its one line
-            click.echo(f"libdoctor: {where}{exc.strerror}", err=True)
-            sys.exit(EXIT_ERROR)
+            _fail(f"{where}{exc.strerror}")
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             get_logger().error("internal error", error=repr(exc))
-            click.echo(f"libdoctor: internal error: {exc.__class__.__name__}: {exc}", err=True)
-            sys.exit(EXIT_ERROR)
+            _fail(f"internal error: {exc.__class__.__name__}: {exc}")
+
+
+def _fail(message: str) -> None:
+    """One line on stderr (a path from the machine in it escaped, as in every report), exit 2."""
+    from .report import escaped
+
+    click.echo(f"libdoctor: {escaped(message)}", err=True)
+    sys.exit(EXIT_ERROR)
 
 
 @click.group(cls=_Group)

@@ -14,7 +14,8 @@ from .rules.causes import SOURCE_TITLES, behind_the_name, plural
 from .rules.facts import ScanReport, TargetReport
 
 SCHEMA_VERSION = 1
-_OURS = re.compile(r"\x1b\[[0-9;]*m")  # the colours this module adds
+_OURS = re.compile(r"\x1b\[(?:0|2|31|32|33)m")  # exactly the colours Style paints: a name's own "conceal" or
+# "blink" sequence is shown escaped like any other control sequence
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f\ud800-\udfff]|\n")
 
 

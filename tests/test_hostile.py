@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -451,3 +452,36 @@ def test_fifos_where_text_files_should_be_never_hang(elf: ElfFactory, tmp_path: 
     done = libdoctor(*command, "--env", str(prefix), tmp_path=tmp_path,
                      env={"LIBDOCTOR_SYSROOT": str(sysroot), "LIBDOCTOR_NO_VERDICT_CACHE": "1"})
     assert done.returncode in (0, 1, 2) and "internal error" not in done.stderr, done.stderr
+
+
+@needs_gcc
+def test_control_sequences_in_names_never_reach_a_terminal(elf: ElfFactory, tmp_path: Path) -> None:
+    """Issue 21, item 2: a DT_NEEDED name, a file name and a typed path holding ESC, BEL or a newline are shown
+    escaped by scan, fix and the one-line errors (on a terminal too: only the report's own colours stay raw)."""
+    import pty
+
+    needed = "libsoname\x1b[8m\x1b]0;title\x07\n[✓] forged.so"
+    elf.lib("app/libuser.so", link=[elf.stub(needed)], calls=["f"])
+    for args in (("scan", str(tmp_path / "app")), ("scan", "-v", str(tmp_path / "app")), ("fix", str(tmp_path / "app")),
+                 ("scan", str(tmp_path / "no\x1b[2Jsuch"))):
+        environ = loader_env({"PYTHONPATH": str(REPO), "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache"),
+                              "LIBDOCTOR_NO_VERDICT_CACHE": "1", "TERM": "xterm"})
+        environ.pop("NO_COLOR", None)
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "libdoctor", *args], env=environ, stdout=follower,
+                                stderr=follower, stdin=subprocess.DEVNULL, cwd=tmp_path)
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+        proc.wait(timeout=60)
+        os.close(leader)
+        raw = re.sub(rb"\x1b\[(?:0|2|31|32|33)m", b"", shown)
+        assert b"\x1b" not in raw and b"\x07" not in raw, (args, shown[-400:])
+        assert b"\r\n[\xe2\x9c\x93] forged" not in shown  # no forged line
