@@ -485,3 +485,27 @@ def test_control_sequences_in_names_never_reach_a_terminal(elf: ElfFactory, tmp_
         raw = re.sub(rb"\x1b\[(?:0|2|31|32|33)m", b"", shown)
         assert b"\x1b" not in raw and b"\x07" not in raw, (args, shown[-400:])
         assert b"\r\n[\xe2\x9c\x93] forged" not in shown  # no forged line
+
+
+@pytest.mark.parametrize("case", ["world-writable", "other-owner", "dotted-key", "nested", "nul-target"])
+def test_a_configuration_root_should_not_trust_or_parse_is_refused_in_one_line(tmp_path: Path, case: str) -> None:
+    """Issue 21, items 3 and 6: a configuration writable by everyone or owned by another user is refused (it
+    steers what root writes); a 50,000-part dotted key, deep nesting or a NUL in a path is refused before or by
+    the parser, quickly, in one line."""
+    import time as clock
+
+    config = tmp_path / "conf" / "config.toml"
+    config.parent.mkdir(mode=0o755)
+    text = {"dotted-key": "a" + ".a" * 50_000 + " = 1\n", "nested": "targets = " + "[" * 5000 + "]" * 5000 + "\n",
+            "nul-target": 'targets = ["/tmp/a\\u0000b"]\n'}.get(case, 'heal = "off"\n')
+    config.write_text(text)
+    config.chmod(0o666 if case == "world-writable" else 0o644)
+    if case == "other-owner":
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file to another user")
+        os.chown(config, 65534, 65534)
+    started = clock.monotonic()
+    done = libdoctor("watch", "--once", "--config", str(config), tmp_path=tmp_path)
+    assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and (str(config) in done.stderr or str(config.parent) in done.stderr)
+    assert clock.monotonic() - started < 15

@@ -43,9 +43,48 @@ def user_config_path() -> str:
     return os.path.join(base, "libdoctor", "config.toml")
 
 
+MAX_LINE_CHARS = 4096  # a line longer than this (a 50,000-part dotted key) is refused before parsing
+MAX_NESTING = 32  # arrays and inline tables inside each other
+
+
+def _trusted(path: str) -> None:
+    """A configuration steers what root writes: it must belong to root or to the user running libdoctor, and
+    nobody else may write it (or its folder)."""
+    for where in (path, os.path.dirname(os.path.abspath(path))):
+        try:
+            st = os.stat(where)
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror}") from None
+        if st.st_uid not in (0, os.geteuid()):
+            raise UsageError(f"{where}: belongs to another user (uid {st.st_uid}): configuration refused")
+        if st.st_mode & 0o002 and not (where != path and st.st_mode & 0o1000):
+            raise UsageError(f"{where}: writable by everyone: configuration refused (chmod o-w {where})")
+        if st.st_mode & 0o020 and st.st_gid not in (0, os.getegid()):
+            raise UsageError(f"{where}: writable by group {st.st_gid}: configuration refused (chmod g-w {where})")
+
+
+def _bounded(path: str, text: str) -> str:
+    """Refused before the parser sees it: lines too long, or nesting too deep (tomllib recurses and is slow on
+    crafted input)."""
+    depth = deepest = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise UsageError(f"{path}: line {number} is longer than {MAX_LINE_CHARS} characters: refused")
+        for char in line.split("#", 1)[0]:
+            depth += char in "[{"
+            depth -= char in "]}"
+            deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        raise UsageError(f"{path}: nested deeper than {MAX_NESTING} levels: refused")
+    return text
+
+
 def _read(path: str) -> dict[str, Any]:
+    _trusted(path)
     try:
-        return tomllib.loads(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
+        return tomllib.loads(_bounded(path, read_regular(path, MAX_CONFIG_BYTES).decode("utf-8")))
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply: refused") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: {exc}") from None  # the message names line and column
     except UnicodeDecodeError as exc:
@@ -61,7 +100,7 @@ def _checked(path: str, data: dict[str, Any]) -> dict[str, Any]:
         if key not in known:
             raise UsageError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
         if key in ("targets", "environments"):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            if not isinstance(value, list) or not all(isinstance(v, str) and v and "\0" not in v for v in value):
                 raise UsageError(f"{path}: {key} must be a list of paths")
             value = tuple(value)
         elif key == "heal":
@@ -75,7 +114,7 @@ def _checked(path: str, data: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
                 raise UsageError(f"{path}: {key} must be a number of seconds from {low:g} to {high:g}")
             value = float(value)  # inf and nan fail the range above
-        elif key == "metrics_file" and not isinstance(value, str):
+        elif key == "metrics_file" and (not isinstance(value, str) or not value or "\0" in value):
             raise UsageError(f"{path}: metrics_file must be a path")
         out[key] = value
     return out
