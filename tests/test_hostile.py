@@ -237,7 +237,7 @@ def test_a_folder_swapped_between_plan_and_apply_gets_nothing(field: dict) -> No
     os.chmod(folder, moved.stat().st_mode & 0o7777)
     before = sorted(p.name for p in moved.iterdir())
     outcome = apply_plan(plan)
-    assert any("not the folder the plan verified" in r for r in outcome.refused)
+    assert any("no longer leads to the folder the plan verified" in r for r in outcome.refused)
     assert list(folder.iterdir()) == [] and sorted(p.name for p in moved.iterdir()) == before
 
 
@@ -509,3 +509,77 @@ def test_a_configuration_root_should_not_trust_or_parse_is_refused_in_one_line(t
     assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and (str(config) in done.stderr or str(config.parent) in done.stderr)
     assert clock.monotonic() - started < 15
+
+
+def test_a_path_component_swapped_for_a_link_between_plan_and_apply_gets_nothing(field: dict) -> None:  # noqa: F811
+    """Issue 21, item 1: the user who owns the env replaces the folder of an in-place link with a symlink to
+    another folder (same owner, same mode) between plan and apply, 50 times, at random moments (before the
+    apply or while it runs): not one write lands outside the folder the plan verified."""
+    import random
+    import threading
+    import time as clock
+
+    from libdoctor.repair.fix import apply_plan
+    from libdoctor.repair.fixer import undo
+    from libdoctor.repair.statedir import state_dir
+
+    from .test_fix import plan_for
+
+    plan = plan_for(field, in_place=True)
+    link = next(p for p in plan.chosen if p.kind == "symlink").link
+    folder = Path(os.path.dirname(link))
+    assert str(folder) in plan.folder_identities
+    decoy = folder.with_name(folder.name + ".decoy")
+    decoy.mkdir()
+    os.chmod(decoy, folder.stat().st_mode & 0o7777)
+    aside = folder.with_name(folder.name + ".planned")
+    chance = random.Random(21)
+    swapped_before = 0
+    for trial in range(50):
+        delay = chance.choice([0.0, 0.0005, 0.002, 0.005, None])  # None: swapped before apply starts
+
+        def swap() -> None:
+            if delay:
+                clock.sleep(delay)
+            folder.rename(aside)
+            folder.symlink_to(decoy)
+
+        if delay is None:
+            swap()
+            swapped_before += 1
+            outcome = apply_plan(plan)
+        else:
+            worker = threading.Thread(target=swap)
+            worker.start()
+            outcome = apply_plan(plan)
+            worker.join()
+        assert list(decoy.iterdir()) == [], (trial, delay, outcome)
+        if delay is None:
+            assert any("no longer leads to the folder the plan verified" in r for r in outcome.refused)
+        folder.unlink()
+        aside.rename(folder)
+        if outcome.run_id:
+            undo(state_dir(), outcome.run_id)  # what landed in the planned folder is taken back for the next trial
+    assert swapped_before >= 5
+
+
+def test_root_writes_no_activation_script_into_another_users_env(field: dict) -> None:  # noqa: F811
+    """Issue 21, item 1: root applying a search-path repair for a conda env owned by another user writes no
+    activate.d script there; it says so and what to run as that user."""
+    from libdoctor.repair.fix import apply_plan
+
+    from .test_fix import plan_for
+
+    if os.geteuid() != 0:
+        pytest.skip("only root can give the env to another user")
+    env = Path(field["env"])
+    assert (env / "conda-meta").is_dir()
+    for folder, subfolders, files in os.walk(env):
+        for name in [folder] + [os.path.join(folder, n) for n in subfolders + files]:
+            os.lchown(name, 65534, 65534)
+    plan = plan_for(field)
+    outcome = apply_plan(plan)
+    assert not (env / "etc/conda/activate.d/libdoctor.sh").exists()
+    assert any("not made" in r and "as the owner of that folder" in r for r in outcome.refused), outcome.refused
+    owned_by_root = [p for p in env.rglob("*") if p.lstat().st_uid == 0]
+    assert owned_by_root == []

@@ -10,20 +10,24 @@ from .fixer import Applier, Outcome, repair_prefix
 from .statedir import state_dir, state_lock
 
 
-def folder_identities(chosen: tuple[Action, ...]) -> dict[str, tuple[int, int, int, int]]:
-    """(device, inode, owner, mode) of each existing folder a chosen change writes into, as graded: apply checks
-    the folder it opens is still that one (a folder swapped in between is refused, nothing written)."""
-    identities = {}
+def folder_identities(chosen: tuple[Action, ...]) -> dict[str, Optional[tuple[str, int, int, int, int]]]:
+    """Each folder a chosen change writes into, by the path the change names it with: (its real path, device,
+    inode, owner, mode) as graded, or None where it did not exist yet (libdoctor's own shim folder, made at
+    apply).  Apply checks that the path still leads to that very folder: a folder swapped in between, or a
+    component of its path replaced by a symlink to another folder, is refused and nothing is written there."""
+    identities: dict[str, Optional[tuple[str, int, int, int, int]]] = {}
     for action in chosen:
         for path in (action.link, action.path if action.kind == "retire" else None):
             if not path:
                 continue
-            folder = os.path.realpath(os.path.dirname(path))
+            folder = os.path.dirname(os.path.abspath(path))
+            real = os.path.realpath(folder)
             try:
-                st = os.stat(folder)
+                st = os.stat(real)
             except OSError:
-                continue  # not there yet: libdoctor's own shim folder, made at apply
-            identities[folder] = (st.st_dev, st.st_ino, st.st_uid, st.st_mode)
+                identities[folder] = None
+                continue
+            identities[folder] = (real, st.st_dev, st.st_ino, st.st_uid, st.st_mode)
     return identities
 
 

@@ -201,19 +201,27 @@ def _sha256(data: bytes) -> str:
 
 # -- applying ----------------------------------------------------------------------------
 
+_UNPLANNED = ("(not in the plan)",)
+
+
+class FolderRefused(LibdoctorError):
+    """A folder libdoctor would have to make inside one it must not change."""
+
+
 STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})  # the disk, not the plan
 
 class Applier:
     """Applies actions for one environment; the caller holds the state lock."""
 
     def __init__(self, root: str, env_prefix: Optional[str], in_place: bool,
-                 folders: Optional[dict[str, tuple[int, int, int, int]]] = None) -> None:
+                 folders: Optional[dict[str, Optional[tuple]]] = None) -> None:
         self.root = root
         self.env_prefix = env_prefix
         self.in_place = in_place
-        self.folders = folders or {}  # real folder -> (dev, ino, uid, mode) when the plan was verified
+        self.folders = folders or {}  # folder as named -> (real path, dev, ino, uid, mode) as graded; None: absent
         self.outcome = Outcome(run_id=new_run_id())
         self.journal = Journal(root, self.outcome.run_id, env_prefix)
+        self.made: set[str] = set()  # real paths of the folders this run made
 
     def apply(self, actions: list[Action]) -> Outcome:
         self.check_writable(actions)
@@ -295,18 +303,27 @@ class Applier:
     def _checked_folder(self, path: str) -> Optional[int]:
         """A descriptor of ``path``'s real folder, safe to write in and the one the plan verified; else None (the
         refusal recorded)."""
-        real_folder = os.path.realpath(os.path.dirname(path))
+        textual = os.path.dirname(os.path.abspath(path))
+        real_folder = os.path.realpath(textual)
         unsafe = folder_risk(real_folder)
         if unsafe:
             self.outcome.refused.append(f"{path}: refused: {unsafe}")
             return None
-        fd = open_folder_nofollow(real_folder)
+        try:
+            fd = open_folder_nofollow(real_folder)  # from "/" down, no component followed: a swap now fails here
+        except LibdoctorError as exc:
+            self.outcome.refused.append(f"{path}: refused: {exc} (changed while applying): nothing written")
+            return None
         st = os.fstat(fd)
-        planned = self.folders.get(real_folder)
-        if planned is not None and planned != (st.st_dev, st.st_ino, st.st_uid, st.st_mode):
+        planned = self.folders.get(textual, _UNPLANNED)
+        now = (real_folder, st.st_dev, st.st_ino, st.st_uid, st.st_mode)
+        if planned is None and real_folder not in self.made:
+            planned = ("(absent when planned)",)  # it appeared since, and not by this run: not ours to fill
+        if planned not in (_UNPLANNED, None) and planned != now:
             os.close(fd)
-            self.outcome.refused.append(f"{path}: refused: {real_folder} is not the folder the plan verified "
-                                        "(replaced or changed since): nothing written")
+            self.outcome.refused.append(f"{path}: refused: {textual} no longer leads to the folder the plan "
+                                        f"verified (replaced, or a link to {real_folder} put in its path): "
+                                        "nothing written")
             return None
         return fd
 
@@ -314,7 +331,11 @@ class Applier:
         assert action.link and action.target
         folder, name = os.path.split(action.link)
         if not self.in_place or not os.path.isdir(folder):
-            self._mkdir(folder)  # libdoctor's own shim folder: made, or checked to be a real folder of ours
+            try:
+                self._mkdir(folder)  # libdoctor's own shim folder: made, or checked to be a real folder of ours
+            except FolderRefused as exc:
+                self.outcome.refused.append(str(exc))
+                return
         fd = self._checked_folder(action.link)
         if fd is None:
             return
@@ -405,13 +426,18 @@ class Applier:
             if not stat.S_ISDIR(os.stat(folder).st_mode):
                 raise LibdoctorError(f"{folder}: not a folder")
             return
-        self._mkdir(os.path.dirname(folder))
+        parent = os.path.dirname(folder)
+        self._mkdir(parent)
+        unsafe = folder_risk(os.path.realpath(parent))
+        if unsafe:  # root making a folder in a user's tree (a conda env's etc/conda): not ours to change
+            raise FolderRefused(f"{folder}: not made: {unsafe}")
         record = self.journal.intend({"kind": "mkdir", "path": folder})
         try:
             os.mkdir(folder, 0o755)
         except FileExistsError:
             self.journal.drop(record)
             return
+        self.made.add(os.path.realpath(folder))
         self.journal.done(record)
 
     def _search_folder(self, action: Action) -> None:
@@ -459,7 +485,12 @@ class Applier:
         data = text.encode()
         folder, name = os.path.split(path)
         if not os.path.isdir(folder):
-            self._mkdir(folder)  # journalled, so undo leaves the tree as it found it
+            try:
+                self._mkdir(folder)  # journalled, so undo leaves the tree as it found it
+            except FolderRefused as exc:
+                self.outcome.refused.append(f"{exc}; as the owner of that folder, run the same `libdoctor fix "
+                                            "--apply` (or `eval \"$(libdoctor env)\"` in the shell)")
+                return
         fd = self._checked_folder(path)
         if fd is None:
             return

@@ -78,7 +78,7 @@ class ScanReport:
     diagnosis: Optional["Diagnosis"] = None
     unjudged: list[tuple[str, str]] = field(default_factory=list)  # (target, why the model cannot judge it)
     # real folder -> (dev, ino, uid, mode) of each folder a chosen change writes into, when it was graded
-    folder_identities: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    folder_identities: dict[str, Optional[tuple]] = field(default_factory=dict)
 
     def still_valid(self, env: Environment, inputs: ScanInputs) -> bool:
         """Nothing this report depends on has changed: the same question, environment and files."""
