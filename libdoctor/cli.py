@@ -403,7 +403,8 @@ def watch(targets: tuple[str, ...], environments: tuple[str, ...], config_path: 
     root = state_dir()
     log = get_logger()
     store = FactsStore.default()
-    watcher = Watcher(config, units_of(config, targets, environments), store, root, log, configured)
+    watcher = Watcher(config, units_of(config, targets, environments), store, root, log, configured,
+                      units_for=lambda c: units_of(c, targets, environments))
     if once:
         healthy = watcher.verify([])
         store.save()

@@ -319,3 +319,40 @@ def test_sigterm_during_a_long_verification_stops_within_two_seconds(tree: Path,
     assert code == 0 and seconds < 2
     daemon.thread.join(timeout=2)
     assert daemon.count("stopped during a verification") == 1
+
+
+def test_sigterm_while_a_heal_waits_for_the_state_lock(tree: Path, tmp_path: Path) -> None:
+    """Issue 21, item 6: another run holds the state lock; the daemon's heal waits for it; SIGTERM still ends the
+    daemon at once (it used to wait out the lock)."""
+    import fcntl
+
+    (tree / "libs/libdep.so.1").unlink()
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    holder = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    daemon = Daemon([str(tree / "app"), "--debounce", "0.3", "--heal", "safe", "--in-place"], cli_env(tmp_path))
+    try:
+        daemon.wait_for("healing", timeout=60)
+        code, seconds = daemon.stop()
+    finally:
+        os.close(holder)
+    assert code == 0 and seconds < 5, (code, seconds)
+    assert not (tree / "libs/libdep.so.1").exists()  # nothing was changed
+
+
+def test_a_target_added_on_sighup_is_verified(tree: Path, tmp_path: Path, elf: ElfFactory) -> None:
+    """Issue 21, item 6: SIGHUP re-reads the configuration, and a target it adds is verified at once."""
+    broken = elf.lib("added/libadded.so", calls=["gone"], link=[elf.stub("libgone.so.7", defines=["gone"])])
+    config = tmp_path / "config.toml"
+    config.write_text(f'targets = ["{tree / "app"}"]\n')
+    daemon = Daemon(["--config", str(config), "--debounce", "0.3"], cli_env(tmp_path))
+    try:
+        daemon.wait_for("watching", timeout=60)
+        mark = len(daemon.events)
+        config.write_text(f'targets = ["{tree / "app"}", "{broken.parent}"]\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        event, _ = daemon.wait_for("regression", timeout=60, after=mark)
+        assert event["findings"] == [f"missing:libgone.so.7:{broken}"]
+    finally:
+        daemon.stop()

@@ -174,13 +174,15 @@ def identity(folder: str) -> Optional[tuple[int, int]]:
 
 class Watcher:
     def __init__(self, config: Config, units: list[Unit], store: FactsStore, root: str, log,  # noqa: ANN001
-                 load_config: Optional[Callable[[], Config]] = None) -> None:
+                 load_config: Optional[Callable[[], Config]] = None,
+                 units_for: Optional[Callable[[Config], list[Unit]]] = None) -> None:
         self.config = config
         self.units = units
         self.store = store
         self.root = root
         self.log = log
         self.load_config = load_config
+        self.units_for = units_for  # the units a reloaded configuration names
         self.events: "queue.Queue[str]" = queue.Queue()
         self.previous: dict[str, set[str]] = {}
         self.previous_problems: dict[str, dict[str, Finding]] = {}
@@ -269,9 +271,11 @@ class Watcher:
                 continue
             try:
                 grade_repairs(report, self.store, self.root)  # the verdict was told ungraded: grade to heal
+                self.log.info("healing", env=unit.label, changes=len(report.diagnosis.chosen)
+                              if report.diagnosis else 0)
                 if report.diagnosis is None or not report.diagnosis.chosen:
                     continue  # the daemon's scans choose with the heal policy: safe additions only
-                outcome = apply_plan(report, self.root)
+                outcome = apply_plan(report, self.root, stop=lambda: self.stopping)
             except (LibdoctorError, OSError) as exc:  # a heal that cannot be made is reported, never fatal
                 self.heal_failures += 1
                 self.log.error("heal failed", env=unit.label, reason=str(exc), failures=self.heal_failures)
@@ -412,8 +416,16 @@ class Watcher:
                     self.reload = False
                     if self.load_config is not None:
                         try:
-                            self.config = self.load_config()
-                            self.log.info("configuration reloaded", sources=list(self.config.sources))
+                            config = self.load_config()
+                            units = self.units_for(config) if self.units_for else self.units
+                            self.config = config
+                            self.log.info("configuration reloaded", sources=list(self.config.sources),
+                                          units=len(units))
+                            if units != self.units:  # a target or environment added or removed: verified now
+                                self.units = units
+                                self.verify(["(configuration reloaded)"])
+                                self.reschedule()
+                                self.log.info("settled", folders=len(self.scheduled))
                         except LibdoctorError as exc:
                             self.log.error("configuration not reloaded", error=str(exc))
                 try:

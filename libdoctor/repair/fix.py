@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from ..rules.base import Action
 from ..rules.facts import ScanReport
@@ -31,12 +31,12 @@ def folder_identities(chosen: tuple[Action, ...]) -> dict[str, Optional[tuple[st
     return identities
 
 
-def apply_plan(report: ScanReport, root: Optional[str] = None) -> Outcome:
+def apply_plan(report: ScanReport, root: Optional[str] = None, stop: Callable[[], bool] = lambda: False) -> Outcome:
     """Apply what the report's diagnosis chose, into the folders as they were when it was graded."""
     assert report.diagnosis is not None
     inputs = report.inputs
     where = repair_prefix(inputs.paths, inputs.prefix, inputs.python)
     root = root or state_dir()
-    with state_lock(root):
+    with state_lock(root, stop=stop):
         applier = Applier(root, where, inputs.in_place, report.folder_identities)
         return applier.apply(list(report.diagnosis.chosen))

@@ -6,7 +6,7 @@ import os
 import stat
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import LibdoctorError
 from ..files import make_folders, open_folder_nofollow, write_atomic
@@ -68,8 +68,10 @@ def write_private_json(folder: str, name: str, text: str) -> None:
 
 
 @contextmanager
-def state_lock(folder: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
-    """One changing run at a time per state folder (``fcntl.flock`` on ``folder/lock``)."""
+def state_lock(folder: str, wait: float = LOCK_WAIT_SECONDS, stop: Callable[[], bool] = lambda: False
+               ) -> Iterator[None]:
+    """One changing run at a time per state folder (``fcntl.flock`` on ``folder/lock``); ``stop``: asked while
+    waiting (a daemon told to stop does not wait out the lock)."""
     state_folder(folder)
     path = os.path.join(folder, "lock")
     try:
@@ -88,6 +90,8 @@ def state_lock(folder: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if stop():
+                    raise LibdoctorError(f"stopped while waiting for {folder}/lock: nothing was changed") from None
                 if time.monotonic() >= deadline:
                     raise LibdoctorError(f"another libdoctor run holds {folder}/lock; try again later") from None
                 time.sleep(0.1)
