@@ -356,3 +356,27 @@ def test_a_target_added_on_sighup_is_verified(tree: Path, tmp_path: Path, elf: E
         assert event["findings"] == [f"missing:libgone.so.7:{broken}"]
     finally:
         daemon.stop()
+
+
+def test_the_heal_never_reverts_an_undo(tree: Path, tmp_path: Path) -> None:
+    """Issue 21, item 7: the daemon heals; the person undoes it; the daemon sees the regression and leaves it
+    (it used to make the link again within 2 s) until the person runs ``fix --apply`` themselves."""
+    (tree / "libs/libdep.so.1").unlink()
+    daemon = Daemon([str(tree / "app"), "--debounce", "0.3", "--heal", "safe", "--in-place"],
+                    cli_env(tmp_path, LIBDOCTOR_NO_VERDICT_CACHE="1"))
+    try:
+        daemon.wait_for("healed", timeout=60)
+        daemon.wait_for("watching", timeout=60)
+        daemon.wait_quiet("settled", 1.5)  # the heal's own link seen and verified, if it was
+        mark = len(daemon.events)
+        done = subprocess.run([sys.executable, "-m", "libdoctor", "undo", "--all"], env=cli_env(tmp_path),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and not (tree / "libs/libdep.so.1").exists(), done.stdout + done.stderr
+        daemon.wait_for("regression", timeout=60, after=mark)
+        daemon.wait_quiet("settled", 3.0)
+        assert daemon.count("healed") == 1 and not (tree / "libs/libdep.so.1").exists()
+        fixed = subprocess.run([sys.executable, "-m", "libdoctor", "fix", "--apply", "--yes", "--in-place",
+                                str(tree / "app")], env=cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+        assert fixed.returncode == 0 and (tree / "libs/libdep.so.1").exists(), fixed.stdout + fixed.stderr
+    finally:
+        daemon.stop()

@@ -275,7 +275,7 @@ class Watcher:
                               if report.diagnosis else 0)
                 if report.diagnosis is None or not report.diagnosis.chosen:
                     continue  # the daemon's scans choose with the heal policy: safe additions only
-                outcome = apply_plan(report, self.root, stop=lambda: self.stopping)
+                outcome = apply_plan(report, self.root, stop=lambda: self.stopping, healing=True)
             except (LibdoctorError, OSError) as exc:  # a heal that cannot be made is reported, never fatal
                 self.heal_failures += 1
                 self.log.error("heal failed", env=unit.label, reason=str(exc), failures=self.heal_failures)

@@ -6,7 +6,7 @@ from typing import Callable, Optional
 
 from ..rules.base import Action
 from ..rules.facts import ScanReport
-from .fixer import Applier, Outcome, repair_prefix
+from .fixer import Applier, Outcome, heal_paused, repair_prefix, resume_heal
 from .statedir import state_dir, state_lock
 
 
@@ -31,12 +31,22 @@ def folder_identities(chosen: tuple[Action, ...]) -> dict[str, Optional[tuple[st
     return identities
 
 
-def apply_plan(report: ScanReport, root: Optional[str] = None, stop: Callable[[], bool] = lambda: False) -> Outcome:
-    """Apply what the report's diagnosis chose, into the folders as they were when it was graded."""
+def apply_plan(report: ScanReport, root: Optional[str] = None, stop: Callable[[], bool] = lambda: False,
+               healing: bool = False) -> Outcome:
+    """Apply what the report's diagnosis chose, into the folders as they were when it was graded.  ``healing``:
+    the daemon's heal, which leaves alone what a person undid (until they run ``fix --apply`` themselves, which
+    lifts that pause)."""
     assert report.diagnosis is not None
     inputs = report.inputs
     where = repair_prefix(inputs.paths, inputs.prefix, inputs.python)
     root = root or state_dir()
     with state_lock(root, stop=stop):
+        chosen = list(report.diagnosis.chosen)
+        if healing:
+            paused = heal_paused(root)
+            chosen = [a for a in chosen if not {a.link, a.folder, a.path,
+                                                 os.path.realpath(a.link) if a.link else None} & paused]
+        else:
+            resume_heal(root)
         applier = Applier(root, where, inputs.in_place, report.folder_identities)
-        return applier.apply(list(report.diagnosis.chosen))
+        return applier.apply(chosen)

@@ -776,6 +776,7 @@ def undo(root: str, run_id: Optional[str]) -> list[str]:
     if run_id is not None and not chosen:
         raise LibdoctorError(f"no run {run_id} to undo (see `libdoctor undo --list`)")
     report: list[str] = []
+    restored: list[str] = []
     for journal in sorted(chosen, key=lambda j: j["run_id"], reverse=True):
         for action in reversed(journal["actions"]):
             problem = action_problem(action)
@@ -783,9 +784,38 @@ def undo(root: str, run_id: Optional[str]) -> list[str]:
                 report.append(f"left a change of run {journal['run_id']}: {problem}: skipped, the others undone")
                 continue
             _UNDO[action["kind"]](action, report)
+            restored.append(action.get("folder") or action["path"])
+    if restored:
+        pause_heal(root, restored)
         journal["undone"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _write_json_atomic(os.path.join(root, "journal", f"{journal['run_id']}.json"), journal)
     return report + (journal_problems(root) + orphaned_folders(root) if run_id is None else [])
+
+
+HEAL_PAUSE = "heal-paused.json"  # what a person undid: the daemon's heal leaves it alone until `fix --apply`
+
+
+def pause_heal(root: str, paths: list[str]) -> None:
+    """The daemon must not make again what a person just undid (it would within seconds)."""
+    paused = sorted(heal_paused(root) | set(paths))
+    _write_json_atomic(os.path.join(root, HEAL_PAUSE), {"paths": paused})
+
+
+def heal_paused(root: str) -> frozenset[str]:
+    try:
+        data = read_json(os.path.join(root, HEAL_PAUSE), MAX_STATE_BYTES, private=True)
+    except (OSError, ValueError):
+        return frozenset()
+    paths = data.get("paths") if isinstance(data, dict) else None
+    return frozenset(p for p in paths if isinstance(p, str)) if isinstance(paths, list) else frozenset()
+
+
+def resume_heal(root: str) -> None:
+    """A person ran `fix --apply`: the daemon may heal everything again."""
+    try:
+        os.unlink(os.path.join(root, HEAL_PAUSE))
+    except OSError:
+        pass
 
 
 _PATH_FIELDS = {"symlink": ("path",), "file": ("path", "sha256"), "file-update": ("path", "sha256"),
