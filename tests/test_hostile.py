@@ -356,7 +356,7 @@ def small_disk(tmp_path: Path):
     """A 64 KiB tmpfs (root only, as CI runs; skipped where mounting is not allowed)."""
     where = tmp_path / "small"
     where.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(where)],
                                            capture_output=True).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     try:

@@ -792,7 +792,7 @@ def undo(root: str, run_id: Optional[str]) -> list[str]:
     return report + (journal_problems(root) + orphaned_folders(root) if run_id is None else [])
 
 
-HEAL_PAUSE = "heal-paused.json"  # what a person undid: the daemon's heal leaves it alone until `fix --apply`
+HEAL_PAUSE = os.path.join("heal", "paused.json")  # what a person undid: the heal leaves it alone until `fix --apply`
 
 
 def pause_heal(root: str, paths: list[str]) -> None:
