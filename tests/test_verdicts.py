@@ -122,7 +122,8 @@ def test_an_inode_reused_with_the_same_size_and_mtime_is_another_file(tmp_path: 
     path.write_bytes(b"A" * 4096)
     recorder = Recorder(())
     recorder.note("o", str(path))
-    entry = {"format": FORMAT, "consulted": [[op, p, list(s)] for (op, p), s in recorder.settle(time.time_ns()).items()]}
+    settled = recorder.settle(time.time_ns())
+    entry = {"format": FORMAT, "consulted": [[op, p, list(s)] for (op, p), s in settled.items()]}
     assert [op for op, _p, _s in entry["consulted"]] == ["s"]  # no content digest: identity only
     assert still_true(entry)
     old = path.stat()
@@ -175,7 +176,8 @@ def test_a_consumers_binding_is_remembered_with_its_misses_and_its_scope(elf: El
     monkeypatch.setattr(binding, "exports_of", lambda path: reads.append(path) or real(path))
     for memo in (binding._TABLES, binding._SUPPLIERS, binding._DEFINERS):
         memo.clear()  # a new process: only the store remembers
-    again = binding.unbound_symbols([str(consumer)], [str(consumer), str(dep)], FactsStore(str(tmp_path / "facts.json")))
+    store_again = FactsStore(str(tmp_path / "facts.json"))
+    again = binding.unbound_symbols([str(consumer)], [str(consumer), str(dep)], store_again)
     assert again == first and reads == []
     wider = binding.unbound_symbols([str(consumer)], [str(consumer), str(dep), str(provider)],
                                     FactsStore(str(tmp_path / "facts.json")))

@@ -27,6 +27,7 @@ MAX_BINDINGS = 20_000
 MAX_REMEMBERED_UNBOUND = 64  # per consumer: more unbound imports than this are recomputed, not stored
 
 Key = tuple[int, int, int, int, int]  # (dev, ino, size, mtime_ns, ctime_ns)
+Unserved = tuple[str, Optional[str], Optional[str]]  # an import none served: (name, version, file)
 Entry = Union[ElfFacts, errors.ElfError]
 _ERROR_TYPES = {cls.kind: cls for cls in (errors.ElfError, errors.NotElfError, errors.TruncatedError,
                                            errors.CorruptError, errors.UnsupportedError, errors.NotRegularError,
@@ -188,8 +189,7 @@ class FactsStore:
         finally:
             os.close(fd)
 
-    def binding(self, consumer: Key) -> Optional[tuple[frozenset[Key], tuple[tuple[str, Optional[str], Optional[str]], ...],
-                                                        Optional[str]]]:
+    def binding(self, consumer: Key) -> Optional[tuple[frozenset[Key], tuple[Unserved, ...], Optional[str]]]:
         """What the last symbol check of ``consumer`` found: the providers that served its imports, the imports
         none served (name, version, the file a version need names), and the scope those were judged in (a
         digest, kept only when some import went unserved).  Anything malformed reads as nothing remembered."""
@@ -206,7 +206,7 @@ class FactsStore:
         return providers, unbound, scope  # type: ignore[return-value]
 
     def remember_binding(self, consumer: Key, providers: set[Key],
-                         unbound: list[tuple[str, Optional[str], Optional[str]]], scope: Optional[str] = None) -> None:
+                         unbound: list[Unserved], scope: Optional[str] = None) -> None:
         if len(unbound) > MAX_REMEMBERED_UNBOUND:
             return
         value = {"providers": [_key_text(p) for p in sorted(providers)], "unbound": [list(u) for u in unbound],

@@ -4,9 +4,10 @@
 in the same environment and everything the first run consulted (``recorder``) still shows what it
 showed.  The environment is the key: the command line (less ``--log-level``), the working folder,
 every variable but the shell's own bookkeeping, the user and groups, the interpreter, libdoctor's
-own code (every source file's identity), where the output goes, and the boot (a reboot can load another driver).  An answer that
-ran the user's code (``--probe``), changed the machine (``--apply``) or failed (exit 2) is never
-kept.  An entry is written only by a run that computed its answer; a replayed run writes nothing.
+own code (every file of the package), where the output goes, and the boot (a reboot can load
+another driver).  An answer that ran the user's code (``--probe``), changed the machine
+(``--apply``) or failed (exit 2) is never kept.  An entry is written only by a run that computed
+its answer; a replayed run writes nothing.
 """
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ def verdict_key(argv: list[str], stream: Any = None) -> str:
         tty = stream.isatty()
     except (AttributeError, ValueError):
         tty = False
-    facts = [FORMAT, _code_identity(), sys.prefix, os.path.realpath(sys.executable), sys.version, words, os.getcwd(), variables,
+    facts = [FORMAT, _code_identity(), sys.prefix, os.path.realpath(sys.executable), sys.version, words, os.getcwd(),
+             variables,
              os.geteuid(), os.getegid(), sorted(os.getgroups()), tty, getattr(stream, "encoding", None), _boot_id()]
     return _digest(json.dumps(facts, default=str).encode("utf-8", "surrogateescape"))
 
