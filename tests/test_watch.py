@@ -380,3 +380,31 @@ def test_the_heal_never_reverts_an_undo(tree: Path, tmp_path: Path) -> None:
         assert fixed.returncode == 0 and (tree / "libs/libdep.so.1").exists(), fixed.stdout + fixed.stderr
     finally:
         daemon.stop()
+
+
+def test_no_inotify_instance_left_means_polling_not_a_crash(tree: Path, tmp_path: Path) -> None:
+    """Issue 21, item 6: every inotify instance of the user taken (other watchers, editors): the daemon says so
+    once, polls, and still sees a change."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    taken = []
+    try:
+        while len(taken) < 1_000_000:
+            fd = libc.inotify_init1(os.O_CLOEXEC)
+            if fd < 0:
+                break
+            taken.append(fd)
+        daemon = Daemon([str(tree / "app"), "--debounce", "0.3"], cli_env(tmp_path))
+        try:
+            event, _ = daemon.wait_for("watching", timeout=60)
+            assert event["polling"] is True and daemon.count("inotify instances ran out: polling instead") == 1
+            mark = len(daemon.events)
+            (tree / "libs/libdep.so.1").unlink()
+            daemon.wait_for("regression", timeout=60, after=mark)
+        finally:
+            code, _seconds = daemon.stop()
+        assert code == 0
+    finally:
+        for fd in taken:
+            os.close(fd)

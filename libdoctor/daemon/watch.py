@@ -329,13 +329,19 @@ class Watcher:
     # -- watching ------------------------------------------------------------------------
 
     def _observer(self):  # noqa: ANN202
-        if self.polling:
-            from watchdog.observers.polling import PollingObserver
+        if not self.polling:
+            from watchdog.observers import Observer
 
-            return PollingObserver(timeout=2)
-        from watchdog.observers import Observer
+            try:
+                return Observer()
+            except OSError as exc:  # the user's inotify instances are used up (other watchers, editors)
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM):
+                    raise
+                self.log.warning("inotify instances ran out: polling instead", error=exc.strerror)
+                self.polling = True
+        from watchdog.observers.polling import PollingObserver
 
-        return Observer()
+        return PollingObserver(timeout=2)
 
     def reschedule(self) -> None:
         """Watch what the last verification read; renew the watch of a folder deleted, recreated or moved
