@@ -26,12 +26,10 @@ class _Group(click.Group):
             raise
         except LibdoctorError as exc:
             _fail(str(exc))
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
-                raise
-            where = f"{exc.filename}: " if exc.filename else ""  # a full or read-only disk: its one line
-            _fail(f"{where}{exc.strerror}")
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+                where = f"{exc.filename}: " if exc.filename else ""  # a full or read-only disk: its one line
+                _fail(f"{where}{exc.strerror}")
             get_logger().error("internal error", error=repr(exc))
             _fail(f"internal error: {exc.__class__.__name__}: {exc}")
 
@@ -51,6 +49,11 @@ def _fail(message: str) -> None:
 def main(log_level: str) -> None:
     """Diagnose and repair shared-library problems of GPU machine-learning environments."""
     configure_logging(log_level)
+    try:
+        os.getcwd()
+    except OSError as exc:  # relative paths (and $ORIGIN of relative targets) would mean nothing
+        raise UsageError(f"the current folder cannot be read ({exc.strerror}): run libdoctor from another "
+                         "folder") from None
 
 
 def _path_problem(path: str) -> Optional[str]:

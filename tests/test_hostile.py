@@ -583,3 +583,36 @@ def test_root_writes_no_activation_script_into_another_users_env(field: dict) ->
     assert any("not made" in r and "as the owner of that folder" in r for r in outcome.refused), outcome.refused
     owned_by_root = [p for p in env.rglob("*") if p.lstat().st_uid == 0]
     assert owned_by_root == []
+
+
+def test_any_error_is_one_line_never_a_traceback(tmp_path: Path) -> None:
+    """A deleted working folder is a usage line; an unexpected OSError is the one-line internal error; a full
+    disk is its own line (exit 2 each, no traceback)."""
+    import errno as errnos
+
+    import click
+    from click.testing import CliRunner
+
+    from libdoctor.cli import _Group
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    done = subprocess.run(["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$0" -m libdoctor scan /bin/true',
+                           sys.executable], env=loader_env({"PYTHONPATH": str(REPO),
+                                                            "LIBDOCTOR_CACHE_DIR": str(tmp_path / "cache")}),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "current folder" in done.stderr, done.stderr
+
+    @click.group(cls=_Group)
+    def group() -> None:
+        pass
+
+    @group.command()
+    @click.argument("which")
+    def boom(which: str) -> None:
+        code = errnos.EACCES if which == "denied" else errnos.ENOSPC
+        raise OSError(code, os.strerror(code), "/some/where")
+
+    for which, words in (("denied", "internal error: PermissionError"), ("full", "/some/where: No space left")):
+        result = CliRunner().invoke(group, ["boom", which])
+        assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output
