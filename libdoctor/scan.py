@@ -103,8 +103,11 @@ class Consulted:
     folders: frozenset[str]
 
 
-def consulted(target: TargetReport, real: dict[str, str]) -> Consulted:
-    """``real``: the real paths already known in this verification."""
+def consulted(target: TargetReport, real: dict[str, str], env: Environment) -> Consulted:
+    """``real``: the real paths already known in this verification; ``env``: where relative search folders (an
+    empty RUNPATH element: the current folder) are."""
+    from .rules.common import searched_folders
+
     def both(path: str) -> tuple[str, str]:
         if path not in real:
             real[path] = os.path.realpath(path)
@@ -118,20 +121,19 @@ def consulted(target: TargetReport, real: dict[str, str]) -> Consulted:
             paths.update((loaded.path, loaded.realpath))
         for resolution in result.resolutions:
             if "/" in resolution.name:
-                paths.update(both(os.path.normpath(resolution.name)))
-            for source in resolution.sources:
-                for attempt in source.folders:
-                    for folder in both(os.path.normpath(attempt.folder)):
-                        folders.add(folder)
-                        lookups.add((folder, resolution.name))
+                paths.update(both(os.path.normpath(env.absolute(resolution.name))))
+            for searched in searched_folders(resolution):
+                for folder in both(os.path.normpath(env.absolute(searched))):
+                    folders.add(folder)
+                    lookups.add((folder, resolution.name))
     return Consulted(frozenset(paths), frozenset(lookups), frozenset(folders))
 
 
-def _touched(target: TargetReport, changed: tuple[str, ...], real: dict[str, str]) -> bool:
+def _touched(target: TargetReport, changed: tuple[str, ...], real: dict[str, str], env: Environment) -> bool:
     """Could a change have altered what the target's loads find?  Yes when the changed path is one they opened
     or asked for by name in a folder they searched, a folder they searched (or one above it), or a hwcaps
     subfolder of one: a file appearing or leaving under a name no load asked for changes none of them."""
-    seen = consulted(target, real)
+    seen = consulted(target, real, env)
     for changed_path in changed:
         for path in dict.fromkeys((os.path.normpath(changed_path), os.path.realpath(changed_path))):
             folder, name = os.path.split(path)
@@ -152,7 +154,7 @@ def _reusable(previous: Optional[ScanReport], env: Environment, inputs: ScanInpu
             or not same_environment(env, previous.env)):
         return {}
     real: dict[str, str] = {}
-    return {t.request: t for t in previous.targets if not _touched(t, changed, real)}
+    return {t.request: t for t in previous.targets if not _touched(t, changed, real, previous.env)}
 
 
 def _resolve_targets(report: ScanReport, infos: dict, reuse: Optional[dict] = None) -> None:

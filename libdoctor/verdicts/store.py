@@ -88,8 +88,20 @@ def _boot_id() -> str:
         return ""
 
 
+_KEYS: dict[tuple[str, ...], str] = {}  # one key per command line and process: replay and recording share it
+
+
 def verdict_key(argv: list[str], stream: Any = None) -> str:
-    """The cache key of this command line in this process's environment."""
+    """The cache key of this command line in this process's environment (made once per process)."""
+    if stream is None and tuple(argv) in _KEYS:
+        return _KEYS[tuple(argv)]
+    key = _verdict_key(argv, stream)
+    if stream is None:
+        _KEYS[tuple(argv)] = key
+    return key
+
+
+def _verdict_key(argv: list[str], stream: Any = None) -> str:
     stream = stream or sys.stdout
     _, words = command_of(argv)
     variables = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE_VARIABLES)
