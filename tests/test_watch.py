@@ -307,6 +307,7 @@ def test_watches_are_renewed_after_a_folder_is_replaced_or_moved(tree: Path, tmp
             mark = len(daemon.events)
             os.symlink("libdep.so.1.2.3", libs / "libdep.so.1")
             daemon.wait_for("recovery", timeout=60, after=mark)
+            daemon.wait_quiet("settled", 1.0)  # this round's verification done before the next one starts
     finally:
         code, _seconds = daemon.stop()
     assert code == 0

@@ -369,6 +369,8 @@ class Watcher:
                 self.log.info("folder not watched", folder=folder, error=exc.strerror)
         if stale:
             self.log.info("watches renewed", folders=sorted(stale)[:20], count=len(stale))
+            for folder in sorted(stale & set(self.scheduled)):  # what changed before the new watch: seen now
+                self.events.put(folder.rstrip("/") + "/")
 
     def switch_to_polling(self) -> None:
         self.observer.stop()
