@@ -233,3 +233,26 @@ def test_a_version_need_is_met_by_any_object_loaded_under_that_name(elf: ElfFact
     assert ran.returncode == 127 and "needed != NULL" in ran.stderr, ran.stderr
     result = judge.predict(str(alone), str(tmp_path), preload)
     assert not result.ok and any(p.unknown_file for p in result.version_problems)
+
+
+def test_symbols_are_read_through_the_dynamic_sections_address_as_the_loader_reads_them(
+        elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
+    """PT_DYNAMIC's file offset moved past the end of the file (its address kept): the loader never reads the
+    dynamic section by offset, binds every symbol (``ldd -r``: no warning), and so does libdoctor's binding
+    (it used to call the provider unreadable and its symbols undefined; mutation_sweep --bind)."""
+    from libdoctor.loader.binding import unbound_symbols
+
+    provider = elf.lib("lib/libprov.so.1", defines=["provided"])
+    consumer = elf.lib("lib/libuse.so", calls=["provided"], link=[provider], runpath="$ORIGIN")
+    data = bytearray(provider.read_bytes())
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for index in range(phnum):
+        at = phoff + index * phentsize
+        if struct.unpack_from("<I", data, at)[0] == 2:  # PT_DYNAMIC: p_offset at +8
+            struct.pack_into("<Q", data, at + 8, len(data) + 0x10000)
+    provider.write_bytes(bytes(data))
+    done = subprocess.run([judge.info.interpreter, str(consumer)], capture_output=True, text=True, timeout=30,
+                          env=loader_env({"LD_TRACE_LOADED_OBJECTS": "1", "LD_BIND_NOW": "yes", "LD_WARN": "yes"}))
+    assert done.returncode == 0 and "undefined symbol" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert unbound_symbols([str(consumer)], [str(consumer), str(provider)]) == []

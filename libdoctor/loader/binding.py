@@ -125,7 +125,7 @@ class Exports:
         tags: dict[int, int] = {}
         entries = _dynamic_entries(reader, layout)
         for tag, value in entries:
-            tags.setdefault(tag, value)
+            tags[tag] = value  # the last of a tag, as the loader keeps it
         if DT_SYMTAB not in tags or DT_STRTAB not in tags:
             return
         strtab = layout.offset_of(tags[DT_STRTAB], "string table")

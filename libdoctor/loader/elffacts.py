@@ -538,21 +538,26 @@ def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
 
 
 def _dynamic_entries(reader: _Reader, layout: _Layout) -> list[tuple[int, int]]:
-    """The dynamic entries by file offset, for the symbol readers (a file they read has loaded already)."""
-    offset, size = layout.dynamic  # type: ignore[misc]
-    if size > SYMBOLS_DYNAMIC_BYTES:
-        raise TooLargeError(f"a dynamic segment of {size} bytes: its symbols are not checked")
-    entry = "q" if layout.elf_class == 64 else "i"
-    unsigned = "Q" if layout.elf_class == 64 else "I"
-    fmt = f"{layout.fmt}{entry}{unsigned}"
-    width = struct.calcsize(fmt)
-    data = reader.read(offset, size - size % width, "dynamic segment")
-    entries = []
-    for tag, value in struct.iter_unpack(fmt, data):
-        if tag == DT_NULL:
-            break
-        entries.append((tag, value))
-    return entries
+    """The dynamic entries in order, for the symbol readers, read as the loader reads them: from PT_DYNAMIC's
+    address in the mapped image (not its file offset, which the loader never uses) up to DT_NULL.  Where one
+    tag comes twice the loader keeps the last (``elf_get_dynamic_info``): callers take the last too."""
+    image = _Image(reader, layout.segments)
+    width = 16 if layout.elf_class == 64 else 8
+    fmt = layout.fmt + ("qQ" if layout.elf_class == 64 else "iI")
+    entries: list[tuple[int, int]] = []
+    address = layout.dynamic_vaddr
+    try:
+        while len(entries) * width < SYMBOLS_DYNAMIC_BYTES:
+            block = image.read(address, (PAGE - (address & (PAGE - 1))) // width * width or width,
+                               "the dynamic section")
+            for tag, value in struct.iter_unpack(fmt, block):
+                if tag == DT_NULL:
+                    return entries
+                entries.append((tag, value))
+            address += len(block)
+    except LoaderCrash as crash:
+        raise CorruptError(f"corrupt: {crash}") from None
+    raise TooLargeError(f"a dynamic section over {SYMBOLS_DYNAMIC_BYTES} bytes: its symbols are not checked")
 
 
 def open_regular(path: str) -> int:

@@ -127,7 +127,7 @@ def _read_symbols(reader: _Reader, head: bytes) -> SymbolTable:
         return SymbolTable(frozenset(), frozenset(), ())
     tags: dict[int, int] = {}
     for tag, value in _dynamic_entries(reader, layout):
-        tags.setdefault(tag, value)
+        tags[tag] = value  # the last of a tag, as the loader keeps it
     if DT_SYMTAB not in tags or DT_STRTAB not in tags:
         return SymbolTable(frozenset(), frozenset(), ())
     strtab = layout.offset_of(tags[DT_STRTAB], "string table")
