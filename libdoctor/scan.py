@@ -130,20 +130,20 @@ def consulted(target: TargetReport, real: dict[str, str], env: Environment) -> C
 
 
 def _touched(target: TargetReport, changed: tuple[str, ...], real: dict[str, str], env: Environment) -> bool:
-    """Could a change have altered what the target's loads find?  Yes when the changed path is one they opened
-    or asked for by name in a folder they searched, a folder they searched (or one above it), or a hwcaps
-    subfolder of one: a file appearing or leaving under a name no load asked for changes none of them."""
+    """Could a change have altered what the target's loads find?  Yes when a changed path (``changed``: each as
+    written and as a real path) is one they opened or asked for by name in a folder they searched, a folder they
+    searched (or one above it), or a hwcaps subfolder of one: a file appearing or leaving under a name no load
+    asked for changes none of them."""
     seen = consulted(target, real, env)
-    for changed_path in changed:
-        for path in dict.fromkeys((os.path.normpath(changed_path), os.path.realpath(changed_path))):
-            folder, name = os.path.split(path)
-            if path in seen.paths or (folder, name) in seen.lookups or path in seen.folders:
-                return True
-            if any(f.startswith(path + "/") for f in seen.folders):
-                return True  # a folder above a searched one was created, moved or removed
-            parts = path.split("/")
-            if "glibc-hwcaps" in parts and "/".join(parts[:parts.index("glibc-hwcaps")]) in seen.folders:
-                return True
+    for path in changed:
+        folder, name = os.path.split(path)
+        if path in seen.paths or (folder, name) in seen.lookups or path in seen.folders:
+            return True
+        if any(f.startswith(path + "/") for f in seen.folders):
+            return True  # a folder above a searched one was created, moved or removed
+        parts = path.split("/")
+        if "glibc-hwcaps" in parts and "/".join(parts[:parts.index("glibc-hwcaps")]) in seen.folders:
+            return True
     return False
 
 
@@ -154,7 +154,8 @@ def _reusable(previous: Optional[ScanReport], env: Environment, inputs: ScanInpu
             or not same_environment(env, previous.env)):
         return {}
     real: dict[str, str] = {}
-    return {t.request: t for t in previous.targets if not _touched(t, changed, real, previous.env)}
+    forms = tuple(dict.fromkeys(form for p in changed for form in (os.path.normpath(p), os.path.realpath(p))))
+    return {t.request: t for t in previous.targets if not _touched(t, forms, real, previous.env)}
 
 
 def _resolve_targets(report: ScanReport, infos: dict, reuse: Optional[dict] = None) -> None:

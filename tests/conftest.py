@@ -138,6 +138,19 @@ class Trace:
         return dict(self.entries)
 
 
+def read_terminal(leader: int) -> bytes:
+    """Everything written to a pty until its last writer closes (the follower end closed here already)."""
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the other side is gone
+            return seen
+        if not chunk:
+            return seen
+        seen += chunk
+
+
 def loader_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LD_")}
     env.update(extra or {})

@@ -11,7 +11,7 @@ import pytest
 
 from libdoctor.loader.factstore import FactsStore
 
-from .conftest import ElfFactory, loader_env
+from .conftest import ElfFactory, loader_env, read_terminal
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -206,15 +206,7 @@ def test_a_progress_line_on_a_terminal_only(field_tree: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "libdoctor.cli", "scan", target], env=env, stdout=subprocess.PIPE,
                           stderr=child_fd, text=True, timeout=120)
     os.close(child_fd)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(main_fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = read_terminal(main_fd)
     os.close(main_fd)
     assert done.returncode == 0
     assert b"libdoctor: resolving every dependency..." in seen and seen.endswith(b"\r\x1b[K")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ElfFactory, Judge, loader_env, needs_gcc
+from .conftest import ElfFactory, Judge, loader_env, needs_gcc, read_terminal
 from .test_fix import field  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parent.parent
@@ -471,15 +471,7 @@ def test_control_sequences_in_names_never_reach_a_terminal(elf: ElfFactory, tmp_
         proc = subprocess.Popen([sys.executable, "-m", "libdoctor", *args], env=environ, stdout=follower,
                                 stderr=follower, stdin=subprocess.DEVNULL, cwd=tmp_path)
         os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
+        shown = read_terminal(leader)
         proc.wait(timeout=60)
         os.close(leader)
         raw = re.sub(rb"\x1b\[(?:0|2|31|32|33)m", b"", shown)

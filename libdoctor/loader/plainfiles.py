@@ -32,19 +32,24 @@ def read_regular(path: str, limit: int, private: bool = False) -> bytes:
             raise OSError(errno.EPERM, f"not this user's own file, or writable by others: {path}")
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
-        chunks, left = [], limit + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        data = _read_up_to(fd, limit + 1)
         if len(data) > limit:
             raise OSError(errno.EFBIG, f"larger than {limit >> 20} MB: {path}")
         return data
     finally:
         os.close(fd)
+
+
+def _read_up_to(fd: int, limit: int) -> bytes:
+    """At most ``limit`` bytes from ``fd``, read in pieces of 1 MB (a kernel file reports no size)."""
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def parse_json(data: "bytes | str") -> object:
@@ -75,14 +80,7 @@ def read_text(path: str, limit: int = 1 << 20) -> "str | None":
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        chunks, left = [], limit
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks).decode("utf-8", "replace")
+        return _read_up_to(fd, limit).decode("utf-8", "replace")
     except OSError:
         return None
     finally:

@@ -174,8 +174,6 @@ def save(key: str, recorder: Recorder, output: str, code: int) -> Optional[str]:
         write_atomic(os.path.join(folder, f"{key}.json"),
                      json.dumps(entry, separators=(",", ":")).encode("utf-8", "surrogateescape"), 0o600)
         _drop_oldest(folder)
-    except (OSError, ValueError) as exc:
-        return f"could not keep the answer in {folder}: {exc}"
     except Exception as exc:  # noqa: BLE001 - a cache that cannot be written is never the command's failure
         return f"could not keep the answer in {folder}: {exc}"
     return None
