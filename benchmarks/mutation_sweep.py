@@ -10,7 +10,7 @@ root).  Mutations: byte flips biased to the ELF and program headers, the dynamic
 version tables, plus truncations.  Prints the agreement, the hangs, the tracebacks and the
 disagreements by kind.  Not a timing.  ``--bind`` judges as ``ldd -r`` does: the loader started on the root with
 ``LD_TRACE_LOADED_OBJECTS=1 LD_BIND_NOW=yes LD_WARN=yes`` (every symbol and version bound, each failure printed), libdoctor with
-its symbol binding (``unbound_symbols``) and every version problem.
+its symbol binding (``unbound_symbols``), every version problem and its relocation model (``relocation_error``).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from libdoctor.loader.environment import Environment  # noqa: E402
 from libdoctor.loader.factstore import FactsStore  # noqa: E402
 from libdoctor.loader.loaderinfo import LoaderInfo, probe_loader  # noqa: E402
 from libdoctor.loader.binding import unbound_symbols  # noqa: E402
+from libdoctor.loader.relocation import relocation_error  # noqa: E402
 from libdoctor.loader.resolver import MODE_LIST, LoadResult, Resolver  # noqa: E402
 
 GCC = shutil.which("gcc") or "cc"
@@ -141,6 +142,10 @@ def my_verdict(result: LoadResult, bind: bool = False) -> tuple[bool, str]:
         unbound = unbound_symbols(paths, paths)
         if unbound:
             return False, unbound[0].message
+        for path in paths:
+            error = relocation_error(path)
+            if error:
+                return False, error
     return True, "ok"
 
 

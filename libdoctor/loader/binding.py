@@ -356,15 +356,26 @@ def _provider_in_scope(wanted: Import, ordered: list[Exports], in_scope: set, by
     return None
 
 
-def _unbound_imports(own: Exports, tables: list[Exports], in_scope: set, by_soname: dict[str, Exports]
-                     ) -> tuple[list[Import], set[Key]]:
+def _referenced(own: Exports, store: Optional[FactsStore]) -> tuple[Import, ...]:
+    """What relocation looks up beyond the imports the symbol table lists (``relocation.relocation_facts``)."""
+    if store is not None:
+        _error, unfound = store.relocation(own.path)
+    else:
+        from .relocation import relocation_facts
+
+        _error, unfound = relocation_facts(own.path)
+    return tuple(Import(*u) for u in unfound)
+
+
+def _unbound_imports(own: Exports, tables: list[Exports], in_scope: set, by_soname: dict[str, Exports],
+                     store: Optional[FactsStore] = None) -> tuple[list[Import], set[Key]]:
     """The imports of ``own`` nothing in scope defines, and the providers that served the others."""
     suppliers = _SUPPLIERS.get(own.identity)
     preferred = [by_soname[n] for n in own.needed if n in by_soname]
     ordered = preferred + [t for t in tables if t not in preferred]
     if suppliers is None:
         groups: dict[Optional[Key], list[Import]] = {}
-        for wanted in own.imports:
+        for wanted in own.imports + _referenced(own, store):
             if not wanted.weak:
                 groups.setdefault(_provider_in_scope(wanted, ordered, in_scope, by_soname), []).append(wanted)
         _SUPPLIERS[own.identity] = groups
@@ -462,7 +473,7 @@ def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optio
             if own is None:
                 continue
             tables = lookup.tables
-            missing, used = _unbound_imports(own, tables, lookup.identities, lookup.by_soname)
+            missing, used = _unbound_imports(own, tables, lookup.identities, lookup.by_soname, store)
             if store is not None:
                 scope_seen = scope_digest + ("+python" if lookup.has_python else "")
                 store.remember_binding(identity, used, [(w.name, w.version, w.file) for w in missing],

@@ -34,6 +34,7 @@ ET_REL, ET_EXEC, ET_DYN, ET_CORE = 1, 2, 3, 4
 PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 PT_TLS = 7
 PT_GNU_STACK = 0x6474E551
+PT_GNU_RELRO = 0x6474E552
 PF_X = 1
 PF_X, PF_W, PF_R = 1, 2, 4
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 5, 6, 10, 11
@@ -219,7 +220,7 @@ def _enum_value(value: object, table_name: str) -> int:
 
 
 _PT_NAMES = {"PT_LOAD": PT_LOAD, "PT_DYNAMIC": PT_DYNAMIC, "PT_INTERP": PT_INTERP, "PT_TLS": PT_TLS,
-             "PT_GNU_STACK": PT_GNU_STACK}
+             "PT_GNU_STACK": PT_GNU_STACK, "PT_GNU_RELRO": PT_GNU_RELRO}
 _LD_SCRIPT_WORDS = re.compile(rb"\b(GROUP|INPUT|OUTPUT_FORMAT|AS_NEEDED)\s*\(")
 _LD_SCRIPT_REFS = re.compile(rb"(?:GROUP|INPUT|AS_NEEDED)\s*\(([^)]*)\)")
 
@@ -310,6 +311,7 @@ class _Layout:
     segments: list[Segment] = field(default_factory=list)  # every PT_LOAD, in program header order
     tls: Optional[tuple[int, int]] = None  # PT_TLS (memsz, align), the last non-empty one
     stack_flags: Optional[int] = None  # PT_GNU_STACK's p_flags (None: no such header)
+    relro: Optional[tuple[int, int]] = None  # PT_GNU_RELRO (vaddr, memsz): the last one, as dl-load.c keeps it
 
     @property
     def readonly(self) -> list[tuple[int, int]]:
@@ -444,6 +446,19 @@ class _Image:
                 return start, end, offset, readable
         raise LoaderCrash("SIGSEGV", f"address {address:#x} outside the mapped segments")
 
+    def run(self, address: int) -> int:
+        """How many bytes from ``address`` read from one mapping (0: not readable there; raises outside all)."""
+        for index in range(len(self.maps) - 1, -1, -1):
+            start, end, offset, readable = self.maps[index]
+            if start <= address < end:
+                if offset is None or not readable:
+                    return 0
+                for later_start, _end, _offset, _readable in self.maps[index + 1:]:
+                    if address < later_start < end:
+                        end = later_start
+                return end - address
+        raise LoaderCrash("SIGSEGV", f"address {address:#x} outside the mapped segments")
+
     def read(self, address: int, length: int, what: str) -> bytes:
         out = bytearray()
         while len(out) < length:
@@ -534,6 +549,8 @@ def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
             layout.tls = (ph["p_memsz"], ph["p_align"])
         elif p_type == PT_GNU_STACK:
             layout.stack_flags = int(ph["p_flags"])
+        elif p_type == PT_GNU_RELRO:
+            layout.relro = (ph["p_vaddr"], ph["p_memsz"])
     return header, layout
 
 

@@ -18,9 +18,11 @@ from .plainfiles import default_cache_dir, read_json
 from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDef, VersionNeed, open_regular,
                        read_elf_facts_fd)
 
+Unfound = tuple[str, Optional[str], Optional[str], bool]  # a lookup relocation needs that the file's tables miss
+
 FORMAT = "libdoctor-elf-facts"
-FORMAT_VERSION = 5  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym;
-# 5: keys carry the ctime (an inode reused with the same size and mtime is another file)
+FORMAT_VERSION = 6  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym;
+# 5: keys carry the ctime (an inode reused with the same size and mtime is another file); 6: relocation facts
 MAX_ENTRIES = 50_000
 MAX_CACHE_BYTES = 256 << 20  # a larger cache file is foreign or bloated: ignored and rebuilt
 MAX_BINDINGS = 20_000
@@ -124,6 +126,7 @@ class FactsStore:
         self._raw: dict[str, dict] = {}
         self._bindings: dict[str, dict] = {}  # consumer identity -> {"providers": [...], "unbound": [...]}
         self._strings: dict[str, list] = {}  # identity -> the lib*.so* strings of an object that can dlopen
+        self._relocations: dict[str, dict] = {}  # identity -> {"error": ..., "unfound": [...]} (relocation_facts)
         self._dirty = False
         self.parsed = 0  # files parsed by this store (a warm run parses none)
         self.load_problem: Optional[str] = None
@@ -149,6 +152,8 @@ class FactsStore:
             self._bindings = bindings if isinstance(bindings, dict) else {}
             strings = data.get("dlopen_strings", {})
             self._strings = strings if isinstance(strings, dict) else {}
+            relocations = data.get("relocations", {})
+            self._relocations = relocations if isinstance(relocations, dict) else {}
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -235,6 +240,28 @@ class FactsStore:
         self._dirty = True
         return names
 
+    def relocation(self, path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
+        """:func:`~.relocation.relocation_facts` of ``path``, worked out once per file identity."""
+        from .relocation import relocation_facts
+
+        try:
+            key = _key_text(key_of(os.stat(path)))
+        except OSError:
+            return None, ()
+        raw = self._relocations.get(key)
+        try:
+            error = raw["error"]  # type: ignore[index]
+            unfound = tuple((str(n), v if v is None else str(v), f if f is None else str(f), bool(w))
+                            for n, v, f, w in raw["unfound"])  # type: ignore[index]
+            if error is None or isinstance(error, str):
+                return error, unfound
+        except (TypeError, KeyError, ValueError):
+            pass  # not there, or malformed: worked out again
+        error, unfound = relocation_facts(path)
+        self._relocations[key] = {"error": error, "unfound": [list(u) for u in unfound]}
+        self._dirty = True
+        return error, unfound
+
     def save(self) -> Optional[str]:
         """Write the store atomically; returns a problem description instead of raising."""
         if not self.path or not self._dirty:
@@ -247,8 +274,10 @@ class FactsStore:
         folder = os.path.dirname(self.path)
         bindings = dict(list(self._bindings.items())[-MAX_BINDINGS:])
         strings = dict(list(self._strings.items())[-MAX_BINDINGS:])
+        relocations = dict(list(self._relocations.items())[-MAX_BINDINGS:])
         data = json.dumps({"format": FORMAT, "version": FORMAT_VERSION, "entries": entries, "bindings": bindings,
-                           "dlopen_strings": strings}, separators=(",", ":")).encode("utf-8")
+                           "dlopen_strings": strings,
+                           "relocations": relocations}, separators=(",", ":")).encode("utf-8")
         try:
             make_folders(folder, 0o700)
             write_atomic(self.path, data, 0o600)

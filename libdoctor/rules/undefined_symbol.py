@@ -70,7 +70,23 @@ def check(ctx: RuleContext) -> RuleResult:
             grouped.setdefault((shown.get(unbound.consumer, unbound.consumer), unbound.file), []).append(unbound)
         for (consumer, file), missing in grouped.items():
             findings.append(_finding(target, consumer, file, missing))
+        findings.extend(_relocation_findings(target, ctx.store))
     return RuleResult(tuple(findings), tuple(_actions(ctx, findings)))
+
+
+def _relocation_findings(target: TargetReport, store: FactsStore) -> list[Finding]:
+    """An object of the load whose relocation stops the loader (``loader.relocation``): a damaged file."""
+    if not target.result.ok:
+        return []
+    findings = []
+    for loaded in target.result.objects:
+        error, _unfound = store.relocation(loaded.realpath)
+        if error:
+            findings.append(Finding(RULE_ID, "error", f"{loaded.path}: {error} (the file is damaged: reinstall the "
+                                    "package that owns it)", kind="fatal", cause=f"relocation:{loaded.realpath}",
+                                    target=target.target.path, group=target.target.group, objects=(loaded.path,),
+                                    chain=chain_to(target.result, loaded.path)))
+    return findings
 
 
 def _actions(ctx: RuleContext, findings: list[Finding]) -> list[Action]:

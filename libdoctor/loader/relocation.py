@@ -1,0 +1,520 @@
+"""Relocation processing as ld.so does it before any code of a library runs (x86-64, glibc 2.36).
+
+``_dl_relocate_object`` (``elf/dl-reloc.c``) walks each object's ``DT_RELA`` and ``DT_JMPREL`` ranges
+(``_ELF_DYNAMIC_DO_RELOC`` in ``elf/dynamic-link.h``, ``elf/do-rel.h``) and applies each entry with
+``elf_machine_rela`` (``sysdeps/x86_64/dl-machine.h``); then ``_dl_protect_relro`` makes PT_GNU_RELRO
+read-only.  A damaged table stops the process before ``main``, in one of these ways, which this module
+predicts without running anything:
+
+* a type the machine does not know: ``unexpected reloc type 0x..`` (``_dl_reloc_bad_type``, exit 127;
+  ``unexpected PLT reloc type`` for a lazily bound ``DT_JMPREL`` entry);
+* one of the ``DT_RELACOUNT`` leading entries not ``R_X86_64_RELATIVE``: an assertion in
+  ``elf_machine_rela_relative`` (exit 127);
+* a write outside the object's writable pages (read-only ones unless ``DT_TEXTREL``, PROT_NONE holes,
+  the objects mapped next to it), or a read of a relocation, symbol or version entry that is not mapped:
+  the loader's own SIGSEGV;
+* a RELRO range that is not all inside the object's reservation: ``cannot apply additional memory
+  protection after relocation``.
+
+Symbol lookups are :mod:`loader.binding`'s question; here a symbol entry is only read.  IFUNC resolvers
+are not run (``ldd -r`` skips them too).
+"""
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from array import array
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterator, Optional
+
+from ..errors import ElfError
+from .elffacts import (
+    DT_PLTREL,
+    DT_RELA,
+    DT_STRTAB,
+    DT_SYMTAB,
+    DT_VERSYM,
+    EM_X86_64,
+    PAGE,
+    PF_W,
+    NEIGHBOURS,
+    LoaderCrash,
+    _down,
+    _dynamic_entries,
+    _Image,
+    _Layout,
+    _parse_headers,
+    _Reader,
+    _up,
+    open_regular,
+    read_elf_facts_fd,
+)
+
+DT_PLTRELSZ, DT_RELASZ, DT_TEXTREL, DT_BIND_NOW, DT_FLAGS = 2, 8, 22, 24, 30
+DT_JMPREL, DT_FLAGS_1, DT_RELACOUNT = 23, 0x6FFFFFFB, 0x6FFFFFF9
+DF_TEXTREL, DF_BIND_NOW, DF_1_NOW = 4, 8, 1
+R_NONE, R_64, R_PC32, R_COPY, R_GLOB_DAT, R_JUMP_SLOT, R_RELATIVE, R_32 = 0, 1, 2, 5, 6, 7, 8, 10
+R_DTPMOD64, R_DTPOFF64, R_TPOFF64, R_SIZE32, R_SIZE64 = 16, 17, 18, 32, 33
+R_TLSDESC, R_IRELATIVE, R_RELATIVE64 = 36, 37, 38
+KNOWN_TYPES = frozenset({R_NONE, R_64, R_PC32, R_COPY, R_GLOB_DAT, R_JUMP_SLOT, R_RELATIVE, R_32, R_DTPMOD64,
+                         R_DTPOFF64, R_TPOFF64, R_SIZE32, R_SIZE64, R_TLSDESC, R_IRELATIVE, R_RELATIVE64})
+WIDTH = {R_PC32: 4, R_32: 4, R_SIZE32: 4, R_TLSDESC: 16}  # bytes written; the rest write 8
+STB_LOCAL, STB_WEAK, STV_INTERNAL, STV_HIDDEN = 0, 2, 1, 2
+ENTRY = 24  # sizeof (Elf64_Rela)
+SYMBOL = 24  # sizeof (Elf64_Sym)
+VERSION_HEAP_WINDOW = 2048  # entries past l_versions still inside the loader's heap (see _version_entry_faults)
+MAX_DEFINED_REFERENCES = 8192  # own symbols one object's relocations look up, checked by name at most
+CHUNK = 1 << 20  # bytes of a relocation table read at once
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A symbol relocation looks up by name: ``defined`` in the object itself (the lookup must still find it
+    through the hash tables), or imported (``weak``: an undefined weak one may stay unfound)."""
+
+    name: str
+    version: Optional[str]
+    file: Optional[str]  # the library a version need names
+    defined: bool
+    weak: bool
+
+
+@dataclass(frozen=True)
+class Relocation:
+    """What relocating one object does: the error that stops the loader (None: none), and its lookups."""
+
+    error: Optional[str]
+    references: tuple[Reference, ...] = ()
+
+
+class _Fatal(Exception):
+    """The loader stops: a message it prints (exit 127) or its own crash."""
+
+
+def _bad_type(kind: int, plt: bool) -> _Fatal:
+    digits = f"{kind:08x}" if kind > 0xFF else f"{kind:02x}"
+    return _Fatal(f"unexpected {'PLT ' if plt else ''}reloc type 0x{digits}")
+
+
+def _crash(what: str) -> _Fatal:
+    return _Fatal(f"the loader crashes (SIGSEGV) {what}")
+
+
+class _Writable:
+    """The object's pages as ``_dl_map_segments`` leaves them: later PT_LOAD segments win where they overlap;
+    with DT_TEXTREL every segment is made writable while relocating."""
+
+    def __init__(self, layout: _Layout, textrel: bool) -> None:
+        self.spans = [(_down(s.vaddr), _up(s.vaddr + s.memsz), textrel or bool(s.flags & PF_W))
+                      for s in layout.segments]
+        # mapped: the reservation from the first segment to the end of the last (holes PROT_NONE), and each
+        # segment wherever MAP_FIXED put it
+        reservation = (self.spans[0][0], self.spans[-1][1])
+        self.mapped = [reservation] + [(start, end) for start, end, _w in self.spans]
+        # just above the reservation lie the objects loaded before this one (measured: writes and mprotect there
+        # go through far more often than not; what they break shows later, not in the loader)
+        self.neighbours = (reservation[1], reservation[1] + NEIGHBOURS)
+
+    def allows(self, address: int, width: int) -> bool:
+        last = address + width - 1
+        for at in (address, last) if _down(address) != _down(last) else (address,):
+            for start, end, writable in reversed(self.spans):
+                if start <= at < end:
+                    if not writable:
+                        return False
+                    break
+            else:
+                if not self.neighbours[0] <= at < self.neighbours[1]:
+                    return False
+        return True
+
+    def all_allow(self, low: int, high: int) -> bool:
+        """Every write in [low, high) falls in one writable segment that nothing later covers (the fast path)."""
+        for index, (start, end, writable) in enumerate(self.spans):
+            if writable and start <= low and high <= end:
+                return not any(s < high and low < e for s, e, _w in self.spans[index + 1:])
+        return False
+
+
+def _entries(image: _Image, start: int, count: Optional[int]) -> Iterator[tuple[int, array]]:
+    """(address of the first, the entries as 64-bit words) in chunks; ``count`` None: until memory ends.  A chunk
+    ends where readable memory does; the entry that crosses into unreadable memory raises (the loader's fault)."""
+    done = 0
+    address = start
+    while count is None or done < count:
+        try:
+            run = image.run(address)
+        except LoaderCrash:
+            run = 0
+        take = min(run // ENTRY, CHUNK // ENTRY, (count - done) if count is not None else CHUNK // ENTRY)
+        if take == 0:
+            raise _crash(f"reading relocation entry {done} at {address:#x}, outside readable memory")
+        words = array("Q")
+        words.frombytes(image.read(address, take * ENTRY, "relocations"))
+        yield address, words
+        done += take
+        address = (address + take * ENTRY) % (1 << 64)
+
+
+def _version_entry_faults(index: int, high: int) -> bool:
+    """``&map->l_versions[index]`` read by ``resolve_map``: with no version table (``high`` 0) any index but 0
+    points into page zero; past the calloc'd array it reads the loader's own heap, which holds for a while
+    (measured on glibc 2.36: up to about 1,100 entries always, from 2,000 never)."""
+    if high == 0:
+        return index != 0
+    return index > high + VERSION_HEAP_WINDOW
+
+
+def _halves(words: array) -> array:
+    """The entries as 32-bit words: r_info's type at 2 (mod 6), its symbol index at 3 (little-endian)."""
+    halves = array("I")
+    halves.frombytes(words.tobytes())
+    return halves
+
+
+class _Relocator:
+    """One object's relocation walk (glibc 2.36 ``elf_dynamic_do_Rela`` for each range)."""
+
+    def __init__(self, image: _Image, layout: _Layout, tags: dict[int, int], versions_high: int) -> None:
+        self.image = image
+        self.tags = tags
+        flags = tags.get(DT_FLAGS, 0)
+        self.writable = _Writable(layout, DT_TEXTREL in tags or bool(flags & DF_TEXTREL))
+        self.versym = tags.get(DT_VERSYM)
+        self.symtab = tags.get(DT_SYMTAB)
+        self.strtab = tags.get(DT_STRTAB)
+        self.deferred: list[tuple[int, int]] = []  # IRELATIVE entries (offset, addend), applied last
+        self.looked_up: set[int] = set()  # symbols already read (the loader's one-entry cache, widened)
+        self.lookups: set[int] = set()  # those it looks up by name (global binding, default or protected)
+        self.versions_high = versions_high  # _dl_check_map_versions' ndx_high: l_versions has one more entries
+
+    def ranges(self, lazy: bool) -> list[tuple[int, int, int, bool]]:
+        """``_ELF_DYNAMIC_DO_RELOC``: (start, size, leading relative count, lazy) of each range."""
+        tags = self.tags
+        first = [0, 0, 0]
+        if tags.get(DT_RELA):
+            if DT_RELASZ not in tags:
+                raise _crash("reading DT_RELASZ, which is missing")
+            first = [tags[DT_RELA], tags[DT_RELASZ], tags.get(DT_RELACOUNT, 0)]
+        second: Optional[tuple[int, int, int, bool]] = None
+        if DT_PLTREL in tags:
+            if DT_JMPREL not in tags or DT_PLTRELSZ not in tags:
+                raise _crash("reading DT_JMPREL or DT_PLTRELSZ, which is missing")
+            start, size = tags[DT_JMPREL], tags[DT_PLTRELSZ]
+            if first[0] == 0:
+                first[0] = start
+            if (first[0] + first[1]) % (1 << 64) == (start + size) % (1 << 64):
+                first[1] = (first[1] - size) % (1 << 64)
+            if not lazy and (first[0] + first[1]) % (1 << 64) == start:
+                first[1] = (first[1] + size) % (1 << 64)
+            else:
+                second = (start, size, 0, lazy)
+        out = [(first[0], first[1], first[2], False)]
+        return out + ([second] if second else [])
+
+    def run(self, lazy: bool) -> None:
+        for start, size, relative, lazy_range in self.ranges(lazy):
+            self.range(start, size, relative, lazy_range)
+        for offset, _addend in self.deferred:  # elf_machine_rela (or _lazy_rel) for IRELATIVE, resolver not run
+            self.write(offset, 8)
+
+    def range(self, start: int, size: int, relative: int, lazy: bool) -> None:
+        if start == 0 and size == 0:
+            return
+        # size == 0 with a start: the loop bodies never run, but the leading relative entries still do
+        self.leading(start, relative)
+        body_start = (start + relative * ENTRY) % (1 << 64)
+        end = (start + size) % (1 << 64)
+        if body_start >= end:
+            return
+        for address, words in _entries(self.image, body_start, (end - body_start + ENTRY - 1) // ENTRY):
+            self.body(words, lazy)
+
+    def leading(self, start: int, count: int) -> None:
+        """``elf_machine_rela_relative`` for the DT_RELACOUNT entries: no type check but an assertion."""
+        if not count:
+            return
+        for address, words in _entries(self.image, start, count):
+            kinds = _halves(words)[2::6]
+            if kinds.count(R_RELATIVE) + kinds.count(R_RELATIVE64) != len(kinds):
+                raise _Fatal("Inconsistency detected by ld.so: dl-machine.h: Assertion `ELFW(R_TYPE) (reloc->r_info) "
+                             "== R_X86_64_RELATIVE' failed (exit 127)")
+            self.writes(words[0::3], 8)
+
+    def writes(self, offsets: array, width: int) -> None:
+        if not offsets:
+            return
+        low, high = min(offsets), max(offsets)
+        if self.writable.all_allow(low, high + width):
+            return
+        for offset in offsets:
+            self.write(offset, width)
+
+    def write(self, offset: int, width: int) -> None:
+        if not self.writable.allows(offset, width):
+            raise _crash(f"writing a relocation at {offset:#x}, outside the object's writable pages")
+
+    def body(self, words: array, lazy: bool) -> None:
+        if not lazy and self.healthy(words):
+            return
+        infos = words[1::3]
+        for index in range(len(infos)):
+            self.entry(words[3 * index], infos[index], words[3 * index + 2], lazy)
+
+    def healthy(self, words: array) -> bool:
+        """The common case at C speed: known types, every symbol and version index readable, every write inside
+        one writable segment.  False: walk the entries one by one for the exact first failure."""
+        halves = _halves(words)
+        kinds, symbols = halves[2::6], halves[3::6]
+        if not set(kinds) <= KNOWN_TYPES:
+            return False
+        offsets = words[0::3]
+        if not self.writable.all_allow(min(offsets), max(offsets) + 16):
+            return False
+        plain = (R_RELATIVE, R_RELATIVE64, R_NONE, R_IRELATIVE)
+        wanted = {symbol for kind, symbol in zip(kinds, symbols) if kind not in plain} - self.looked_up
+        return not wanted or self.symbols_fine(wanted)
+
+    def symbols_fine(self, wanted: set[int]) -> bool:
+        """Every symbol in ``wanted`` readable, and each one looked up by name has a readable name and a version
+        index within the version entries: checked over whole tables at once."""
+        top = max(wanted)
+        if self.symtab is None or not self.readable(self.symtab, SYMBOL * (top + 1)):
+            return False
+        table = array("I")
+        table.frombytes(self.image.read(self.symtab, SYMBOL * (top + 1), "symbols"))
+        looked = [s for s in wanted if (table[6 * s + 1] & 0xFF) >> 4 != STB_LOCAL
+                  and (table[6 * s + 1] >> 8) & 3 not in (STV_INTERNAL, STV_HIDDEN)]
+        if looked and self.versym is not None:
+            if not self.readable(self.versym, 2 * (top + 1)):
+                return False
+            indexes = array("H")
+            indexes.frombytes(self.image.read(self.versym, 2 * (top + 1), "version indexes"))
+            if any(_version_entry_faults(indexes[s] & 0x7FFF, self.versions_high) for s in looked):
+                return False
+        if looked:
+            if self.strtab is None:
+                return False
+            last = max(table[6 * s] for s in looked)
+            if self.readable_run(self.strtab) <= last:
+                return False
+            run = self.readable_run(self.strtab + last)
+            if run == 0 or b"\0" not in self.image.read(self.strtab + last, min(run, 1 << 16), "names"):
+                return False
+        self.looked_up |= wanted
+        self.lookups.update(looked)
+        return True
+
+    def references(self, versions: dict[int, tuple[str, Optional[str]]]) -> tuple[Reference, ...]:
+        """The symbols the walk looked up, by name and version (``versions``: versym index -> (name, file)).  A
+        table read in one piece where it can be; an object that looks up more than MAX_DEFINED_REFERENCES of its
+        own symbols keeps only its imports (the bound on one file's work)."""
+        if not self.lookups or self.symtab is None or self.strtab is None:
+            return ()
+        top = max(self.lookups)
+        table = array("I")
+        table.frombytes(self.image.read(self.symtab, SYMBOL * (top + 1), "symbols"))
+        indexes = array("H")
+        if self.versym is not None:
+            indexes.frombytes(self.image.read(self.versym, 2 * (top + 1), "version indexes"))
+        chosen = sorted(self.lookups)
+        defined = [s for s in chosen if table[6 * s + 1] >> 16 & 0xFFFF]
+        if len(defined) > MAX_DEFINED_REFERENCES:
+            chosen = [s for s in chosen if not table[6 * s + 1] >> 16 & 0xFFFF]
+        names = self.names({table[6 * s] for s in chosen})
+        out = []
+        for symbol in chosen:
+            info, shndx = table[6 * symbol + 1] & 0xFF, table[6 * symbol + 1] >> 16
+            index = indexes[symbol] & 0x7FFF if indexes else 0
+            version, file = versions.get(index, (None, None)) if index > 1 else (None, None)
+            out.append(Reference(names[table[6 * symbol]], version, file, shndx != 0, info >> 4 == STB_WEAK))
+        return tuple(out)
+
+    def names(self, offsets: set[int]) -> dict[int, str]:
+        low, high = min(offsets), max(offsets)
+        start = (self.strtab + low) % (1 << 64)
+        run = self.readable_run(start)
+        block = self.image.read(start, min(run, high - low + 4096), "names") if run > high - low else b""
+        out = {}
+        for offset in offsets:
+            end = block.find(b"\0", offset - low) if block else -1
+            if end >= 0:
+                out[offset] = block[offset - low:end].decode("utf-8", "replace")
+            else:
+                out[offset] = self.image.cstring((self.strtab + offset) % (1 << 64), "a symbol name")
+        return out
+
+    def readable_run(self, address: int) -> int:
+        try:
+            return self.image.run(address % (1 << 64))
+        except LoaderCrash:
+            return 0
+
+    def readable(self, address: int, length: int) -> bool:
+        try:
+            return self.image.run(address) >= length
+        except LoaderCrash:
+            return False
+
+    def entry(self, offset: int, info: int, addend: int, lazy: bool) -> None:
+        kind, symbol = info & 0xFFFFFFFF, info >> 32
+        if lazy:
+            if kind == R_IRELATIVE:
+                self.deferred.append((offset, addend))
+            elif kind == R_JUMP_SLOT:
+                self.write(offset, 8)
+            elif kind == R_TLSDESC:
+                self.symbol_entry(symbol)
+                self.write(offset, 16)
+            else:
+                raise _bad_type(kind, plt=True)
+            return
+        if self.versym is not None:  # do-rel.h reads the version index of every entry past the relative ones
+            self.read((self.versym + 2 * symbol) % (1 << 64), 2, "a version index")
+        if kind == R_IRELATIVE:
+            self.deferred.append((offset, addend))
+            return
+        if kind in (R_RELATIVE, R_RELATIVE64):
+            self.write(offset, 8)
+            return
+        if kind == R_NONE:
+            return
+        self.symbol_entry(symbol)  # RESOLVE_MAP reads the symbol before the type is looked at
+        if kind not in KNOWN_TYPES:
+            raise _bad_type(kind, plt=False)
+        self.write(offset, WIDTH.get(kind, 8))
+
+    def symbol_entry(self, symbol: int) -> None:
+        """``resolve_map``: the symbol is read; one that binds globally is looked up by its name, with the version
+        entry its version index selects."""
+        if self.symtab is None:
+            raise _crash("reading a symbol through a missing DT_SYMTAB")
+        address = (self.symtab + SYMBOL * symbol) % (1 << 64)
+        self.read(address, SYMBOL, f"symbol {symbol}")
+        if symbol in self.looked_up:
+            return
+        self.looked_up.add(symbol)
+        name_at, info, other = struct.unpack("<IBB", self.image.read(address, 6, "a symbol"))
+        if info >> 4 == STB_LOCAL or other & 3 in (STV_INTERNAL, STV_HIDDEN):
+            return
+        self.lookups.add(symbol)
+        if self.versym is not None:
+            index = struct.unpack("<H", self.image.read((self.versym + 2 * symbol) % (1 << 64), 2, "a version index")
+                                  )[0] & 0x7FFF
+            if _version_entry_faults(index, self.versions_high):
+                raise _crash(f"reading version entry {index} of {self.versions_high + 1} (symbol {symbol})")
+        if self.strtab is None:
+            raise _crash("reading a symbol name through a missing DT_STRTAB")
+        self.name(self.strtab + name_at, symbol)
+
+    def name(self, address: int, symbol: int) -> None:
+        try:
+            self.image.cstring(address % (1 << 64), f"the name of symbol {symbol}")
+        except LoaderCrash:
+            raise _crash(f"reading the name of symbol {symbol} at {address:#x}") from None
+
+    def read(self, address: int, length: int, what: str) -> None:
+        try:
+            self.image.read(address, length, what)
+        except LoaderCrash:
+            raise _crash(f"reading {what} at {address:#x}") from None
+
+
+def _relro_error(layout: _Layout, writable: _Writable) -> Optional[str]:
+    """``_dl_protect_relro``: mprotect of the RELRO pages fails unless they are all mapped."""
+    if layout.relro is None:
+        return None
+    address, size = layout.relro
+    start, end = _down(address), _down((address + size) % (1 << 64))
+    if start == end:
+        return None
+    if not any(low <= start < end <= high for low, high in writable.mapped + [(writable.mapped[0][0],
+                                                                               writable.neighbours[1])]):
+        return "cannot apply additional memory protection after relocation"
+    return None
+
+
+def _walk(path: str, lazy: bool) -> Relocation:
+    fd = open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        reader = _Reader(fd, size)
+        header, layout = _parse_headers(reader, os.pread(fd, 4096, 0))
+        if header["machine"] != EM_X86_64 or layout.elf_class != 64 or not layout.segments or layout.dynamic is None:
+            return Relocation(None)
+        facts = read_elf_facts_fd(fd)
+        if facts.load_error or facts.late_error:
+            return Relocation(None)  # the loader stops before relocating: the dependency facts say why
+        tags = dict(_dynamic_entries(reader, layout))
+        versions_high = max([v.index & 0x7FFF for v in facts.version_needs]
+                            + [d.index & 0x7FFF for d in facts.version_defs] + [0])
+        bind_now = (DT_BIND_NOW in tags or tags.get(DT_FLAGS, 0) & DF_BIND_NOW
+                    or tags.get(DT_FLAGS_1, 0) & DF_1_NOW)
+        relocator = _Relocator(_Image(reader, layout.segments), layout, tags, versions_high)
+        try:
+            relocator.run(lazy and not bind_now)
+        except _Fatal as fatal:
+            return Relocation(str(fatal))
+        relro = _relro_error(layout, relocator.writable)
+        if relro:
+            return Relocation(relro)
+        versions = {v.index & 0x7FFF: (v.name, v.file) for v in facts.version_needs}
+        versions.update({d.index & 0x7FFF: (d.name, None) for d in facts.version_defs})
+        return Relocation(None, relocator.references(versions))
+    finally:
+        os.close(fd)
+
+
+@lru_cache(maxsize=1024)
+def _cached(path: str, identity: tuple[int, ...], lazy: bool) -> Relocation:
+    try:
+        return _walk(path, lazy)
+    except (ElfError, OSError, struct.error, ValueError, LoaderCrash):
+        return Relocation(None)  # a file that cannot be read is reported by the dependency facts, not here
+
+
+def relocate(path: str, lazy: bool = False) -> Relocation:
+    """What the loader does relocating ``path``.  ``lazy``: PLT entries bound at first call, as a normal start
+    does; False: every entry now (``LD_BIND_NOW``, ``RTLD_NOW`` as Python loads extension modules, ``ldd -r``)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return Relocation(None)
+    if not stat.S_ISREG(st.st_mode):
+        return Relocation(None)
+    return _cached(path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), lazy)
+
+
+def relocation_error(path: str, lazy: bool = False) -> Optional[str]:
+    """Why the loader stops relocating ``path`` (None: it relocates)."""
+    return relocate(path, lazy).error
+
+
+Unfound = tuple[str, Optional[str], Optional[str], bool]  # (name, version, file a version need names, weak)
+
+
+def relocation_facts(path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
+    """What one file's relocation (every entry bound now) tells about the file alone: the error that stops the
+    loader, and the lookups its own tables do not answer: imports outside the symbol table's import range, and
+    its own definitions its hash tables cannot find by name (a damaged name, chain or bloom filter), which some
+    other object of the load must then define.  A function of the file's bytes: kept per identity by the store."""
+    from .binding import _hashes, exports_of
+
+    result = relocate(path)
+    own = exports_of(path) if result.references else None
+    if own is None:
+        return result.error, ()
+    known = {(i.name, i.version) for i in own.imports}
+    unfound = []
+    try:
+        for ref in result.references:
+            if (ref.name, ref.version) in known:
+                continue
+            if ref.defined and own.defines(*_hashes(ref.name), ref.version):
+                continue
+            unfound.append((ref.name, ref.version, ref.file, ref.weak))  # a weak reference may stay unfound
+    finally:
+        own.release()
+    return result.error, tuple(unfound)

@@ -1,0 +1,154 @@
+"""loader.relocation against the real loader: gcc-built libraries with one relocation fact damaged, each judged by
+``ld.so`` in ``ldd -r``'s mode (``LD_TRACE_LOADED_OBJECTS=1 LD_WARN=yes``, with or without ``LD_BIND_NOW``) and by
+libdoctor.  Found by ``benchmarks/mutation_sweep.py --bind`` (issue 21, item 11)."""
+from __future__ import annotations
+
+import random
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from libdoctor.loader.binding import unbound_symbols
+from libdoctor.loader.relocation import relocate, relocation_error
+
+from .conftest import loader_env, needs_gcc
+
+pytestmark = needs_gcc
+BODY = "int g(void) { return 7; }\nint counter;\nint *where(void) { return &counter; }\nint h(void) { return g() + 1; }\n"
+
+
+def _library(elf, name: str = "libdamaged.so") -> Path:
+    """Relative relocations, GLOB_DAT against its own exported variable, JUMP_SLOT against its own function."""
+    return elf.lib(f"lib/{name}", defines=[], body=BODY, extra=["-Wl,-z,relro", "-Wl,-z,lazy"])
+
+
+def _entries(path: Path, section: str) -> list[tuple[int, int, int]]:
+    """(file offset of the entry, r_offset, r_info) of each entry of ``section``."""
+    with path.open("rb") as handle:
+        found = ELFFile(handle).get_section_by_name(section)
+        base = found["sh_offset"]
+        data = found.data()
+    return [(base + i, *struct.unpack_from("<QQ", data, i)) for i in range(0, len(data), 24)]
+
+
+def _loader(judge, path: Path, bind_now: bool = True) -> subprocess.CompletedProcess:
+    extra = {"LD_TRACE_LOADED_OBJECTS": "1", "LD_WARN": "yes"}
+    if bind_now:
+        extra["LD_BIND_NOW"] = "yes"
+    return subprocess.run([judge.info.interpreter, str(path)], capture_output=True, text=True, timeout=30,
+                          errors="replace", env=loader_env(extra), cwd=str(path.parent))
+
+
+def _patch(path: Path, offset: int, fmt: str, value: int) -> None:
+    data = bytearray(path.read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    path.write_bytes(bytes(data))
+
+
+def _first(path: Path, section: str, kind: int) -> tuple[int, int, int]:
+    return next(e for e in _entries(path, section) if e[2] & 0xFFFFFFFF == kind)
+
+
+def test_healthy_libraries_relocate(elf, judge):
+    library = _library(elf)
+    assert _loader(judge, library).returncode == 0
+    for path in (library, Path("/usr/lib/x86_64-linux-gnu/libz.so.1"), Path(judge.info.interpreter)):
+        if path.exists():
+            assert relocation_error(str(path)) is None, path
+    names = {r.name for r in relocate(str(library)).references}
+    assert {"g", "counter"} <= names  # its own symbols, looked up through the scope as the loader does
+
+
+def test_unknown_type_is_the_loaders_message(elf, judge):
+    library = _library(elf)
+    at, _offset, info = _first(library, ".rela.dyn", 6)  # GLOB_DAT
+    _patch(library, at + 8, "<Q", (info & ~0xFFFFFFFF) | 0xFF)
+    done = _loader(judge, library)
+    assert done.returncode == 127 and "unexpected reloc type 0xff" in done.stderr, done.stderr
+    assert relocation_error(str(library)) == "unexpected reloc type 0xff"
+
+
+def test_unknown_plt_type_when_bound_lazily(elf, judge):
+    library = _library(elf)
+    at, _offset, info = _first(library, ".rela.plt", 7)  # JUMP_SLOT
+    _patch(library, at + 8, "<Q", (info & ~0xFFFFFFFF) | 0x40)
+    lazy = _loader(judge, library, bind_now=False)
+    assert lazy.returncode == 127 and "unexpected PLT reloc type 0x40" in lazy.stderr, lazy.stderr
+    assert relocation_error(str(library), lazy=True) == "unexpected PLT reloc type 0x40"
+    now = _loader(judge, library)
+    assert now.returncode == 127 and "unexpected reloc type 0x40" in now.stderr, now.stderr
+    assert relocation_error(str(library)) == "unexpected reloc type 0x40"
+
+
+def test_a_counted_relative_entry_of_another_type_fails_an_assertion(elf, judge):
+    library = _library(elf)
+    at, _offset, info = _first(library, ".rela.dyn", 8)  # the first R_X86_64_RELATIVE, within DT_RELACOUNT
+    _patch(library, at + 8, "<Q", 6)
+    done = _loader(judge, library)
+    assert done.returncode == 127 and "Assertion" in done.stderr, done.stderr
+    assert "Assertion" in relocation_error(str(library))
+
+
+def test_a_write_into_read_only_text_crashes_the_loader(elf, judge):
+    library = _library(elf)
+    at, _offset, _info = _first(library, ".rela.dyn", 6)
+    _patch(library, at, "<Q", 0x1000)  # the executable segment: mapped without write access
+    assert _loader(judge, library).returncode == -11
+    assert "SIGSEGV" in relocation_error(str(library))
+
+
+def test_a_relro_range_outside_the_mapping_cannot_be_protected(elf, judge):
+    library = _library(elf)
+    data = bytearray(library.read_bytes())
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    relro = next(phoff + i * phentsize for i in range(phnum)
+                 if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 0x6474E552)
+    struct.pack_into("<Q", data, relro + 16, 0x70000F00)  # p_vaddr far past the reservation, across a page end
+    library.write_bytes(bytes(data))
+    root = elf.lib("lib/libroot.so", calls=["h"], link=[library], runpath="$ORIGIN")
+    done = _loader(judge, root)  # a dependency: mapped by _dl_map_object, its RELRO protected after relocation
+    assert done.returncode == 127 and "cannot apply additional memory protection" in done.stderr, done.stderr
+    assert relocation_error(str(library)) == "cannot apply additional memory protection after relocation"
+
+
+def test_an_own_symbol_its_hash_table_cannot_find_is_undefined(elf, judge):
+    """The name of ``g`` damaged in .dynstr: the library still defines it, but the loader's lookup for its own
+    JUMP_SLOT hashes the new name, finds nothing, and reports an undefined symbol."""
+    library = _library(elf)
+    with library.open("rb") as handle:
+        dynstr = ELFFile(handle).get_section_by_name(".dynstr")
+        at = dynstr["sh_offset"] + dynstr.data().index(b"\0g\0") + 1
+    _patch(library, at, "<B", ord("q"))
+    done = _loader(judge, library)
+    assert "undefined symbol: q" in done.stdout + done.stderr, done.stdout + done.stderr
+    scope = [o.realpath for o in judge.predict(str(library), str(library.parent)).objects]
+    assert [u.name for u in unbound_symbols([str(library)], scope)] == ["q"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_damaged_relocation_tables_never_raise(elf, seed):
+    """Byte flips in the relocation tables and the dynamic section: an answer, never an exception."""
+    library = elf.root / "lib" / "libfuzzed.so"
+    if not library.exists():
+        _library(elf, "libfuzzed.so")
+    original = library.read_bytes()
+    spans = [(e[0], e[0] + 24) for section in (".rela.dyn", ".rela.plt") for e in _entries(library, section)]
+    rng = random.Random(seed)
+    data = bytearray(original)
+    for _ in range(rng.choice((1, 2, 4))):
+        start, end = rng.choice(spans)
+        data[rng.randrange(start, end)] = rng.randrange(256)
+    damaged = elf.root / "lib" / f"libcase{seed}.so"
+    damaged.write_bytes(bytes(data))
+    try:
+        result = relocate(str(damaged))
+        assert result.error is None or isinstance(result.error, str)
+    finally:
+        damaged.unlink()
