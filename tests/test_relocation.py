@@ -8,7 +8,6 @@ import struct
 import subprocess
 from pathlib import Path
 
-import pytest
 from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

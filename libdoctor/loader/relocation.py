@@ -37,7 +37,6 @@ from .elffacts import (
     DT_SYMTAB,
     DT_VERSYM,
     EM_X86_64,
-    PAGE,
     PF_W,
     NEIGHBOURS,
     LoaderCrash,
