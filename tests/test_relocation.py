@@ -3,9 +3,11 @@
 libdoctor.  Found by ``benchmarks/mutation_sweep.py --bind`` (issue 21, item 11)."""
 from __future__ import annotations
 
+import os
 import random
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
@@ -151,3 +153,16 @@ def test_damaged_relocation_tables_never_raise(elf, seed):
         assert result.error is None or isinstance(result.error, str)
     finally:
         damaged.unlink()
+
+
+def test_scan_names_the_damaged_file_as_one_cause(elf, tmp_path):
+    """End to end: a library whose relocation stops the loader is a fatal cause of ``scan`` (exit 1), named."""
+    library = _library(elf)
+    at, _offset, info = _first(library, ".rela.dyn", 6)
+    _patch(library, at + 8, "<Q", (info & ~0xFFFFFFFF) | 0xFF)
+    root = elf.lib("lib/libroot.so", calls=["h"], link=[library], runpath="$ORIGIN")
+    env = dict(os.environ, LIBDOCTOR_NO_VERDICT_CACHE="1", XDG_CACHE_HOME=str(tmp_path / "cache"), NO_COLOR="1")
+    done = subprocess.run([sys.executable, "-m", "libdoctor", "scan", str(root)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("not healthy") and f"{library}: unexpected reloc type 0xff" in done.stdout
