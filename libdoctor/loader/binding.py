@@ -35,7 +35,8 @@ from .elffacts import (
     _parse_headers,
     _Reader,
 )
-from .factstore import FactsStore, Key, key_of
+from .factstore import FactsStore, Key, Unfound, key_of
+from .relocation import relocate
 from .symbols import MAX_SYMBOLS, STB_WEAK, _open, _symbol_count, _version_names
 
 STB_GLOBAL, STB_GNU_UNIQUE = 1, 10
@@ -356,14 +357,32 @@ def _provider_in_scope(wanted: Import, ordered: list[Exports], in_scope: set, by
     return None
 
 
-def _referenced(own: Exports, store: Optional[FactsStore]) -> tuple[Import, ...]:
-    """What relocation looks up beyond the imports the symbol table lists (``relocation.relocation_facts``)."""
-    if store is not None:
-        _error, unfound = store.relocation(own.path)
-    else:
-        from .relocation import relocation_facts
+def relocation_facts(path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
+    """What one file's relocation (every entry bound now, :mod:`.relocation`) tells about the file alone: the
+    error that stops the loader, and the lookups its own tables do not answer: imports outside the symbol
+    table's import range, and its own definitions its hash tables cannot find by name (a damaged name, chain or
+    bloom filter), which some other object of the load must then define.  Kept per identity by the store."""
+    result = relocate(path)
+    own = exports_of(path) if result.references else None
+    if own is None:
+        return result.error, ()
+    known = {(i.name, i.version) for i in own.imports}
+    unfound = []
+    try:
+        for ref in result.references:
+            if (ref.name, ref.version) in known:
+                continue
+            if ref.defined and own.defines(*_hashes(ref.name), ref.version):
+                continue
+            unfound.append((ref.name, ref.version, ref.file, ref.weak))  # a weak reference may stay unfound
+    finally:
+        own.release()
+    return result.error, tuple(unfound)
 
-        _error, unfound = relocation_facts(own.path)
+
+def _referenced(own: Exports, store: Optional[FactsStore]) -> tuple[Import, ...]:
+    """What relocation looks up beyond the imports the symbol table lists (:func:`relocation_facts`)."""
+    _error, unfound = store.relocation(own.path) if store is not None else relocation_facts(own.path)
     return tuple(Import(*u) for u in unfound)
 
 

@@ -18,7 +18,8 @@ from .plainfiles import default_cache_dir, read_json
 from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDef, VersionNeed, open_regular,
                        read_elf_facts_fd)
 
-Unfound = tuple[str, Optional[str], Optional[str], bool]  # a lookup relocation needs that the file's tables miss
+Unfound = tuple[str, Optional[str], Optional[str], bool]  # a lookup relocation needs that the file's own tables miss:
+# (name, version, the file a version need names, weak)
 
 FORMAT = "libdoctor-elf-facts"
 FORMAT_VERSION = 6  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym;
@@ -241,8 +242,8 @@ class FactsStore:
         return names
 
     def relocation(self, path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
-        """:func:`~.relocation.relocation_facts` of ``path``, worked out once per file identity."""
-        from .relocation import relocation_facts
+        """:func:`~.binding.relocation_facts` of ``path``, worked out once per file identity."""
+        from .binding import relocation_facts
 
         try:
             key = _key_text(key_of(os.stat(path)))

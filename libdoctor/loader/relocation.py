@@ -50,6 +50,7 @@ from .elffacts import (
     open_regular,
     read_elf_facts_fd,
 )
+from .factstore import key_of
 
 DT_PLTRELSZ, DT_RELASZ, DT_TEXTREL, DT_BIND_NOW, DT_FLAGS = 2, 8, 22, 24, 30
 DT_JMPREL, DT_FLAGS_1, DT_RELACOUNT = 23, 0x6FFFFFFB, 0x6FFFFFF9
@@ -108,13 +109,13 @@ class _Writable:
     def __init__(self, layout: _Layout, textrel: bool) -> None:
         self.spans = [(_down(s.vaddr), _up(s.vaddr + s.memsz), textrel or bool(s.flags & PF_W))
                       for s in layout.segments]
-        # mapped: the reservation from the first segment to the end of the last (holes PROT_NONE), and each
-        # segment wherever MAP_FIXED put it
-        reservation = (self.spans[0][0], self.spans[-1][1])
-        self.mapped = [reservation] + [(start, end) for start, end, _w in self.spans]
         # just above the reservation lie the objects loaded before this one (measured: writes and mprotect there
         # go through far more often than not; what they break shows later, not in the loader)
-        self.neighbours = (reservation[1], reservation[1] + NEIGHBOURS)
+        reserved_end = self.spans[-1][1]
+        self.neighbours = (reserved_end, reserved_end + NEIGHBOURS)
+        # mapped: the reservation from the first segment to the end of the last (holes PROT_NONE) with the
+        # neighbours above it, and each segment wherever MAP_FIXED put it
+        self.mapped = [(self.spans[0][0], self.neighbours[1])] + [(start, end) for start, end, _w in self.spans]
 
     def allows(self, address: int, width: int) -> bool:
         last = address + width - 1
@@ -137,8 +138,8 @@ class _Writable:
         return False
 
 
-def _entries(image: _Image, start: int, count: Optional[int]) -> Iterator[tuple[int, array]]:
-    """(address of the first, the entries as 64-bit words) in chunks; ``count`` None: until memory ends.  A chunk
+def _entries(image: _Image, start: int, count: Optional[int]) -> Iterator[array]:
+    """The entries as 64-bit words, in chunks; ``count`` None: until memory ends.  A chunk
     ends where readable memory does; the entry that crosses into unreadable memory raises (the loader's fault)."""
     done = 0
     address = start
@@ -152,7 +153,7 @@ def _entries(image: _Image, start: int, count: Optional[int]) -> Iterator[tuple[
             raise _crash(f"reading relocation entry {done} at {address:#x}, outside readable memory")
         words = array("Q")
         words.frombytes(image.read(address, take * ENTRY, "relocations"))
-        yield address, words
+        yield words
         done += take
         address = (address + take * ENTRY) % (1 << 64)
 
@@ -184,7 +185,8 @@ class _Relocator:
         self.versym = tags.get(DT_VERSYM)
         self.symtab = tags.get(DT_SYMTAB)
         self.strtab = tags.get(DT_STRTAB)
-        self.deferred: list[tuple[int, int]] = []  # IRELATIVE entries (offset, addend), applied last
+        self.deferred: list[int] = []  # the offsets of IRELATIVE entries, applied last
+        self.tables: dict[int, array] = {}  # address -> the symbol or version-index entries read so far
         self.looked_up: set[int] = set()  # symbols already read (the loader's one-entry cache, widened)
         self.lookups: set[int] = set()  # those it looks up by name (global binding, default or protected)
         self.versions_high = versions_high  # _dl_check_map_versions' ndx_high: l_versions has one more entries
@@ -216,7 +218,7 @@ class _Relocator:
     def run(self, lazy: bool) -> None:
         for start, size, relative, lazy_range in self.ranges(lazy):
             self.range(start, size, relative, lazy_range)
-        for offset, _addend in self.deferred:  # elf_machine_rela (or _lazy_rel) for IRELATIVE, resolver not run
+        for offset in self.deferred:  # elf_machine_rela (or _lazy_rel) for IRELATIVE, resolver not run
             self.write(offset, 8)
 
     def range(self, start: int, size: int, relative: int, lazy: bool) -> None:
@@ -228,14 +230,14 @@ class _Relocator:
         end = (start + size) % (1 << 64)
         if body_start >= end:
             return
-        for address, words in _entries(self.image, body_start, (end - body_start + ENTRY - 1) // ENTRY):
+        for words in _entries(self.image, body_start, (end - body_start + ENTRY - 1) // ENTRY):
             self.body(words, lazy)
 
     def leading(self, start: int, count: int) -> None:
         """``elf_machine_rela_relative`` for the DT_RELACOUNT entries: no type check but an assertion."""
         if not count:
             return
-        for address, words in _entries(self.image, start, count):
+        for words in _entries(self.image, start, count):
             kinds = _halves(words)[2::6]
             if kinds.count(R_RELATIVE) + kinds.count(R_RELATIVE64) != len(kinds):
                 raise _Fatal("Inconsistency detected by ld.so: dl-machine.h: Assertion `ELFW(R_TYPE) (reloc->r_info) "
@@ -260,7 +262,7 @@ class _Relocator:
             return
         infos = words[1::3]
         for index in range(len(infos)):
-            self.entry(words[3 * index], infos[index], words[3 * index + 2], lazy)
+            self.entry(words[3 * index], infos[index], lazy)
 
     def healthy(self, words: array) -> bool:
         """The common case at C speed: known types, every symbol and version index readable, every write inside
@@ -280,17 +282,15 @@ class _Relocator:
         """Every symbol in ``wanted`` readable, and each one looked up by name has a readable name and a version
         index within the version entries: checked over whole tables at once."""
         top = max(wanted)
-        if self.symtab is None or not self.readable(self.symtab, SYMBOL * (top + 1)):
+        table = self.table(self.symtab, top, SYMBOL, "I")
+        if table is None:
             return False
-        table = array("I")
-        table.frombytes(self.image.read(self.symtab, SYMBOL * (top + 1), "symbols"))
         looked = [s for s in wanted if (table[6 * s + 1] & 0xFF) >> 4 != STB_LOCAL
                   and (table[6 * s + 1] >> 8) & 3 not in (STV_INTERNAL, STV_HIDDEN)]
         if looked and self.versym is not None:
-            if not self.readable(self.versym, 2 * (top + 1)):
+            indexes = self.table(self.versym, top, 2, "H")
+            if indexes is None:
                 return False
-            indexes = array("H")
-            indexes.frombytes(self.image.read(self.versym, 2 * (top + 1), "version indexes"))
             if any(_version_entry_faults(indexes[s] & 0x7FFF, self.versions_high) for s in looked):
                 return False
         if looked:
@@ -313,11 +313,10 @@ class _Relocator:
         if not self.lookups or self.symtab is None or self.strtab is None:
             return ()
         top = max(self.lookups)
-        table = array("I")
-        table.frombytes(self.image.read(self.symtab, SYMBOL * (top + 1), "symbols"))
-        indexes = array("H")
-        if self.versym is not None:
-            indexes.frombytes(self.image.read(self.versym, 2 * (top + 1), "version indexes"))
+        table = self.table(self.symtab, top, SYMBOL, "I")
+        indexes = self.table(self.versym, top, 2, "H") if self.versym is not None else None
+        if table is None or (self.versym is not None and indexes is None):
+            return ()
         chosen = sorted(self.lookups)
         defined = [s for s in chosen if table[6 * s + 1] >> 16 & 0xFFFF]
         if len(defined) > MAX_DEFINED_REFERENCES:
@@ -326,7 +325,7 @@ class _Relocator:
         out = []
         for symbol in chosen:
             info, shndx = table[6 * symbol + 1] & 0xFF, table[6 * symbol + 1] >> 16
-            index = indexes[symbol] & 0x7FFF if indexes else 0
+            index = indexes[symbol] & 0x7FFF if indexes is not None else 0
             version, file = versions.get(index, (None, None)) if index > 1 else (None, None)
             out.append(Reference(names[table[6 * symbol]], version, file, shndx != 0, info >> 4 == STB_WEAK))
         return tuple(out)
@@ -345,6 +344,22 @@ class _Relocator:
                 out[offset] = self.image.cstring((self.strtab + offset) % (1 << 64), "a symbol name")
         return out
 
+    def table(self, at: Optional[int], top: int, width: int, code: str) -> Optional[array]:
+        """Entries 0..``top`` of the symbol (``width`` 24, as 32-bit words) or version-index (2) table at ``at``, read
+        once and kept for larger requests to extend; None where they are not all readable in one piece."""
+        if at is None:
+            return None
+        kept = self.tables.get(at)
+        length = width * (top + 1)
+        if kept is not None and len(kept) * kept.itemsize >= length:
+            return kept
+        if not self.readable(at, length):
+            return None
+        values = array(code)
+        values.frombytes(self.image.read(at, length, "a symbol table"))
+        self.tables[at] = values
+        return values
+
     def readable_run(self, address: int) -> int:
         try:
             return self.image.run(address % (1 << 64))
@@ -357,11 +372,11 @@ class _Relocator:
         except LoaderCrash:
             return False
 
-    def entry(self, offset: int, info: int, addend: int, lazy: bool) -> None:
+    def entry(self, offset: int, info: int, lazy: bool) -> None:
         kind, symbol = info & 0xFFFFFFFF, info >> 32
         if lazy:
             if kind == R_IRELATIVE:
-                self.deferred.append((offset, addend))
+                self.deferred.append(offset)
             elif kind == R_JUMP_SLOT:
                 self.write(offset, 8)
             elif kind == R_TLSDESC:
@@ -373,7 +388,7 @@ class _Relocator:
         if self.versym is not None:  # do-rel.h reads the version index of every entry past the relative ones
             self.read((self.versym + 2 * symbol) % (1 << 64), 2, "a version index")
         if kind == R_IRELATIVE:
-            self.deferred.append((offset, addend))
+            self.deferred.append(offset)
             return
         if kind in (R_RELATIVE, R_RELATIVE64):
             self.write(offset, 8)
@@ -429,8 +444,7 @@ def _relro_error(layout: _Layout, writable: _Writable) -> Optional[str]:
     start, end = _down(address), _down((address + size) % (1 << 64))
     if start == end:
         return None
-    if not any(low <= start < end <= high for low, high in writable.mapped + [(writable.mapped[0][0],
-                                                                               writable.neighbours[1])]):
+    if not any(low <= start < end <= high for low, high in writable.mapped):
         return "cannot apply additional memory protection after relocation"
     return None
 
@@ -447,8 +461,9 @@ def _walk(path: str, lazy: bool) -> Relocation:
         if facts.load_error or facts.late_error:
             return Relocation(None)  # the loader stops before relocating: the dependency facts say why
         tags = dict(_dynamic_entries(reader, layout))
-        versions_high = max([v.index & 0x7FFF for v in facts.version_needs]
-                            + [d.index & 0x7FFF for d in facts.version_defs] + [0])
+        versions = {v.index & 0x7FFF: (v.name, v.file) for v in facts.version_needs}
+        versions.update({d.index & 0x7FFF: (d.name, None) for d in facts.version_defs})
+        versions_high = max(versions, default=0)  # _dl_check_map_versions' ndx_high
         bind_now = (DT_BIND_NOW in tags or tags.get(DT_FLAGS, 0) & DF_BIND_NOW
                     or tags.get(DT_FLAGS_1, 0) & DF_1_NOW)
         relocator = _Relocator(_Image(reader, layout.segments), layout, tags, versions_high)
@@ -459,8 +474,6 @@ def _walk(path: str, lazy: bool) -> Relocation:
         relro = _relro_error(layout, relocator.writable)
         if relro:
             return Relocation(relro)
-        versions = {v.index & 0x7FFF: (v.name, v.file) for v in facts.version_needs}
-        versions.update({d.index & 0x7FFF: (d.name, None) for d in facts.version_defs})
         return Relocation(None, relocator.references(versions))
     finally:
         os.close(fd)
@@ -483,37 +496,10 @@ def relocate(path: str, lazy: bool = False) -> Relocation:
         return Relocation(None)
     if not stat.S_ISREG(st.st_mode):
         return Relocation(None)
-    return _cached(path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), lazy)
+    return _cached(path, key_of(st), lazy)
 
 
 def relocation_error(path: str, lazy: bool = False) -> Optional[str]:
     """Why the loader stops relocating ``path`` (None: it relocates)."""
     return relocate(path, lazy).error
 
-
-Unfound = tuple[str, Optional[str], Optional[str], bool]  # (name, version, file a version need names, weak)
-
-
-def relocation_facts(path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
-    """What one file's relocation (every entry bound now) tells about the file alone: the error that stops the
-    loader, and the lookups its own tables do not answer: imports outside the symbol table's import range, and
-    its own definitions its hash tables cannot find by name (a damaged name, chain or bloom filter), which some
-    other object of the load must then define.  A function of the file's bytes: kept per identity by the store."""
-    from .binding import _hashes, exports_of
-
-    result = relocate(path)
-    own = exports_of(path) if result.references else None
-    if own is None:
-        return result.error, ()
-    known = {(i.name, i.version) for i in own.imports}
-    unfound = []
-    try:
-        for ref in result.references:
-            if (ref.name, ref.version) in known:
-                continue
-            if ref.defined and own.defines(*_hashes(ref.name), ref.version):
-                continue
-            unfound.append((ref.name, ref.version, ref.file, ref.weak))  # a weak reference may stay unfound
-    finally:
-        own.release()
-    return result.error, tuple(unfound)
