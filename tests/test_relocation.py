@@ -63,7 +63,9 @@ def test_healthy_libraries_relocate(elf, judge):
     for path in (library, Path("/usr/lib/x86_64-linux-gnu/libz.so.1"), Path(judge.info.interpreter)):
         if path.exists():
             assert relocation_error(str(path)) is None, path
-    names = {r.name for r in relocate(str(library)).references}
+    with library.open("rb") as handle:
+        dynstr = ELFFile(handle).get_section_by_name(".dynstr")
+        names = {dynstr.get_string(r.name_at) for r in relocate(str(library)).references}
     assert {"g", "counter"} <= names  # its own symbols, looked up through the scope as the loader does
 
 

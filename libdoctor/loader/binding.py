@@ -100,10 +100,14 @@ class Exports:
             os.close(self._fd)
             self._fd = None
 
-    def _pread(self, length: int, offset: int) -> bytes:
+    def reopen(self) -> int:
+        """The file's descriptor, opened again after :meth:`release` when a lookup needs it."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        return os.pread(self._fd, length, offset)
+        return self._fd
+
+    def _pread(self, length: int, offset: int) -> bytes:
+        return os.pread(self.reopen(), length, offset)
 
     def _array(self, reader: _Reader, code: str, offset: int, count: int, what: str) -> array:
         values = array(code)
@@ -364,17 +368,21 @@ def relocation_facts(path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
     bloom filter), which some other object of the load must then define.  Kept per identity by the store."""
     result = relocate(path)
     own = exports_of(path) if result.references else None
-    if own is None:
+    if own is None or not own.count:  # no table to name them by (the walk would have stopped the loader)
         return result.error, ()
     known = {(i.name, i.version) for i in own.imports}
     unfound = []
     try:
+        fd = own.reopen()
+        reader = _Reader(fd, os.fstat(fd).st_size)
+        names = _read_names(reader, own.strings_at, own.strings_size, sorted({r.name_at for r in result.references}))
         for ref in result.references:
-            if (ref.name, ref.version) in known:
+            name = names[ref.name_at]
+            if (name, ref.version) in known:
                 continue
-            if ref.defined and own.defines(*_hashes(ref.name), ref.version):
+            if ref.defined and own.defines(*_hashes(name), ref.version):
                 continue
-            unfound.append((ref.name, ref.version, ref.file, ref.weak))  # a weak reference may stay unfound
+            unfound.append((name, ref.version, ref.file, ref.weak))  # a weak reference may stay unfound
     finally:
         own.release()
     return result.error, tuple(unfound)

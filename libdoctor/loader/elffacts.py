@@ -441,23 +441,21 @@ class _Image:
                 self.maps.append((_up(zero), _up(zero_end), -1, readable))  # anonymous zero pages
 
     def _find(self, address: int) -> tuple[int, int, Optional[int], bool]:
-        for start, end, offset, readable in reversed(self.maps):
+        """The mapping that serves ``address`` (the last one mapped over it), its end cut where a later mapping
+        begins: (start, end, file offset or None or -1, readable)."""
+        for index in range(len(self.maps) - 1, -1, -1):
+            start, end, offset, readable = self.maps[index]
             if start <= address < end:
+                for later_start, _end, _offset, _readable in self.maps[index + 1:]:
+                    if address < later_start < end:
+                        end = later_start
                 return start, end, offset, readable
         raise LoaderCrash("SIGSEGV", f"address {address:#x} outside the mapped segments")
 
     def run(self, address: int) -> int:
         """How many bytes from ``address`` read from one mapping (0: not readable there; raises outside all)."""
-        for index in range(len(self.maps) - 1, -1, -1):
-            start, end, offset, readable = self.maps[index]
-            if start <= address < end:
-                if offset is None or not readable:
-                    return 0
-                for later_start, _end, _offset, _readable in self.maps[index + 1:]:
-                    if address < later_start < end:
-                        end = later_start
-                return end - address
-        raise LoaderCrash("SIGSEGV", f"address {address:#x} outside the mapped segments")
+        _start, end, offset, readable = self._find(address)
+        return end - address if offset is not None and readable else 0
 
     def read(self, address: int, length: int, what: str) -> bytes:
         out = bytearray()
@@ -474,8 +472,11 @@ class _Image:
             if file_at >= self.eof_page:
                 raise LoaderCrash("SIGBUS", f"{what}: mapped past the end of the file")
             have = max(0, min(take, self.reader.size - file_at))
-            out += os.pread(self.reader.fd, have, file_at) if have else b""
-            out += bytes(take - have)  # the rest of the last file page reads as zeros
+            piece = os.pread(self.reader.fd, have, file_at) if have else b""
+            if take == length and len(piece) == take:
+                return piece  # the whole read from one mapping of the file: no copy
+            out += piece
+            out += bytes(take - len(piece))  # the rest of the last file page reads as zeros
         return bytes(out)
 
     def cstring(self, address: int, what: str, keep: int = PATH_MAX + 1) -> str:

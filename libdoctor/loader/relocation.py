@@ -62,19 +62,21 @@ KNOWN_TYPES = frozenset({R_NONE, R_64, R_PC32, R_COPY, R_GLOB_DAT, R_JUMP_SLOT, 
                          R_DTPOFF64, R_TPOFF64, R_SIZE32, R_SIZE64, R_TLSDESC, R_IRELATIVE, R_RELATIVE64})
 WIDTH = {R_PC32: 4, R_32: 4, R_SIZE32: 4, R_TLSDESC: 16}  # bytes written; the rest write 8
 STB_LOCAL, STB_WEAK, STV_INTERNAL, STV_HIDDEN = 0, 2, 1, 2
+PLAIN = (R_RELATIVE, R_RELATIVE64, R_NONE, R_IRELATIVE)  # types that read no symbol
 ENTRY = 24  # sizeof (Elf64_Rela)
 SYMBOL = 24  # sizeof (Elf64_Sym)
 VERSION_HEAP_WINDOW = 2048  # entries past l_versions still inside the loader's heap (see _version_entry_faults)
 MAX_DEFINED_REFERENCES = 8192  # own symbols one object's relocations look up, checked by name at most
-CHUNK = 1 << 20  # bytes of a relocation table read at once
+CHUNK = 1 << 18  # bytes of a relocation table read at once
 
 
 @dataclass(frozen=True)
 class Reference:
-    """A symbol relocation looks up by name: ``defined`` in the object itself (the lookup must still find it
-    through the hash tables), or imported (``weak``: an undefined weak one may stay unfound)."""
+    """A symbol relocation looks up by name (at ``name_at`` in the string table, proven readable by the walk):
+    ``defined`` in the object itself (the lookup must still find it through the hash tables), or imported
+    (``weak``: an undefined weak one may stay unfound)."""
 
-    name: str
+    name_at: int
     version: Optional[str]
     file: Optional[str]  # the library a version need names
     defined: bool
@@ -138,8 +140,8 @@ class _Writable:
         return False
 
 
-def _entries(image: _Image, start: int, count: Optional[int]) -> Iterator[array]:
-    """The entries as 64-bit words, in chunks; ``count`` None: until memory ends.  A chunk
+def _entries(image: _Image, start: int, count: Optional[int]) -> Iterator[tuple[array, array]]:
+    """The entries as 64-bit words and as 32-bit halves (r_info's type at 2 mod 6, its symbol at 3), in chunks; ``count`` None: until memory ends.  A chunk
     ends where readable memory does; the entry that crosses into unreadable memory raises (the loader's fault)."""
     done = 0
     address = start
@@ -151,11 +153,20 @@ def _entries(image: _Image, start: int, count: Optional[int]) -> Iterator[array]
         take = min(run // ENTRY, CHUNK // ENTRY, (count - done) if count is not None else CHUNK // ENTRY)
         if take == 0:
             raise _crash(f"reading relocation entry {done} at {address:#x}, outside readable memory")
-        words = array("Q")
-        words.frombytes(image.read(address, take * ENTRY, "relocations"))
-        yield words
+        data = image.read(address, take * ENTRY, "relocations")
+        words, halves = array("Q"), array("I")
+        words.frombytes(data)
+        halves.frombytes(data)
+        yield words, halves
         done += take
         address = (address + take * ENTRY) % (1 << 64)
+
+
+def _looked_up_by_name(table: array, symbol: int) -> bool:
+    """``resolve_map`` looks a symbol up unless it binds locally (STB_LOCAL, or hidden or internal visibility);
+    ``table``: the symbol entries as 32-bit words (st_info in the low byte of word 1, st_other next)."""
+    word = table[6 * symbol + 1]
+    return (word & 0xFF) >> 4 != STB_LOCAL and (word >> 8) & 3 not in (STV_INTERNAL, STV_HIDDEN)
 
 
 def _version_entry_faults(index: int, high: int) -> bool:
@@ -165,13 +176,6 @@ def _version_entry_faults(index: int, high: int) -> bool:
     if high == 0:
         return index != 0
     return index > high + VERSION_HEAP_WINDOW
-
-
-def _halves(words: array) -> array:
-    """The entries as 32-bit words: r_info's type at 2 (mod 6), its symbol index at 3 (little-endian)."""
-    halves = array("I")
-    halves.frombytes(words.tobytes())
-    return halves
 
 
 class _Relocator:
@@ -187,8 +191,7 @@ class _Relocator:
         self.strtab = tags.get(DT_STRTAB)
         self.deferred: list[int] = []  # the offsets of IRELATIVE entries, applied last
         self.tables: dict[int, array] = {}  # address -> the symbol or version-index entries read so far
-        self.looked_up: set[int] = set()  # symbols already read (the loader's one-entry cache, widened)
-        self.lookups: set[int] = set()  # those it looks up by name (global binding, default or protected)
+        self.looked_up: set[int] = set()  # symbols entries name (read once: the loader's one-entry cache, widened)
         self.versions_high = versions_high  # _dl_check_map_versions' ndx_high: l_versions has one more entries
 
     def ranges(self, lazy: bool) -> list[tuple[int, int, int, bool]]:
@@ -230,15 +233,15 @@ class _Relocator:
         end = (start + size) % (1 << 64)
         if body_start >= end:
             return
-        for words in _entries(self.image, body_start, (end - body_start + ENTRY - 1) // ENTRY):
-            self.body(words, lazy)
+        for words, halves in _entries(self.image, body_start, (end - body_start + ENTRY - 1) // ENTRY):
+            self.body(words, halves, lazy)
 
     def leading(self, start: int, count: int) -> None:
         """``elf_machine_rela_relative`` for the DT_RELACOUNT entries: no type check but an assertion."""
         if not count:
             return
-        for words in _entries(self.image, start, count):
-            kinds = _halves(words)[2::6]
+        for words, halves in _entries(self.image, start, count):
+            kinds = halves[2::6]
             if kinds.count(R_RELATIVE) + kinds.count(R_RELATIVE64) != len(kinds):
                 raise _Fatal("Inconsistency detected by ld.so: dl-machine.h: Assertion `ELFW(R_TYPE) (reloc->r_info) "
                              "== R_X86_64_RELATIVE' failed (exit 127)")
@@ -257,92 +260,84 @@ class _Relocator:
         if not self.writable.allows(offset, width):
             raise _crash(f"writing a relocation at {offset:#x}, outside the object's writable pages")
 
-    def body(self, words: array, lazy: bool) -> None:
-        if not lazy and self.healthy(words):
+    def body(self, words: array, halves: array, lazy: bool) -> None:
+        if not lazy and self.healthy(words, halves):
             return
         infos = words[1::3]
         for index in range(len(infos)):
             self.entry(words[3 * index], infos[index], lazy)
 
-    def healthy(self, words: array) -> bool:
+    def healthy(self, words: array, halves: array) -> bool:
         """The common case at C speed: known types, every symbol and version index readable, every write inside
         one writable segment.  False: walk the entries one by one for the exact first failure."""
-        halves = _halves(words)
         kinds, symbols = halves[2::6], halves[3::6]
         if not set(kinds) <= KNOWN_TYPES:
             return False
         offsets = words[0::3]
         if not self.writable.all_allow(min(offsets), max(offsets) + 16):
             return False
-        plain = (R_RELATIVE, R_RELATIVE64, R_NONE, R_IRELATIVE)
-        wanted = {symbol for kind, symbol in zip(kinds, symbols) if kind not in plain} - self.looked_up
+        plain = sum(kinds.count(kind) for kind in PLAIN)
+        if plain == len(kinds):
+            return True  # no entry reads a symbol
+        if plain:
+            wanted = {symbol for kind, symbol in zip(kinds, symbols) if kind not in PLAIN}
+        else:
+            wanted = set(symbols)
+        wanted -= self.looked_up
         return not wanted or self.symbols_fine(wanted)
 
     def symbols_fine(self, wanted: set[int]) -> bool:
         """Every symbol in ``wanted`` readable, and each one looked up by name has a readable name and a version
-        index within the version entries: checked over whole tables at once."""
+        index within the version entries.  Asked of the whole tables first (C speed; stricter, as it includes
+        symbols no entry names), then of the looked-up symbols one by one."""
         top = max(wanted)
         table = self.table(self.symtab, top, SYMBOL, "I")
         if table is None:
             return False
-        looked = [s for s in wanted if (table[6 * s + 1] & 0xFF) >> 4 != STB_LOCAL
-                  and (table[6 * s + 1] >> 8) & 3 not in (STV_INTERNAL, STV_HIDDEN)]
-        if looked and self.versym is not None:
-            indexes = self.table(self.versym, top, 2, "H")
-            if indexes is None:
+        indexes = self.table(self.versym, top, 2, "H") if self.versym is not None else None
+        if self.versym is not None and indexes is None:
+            return False
+        whole_versions = indexes is None or not _version_entry_faults(max(indexes), self.versions_high)
+        whole_names = self.names_end_within(max(table[0::6]))
+        if not (whole_versions and whole_names):
+            looked = [s for s in wanted if _looked_up_by_name(table, s)]
+            if indexes is not None and any(_version_entry_faults(indexes[s] & 0x7FFF, self.versions_high)
+                                           for s in looked):
                 return False
-            if any(_version_entry_faults(indexes[s] & 0x7FFF, self.versions_high) for s in looked):
-                return False
-        if looked:
-            if self.strtab is None:
-                return False
-            last = max(table[6 * s] for s in looked)
-            if self.readable_run(self.strtab) <= last:
-                return False
-            run = self.readable_run(self.strtab + last)
-            if run == 0 or b"\0" not in self.image.read(self.strtab + last, min(run, 1 << 16), "names"):
+            if looked and not self.names_end_within(max(table[6 * s] for s in looked)):
                 return False
         self.looked_up |= wanted
-        self.lookups.update(looked)
         return True
+
+    def names_end_within(self, last: int) -> bool:
+        """The string table is readable from its start through the name at ``last`` and that name's end."""
+        if self.strtab is None or self.readable_run(self.strtab) <= last:
+            return False
+        run = self.readable_run(self.strtab + last)
+        return run > 0 and b"\0" in self.image.read(self.strtab + last, min(run, 1 << 16), "names")
 
     def references(self, versions: dict[int, tuple[str, Optional[str]]]) -> tuple[Reference, ...]:
         """The symbols the walk looked up, by name and version (``versions``: versym index -> (name, file)).  A
         table read in one piece where it can be; an object that looks up more than MAX_DEFINED_REFERENCES of its
         own symbols keeps only its imports (the bound on one file's work)."""
-        if not self.lookups or self.symtab is None or self.strtab is None:
+        if not self.looked_up or self.symtab is None:
             return ()
-        top = max(self.lookups)
+        top = max(self.looked_up)
         table = self.table(self.symtab, top, SYMBOL, "I")
         indexes = self.table(self.versym, top, 2, "H") if self.versym is not None else None
         if table is None or (self.versym is not None and indexes is None):
             return ()
-        chosen = sorted(self.lookups)
+        chosen = [s for s in sorted(self.looked_up) if _looked_up_by_name(table, s)]
         defined = [s for s in chosen if table[6 * s + 1] >> 16 & 0xFFFF]
         if len(defined) > MAX_DEFINED_REFERENCES:
             chosen = [s for s in chosen if not table[6 * s + 1] >> 16 & 0xFFFF]
-        names = self.names({table[6 * s] for s in chosen})
         out = []
         for symbol in chosen:
             info, shndx = table[6 * symbol + 1] & 0xFF, table[6 * symbol + 1] >> 16
             index = indexes[symbol] & 0x7FFF if indexes is not None else 0
             version, file = versions.get(index, (None, None)) if index > 1 else (None, None)
-            out.append(Reference(names[table[6 * symbol]], version, file, shndx != 0, info >> 4 == STB_WEAK))
+            out.append(Reference(table[6 * symbol], version, file, shndx != 0, info >> 4 == STB_WEAK))
         return tuple(out)
-
-    def names(self, offsets: set[int]) -> dict[int, str]:
-        low, high = min(offsets), max(offsets)
-        start = (self.strtab + low) % (1 << 64)
-        run = self.readable_run(start)
-        block = self.image.read(start, min(run, high - low + 4096), "names") if run > high - low else b""
-        out = {}
-        for offset in offsets:
-            end = block.find(b"\0", offset - low) if block else -1
-            if end >= 0:
-                out[offset] = block[offset - low:end].decode("utf-8", "replace")
-            else:
-                out[offset] = self.image.cstring((self.strtab + offset) % (1 << 64), "a symbol name")
-        return out
 
     def table(self, at: Optional[int], top: int, width: int, code: str) -> Optional[array]:
         """Entries 0..``top`` of the symbol (``width`` 24, as 32-bit words) or version-index (2) table at ``at``, read
@@ -413,7 +408,6 @@ class _Relocator:
         name_at, info, other = struct.unpack("<IBB", self.image.read(address, 6, "a symbol"))
         if info >> 4 == STB_LOCAL or other & 3 in (STV_INTERNAL, STV_HIDDEN):
             return
-        self.lookups.add(symbol)
         if self.versym is not None:
             index = struct.unpack("<H", self.image.read((self.versym + 2 * symbol) % (1 << 64), 2, "a version index")
                                   )[0] & 0x7FFF
