@@ -192,21 +192,22 @@ def check_options(prefix: Optional[str], python: Optional[str], only: tuple[str,
 
 def _show_reports(reports: list, as_json: bool, quiet: bool, verbose: bool) -> None:  # noqa: ANN001
     """Several environments: each report in turn (JSON: ``{"schema_version", "environments": [report]}``)."""
-    from .report import plural, render_human, render_summary, to_json
+    from .report import Style, checklist_lines, plural, quiet_verdict, render_human, to_json, write_lines
 
     if as_json:
         click.echo(json.dumps({"schema_version": 1, "environments": [to_json(r) for r in reports]},
                               separators=(",", ":")))
         return
+    if quiet:
+        click.echo(quiet_verdict(reports))
+        return
     names = ", ".join(r.discovery.environment.prefix for r in reports if r.discovery.environment)
     click.echo(f"no environment is active: checking the {plural(len(reports), 'environment')} with a GPU "
                f"framework ({names})")
+    write_lines(sys.stdout, checklist_lines(reports, Style(sys.stdout)))
     for report in reports:
         click.echo("")
-        if quiet:
-            render_summary(report, sys.stdout, quiet=True)
-        else:
-            render_human(report, sys.stdout, verbose)
+        render_human(report, sys.stdout, verbose)
 
 
 @main.command()
@@ -558,9 +559,13 @@ def systemd_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def systemd_install(dest: str, executable: Optional[str], as_json: bool) -> None:
     """Write the units into DEST with the path of the libdoctor executable filled in."""
-    from .daemon.units import SYSTEMD_FOLDERS, install_config, install_units
+    from .daemon.config import metrics_folder
+    from .daemon.units import SYSTEMD_FOLDERS, config_path, install_config, install_units
 
-    units = install_units(dest, executable)
+    configured = config_path(dest)
+    # the units must be able to write the configured metrics_file (they make the rest of the system read-only)
+    folder = metrics_folder(configured) if configured else None
+    units = install_units(dest, executable, (folder,) if folder else ())
     lines = [f"{'wrote' if changed else 'unchanged'} {path}" for path, changed in units]
     from .targets import framework_environments
 

@@ -321,12 +321,58 @@ def summary_lines(report: ScanReport, style: Style) -> list[str]:
     return out
 
 
+QUIET_WIDTH = 80  # node-problem-detector keeps 80 bytes of a plugin's message
+
+
+def one_line(text: str, width: int = QUIET_WIDTH) -> str:
+    """``text`` as one line of at most ``width`` characters, ASCII-marked where it is cut."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+def quiet_verdict(reports: list[ScanReport]) -> str:
+    """``-q``: the verdict of one report, or of several environments, in one line of at most 80 characters."""
+    if len(reports) == 1:
+        return one_line(_diagnosis(reports[0]).verdict)
+    bad = [r for r in reports if not r.healthy]
+    if not bad:
+        return one_line(f"healthy: {plural(len(reports), 'environment')} checked, every framework loads")
+    first = re.sub(r" \(\d+ causes?\)$", "", _diagnosis(bad[0]).verdict.split(": ", 1)[-1])
+    more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+    return one_line(f"not healthy: {len(bad)}/{len(reports)} envs: {first}{more}")
+
+
+def checklist_lines(reports: list[ScanReport], style: Style) -> list[str]:
+    """The top of a report on several environments, flutter doctor's way: one line per area (the machine's GPU
+    and driver, then each environment with its frameworks), each marked [✓], [!] or [✗]."""
+    out = []
+    driver = next((r.driver for r in reports if r.driver is not None), None)
+    driver_causes = [c for r in reports for c in _diagnosis(r).causes
+                     if any(f.kind == "driver" for f in c.findings)]
+    if driver is not None:
+        mark = style.bad if any(c.error for c in driver_causes) else style.warn if driver_causes else style.ok
+        out.append(f"{mark} GPU and driver: {driver.summary()}")
+    for report in reports:
+        diagnosis = _diagnosis(report)
+        env = report.discovery.environment
+        where = env.prefix if env is not None else "this machine"
+        names = ", ".join(f.info.label for f in report.frameworks) or "no GPU framework"
+        others = [c for c in diagnosis.causes if c not in driver_causes]
+        mark = (style.bad if any(c.error for c in others) else style.warn if others
+                else style.ok)
+        state = (f"{plural(sum(c.error for c in others), 'cause')} of failure" if any(c.error for c in others)
+                 else f"{plural(len(others), 'warning')}" if others else "loads")
+        out.append(f"{mark} {where}: {names}: {state}")
+    return out
+
+
 def render_summary(report: ScanReport, stream: TextIO = sys.stdout, quiet: bool = False) -> None:
     style = Style(stream)
-    lines = summary_lines(report, style)
     if quiet:
-        write_lines(stream, lines[:1])
+        verdict = quiet_verdict([report])
+        write_lines(stream, [style.good(verdict) if report.healthy else style.error(verdict)])
         return
+    lines = summary_lines(report, style)
     lines.append(style.dim(f"{plural(len(report.targets), 'object')} checked; -v: every object and search; "
                            "`libdoctor explain NAME`: every folder searched for NAME"))
     write_lines(stream, lines)

@@ -212,3 +212,34 @@ def test_with_no_env_active_every_env_with_a_framework_is_scanned(elf: ElfFactor
     fallback = run_scan_cli(cwd=tmp_path, env=environ)
     lines = fallback.stdout.splitlines()
     assert lines[1].startswith("  driver: ") and "checked the machine's CUDA installation" in lines[2], lines
+
+
+def test_several_environments_open_with_a_checklist_and_quiet_is_one_short_line(elf: ElfFactory,
+                                                                               tmp_path: Path) -> None:
+    """Issue 22: with no env active and several found, the report opens with one marked line per area (flutter
+    doctor's checklist), and ``-q`` is one line of at most 80 characters (node-problem-detector keeps 80)."""
+    from .test_frameworks import TRY_LOAD, cuda_config, dist_info, make_env
+
+    prefixes = []
+    for name in ("bert-serving-with-a-long-environment-name", "bert-second"):
+        prefix, site = make_env(tmp_path / "envs" / name, "3.6")
+        elf.lib(site / "tensorflow/libtensorflow_framework.so.1", body=TRY_LOAD, extra=["-ldl"])
+        cuda_config(site / "tensorflow", TF_CUDA_VERSION="10.0", TF_CUDNN_VERSION="7", TF_CUDA_LIB_VERSION="10.0")
+        dist_info(site, "tensorflow-gpu", "1.14.0", ["tensorflow/libtensorflow_framework.so.1"])
+        prefixes.append(prefix)
+    home = tmp_path / "home"
+    (home / ".conda").mkdir(parents=True)
+    (home / ".conda/environments.txt").write_text("".join(f"{p}\n" for p in prefixes))
+    environ = {"HOME": str(home), "PYENV_ROOT": str(tmp_path / "nopyenv"), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
+    done = run_scan_cli(cwd=tmp_path, env=environ)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("[✗] GPU and driver: ") or lines[1].startswith("[x] GPU and driver: "), lines[:4]
+    for line, prefix in zip(lines[2:4], prefixes):
+        assert line.endswith(f"{prefix}: tensorflow-gpu 1.14.0: 1 cause of failure") or \
+            f"{prefix}: tensorflow-gpu 1.14.0: " in line and "cause" in line, line
+        assert line.startswith(("[✗] ", "[x] ")), line
+    quiet = run_scan_cli("-q", cwd=tmp_path, env=environ)
+    assert quiet.returncode == 1
+    (line,) = quiet.stdout.splitlines()
+    assert len(line) <= 80 and line.startswith("not healthy: 2/2 envs: "), line

@@ -409,3 +409,25 @@ def test_no_inotify_instance_left_means_polling_not_a_crash(tree: Path, tmp_path
     finally:
         for fd in taken:
             os.close(fd)
+
+
+def test_systemd_install_lets_the_units_write_the_configured_metrics_folder(tmp_path: Path) -> None:
+    """Issue 22: the units make the file system read-only but for their own folders; ``systemd install`` adds the
+    folder of the configured metrics_file (and the shipped units name node_exporter's default textfile folder),
+    so a metrics_file under ProtectSystem=strict is written, not refused."""
+    dest = tmp_path / "etc/systemd/system"
+    config = tmp_path / "etc/libdoctor/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('metrics_file = "/srv/metrics/libdoctor.prom"\n')
+    done = subprocess.run([sys.executable, "-m", "libdoctor", "systemd", "install", "--dest", str(dest),
+                           "--executable", "/bin/true", "--json"], capture_output=True, text=True, timeout=60,
+                          env=cli_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    for unit in ("libdoctor-scan.service", "libdoctor-watch.service"):
+        line = next(x for x in (dest / unit).read_text().splitlines() if x.startswith("ReadWritePaths="))
+        assert line.split("=", 1)[1].split() == ["/var/lib/libdoctor", "/var/cache/libdoctor",
+                                                 "-/var/lib/node_exporter/textfile_collector", "-/srv/metrics"]
+    again = subprocess.run([sys.executable, "-m", "libdoctor", "systemd", "install", "--dest", str(dest),
+                            "--executable", "/bin/true", "--json"], capture_output=True, text=True, timeout=60,
+                           env=cli_env(tmp_path))
+    assert json.loads(again.stdout)["changed"] is False  # a second run changes nothing (Ansible's "ok")

@@ -125,6 +125,15 @@ def checked_overrides(values: dict[str, Any]) -> dict[str, Any]:
     return _checked("command line", values)
 
 
+def metrics_folder(path: str) -> Optional[str]:
+    """The folder of the metrics_file configured in ``path`` (None: none configured, or no such file); a file
+    that cannot be trusted or parsed raises UsageError, as it does for the daemon."""
+    if not os.path.exists(path):
+        return None
+    metrics = _checked(path, _read(path)).get("metrics_file")
+    return os.path.dirname(os.path.abspath(metrics)) if metrics else None
+
+
 def load_config(explicit: Optional[str] = None, system: str = SYSTEM_CONFIG,
                 user: Optional[str] = None) -> Config:
     merged: dict[str, Any] = {}

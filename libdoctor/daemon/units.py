@@ -28,9 +28,30 @@ def default_executable() -> str:
     return os.path.join(os.path.dirname(sys.executable), "libdoctor")
 
 
-def install_units(dest: str, executable: Optional[str] = None) -> list[tuple[str, bool]]:
+def config_path(dest: str) -> Optional[str]:
+    """The configuration file the units installed into ``dest`` read (None: ``dest`` is no systemd folder)."""
+    dest = os.path.abspath(dest)
+    root = next((dest[: -len(folder)] for folder in SYSTEMD_FOLDERS if dest.endswith(folder)), None)
+    return None if root is None else os.path.join(root or "/", CONFIG)
+
+
+def _with_writable(text: str, folders: list[str]) -> str:
+    """The units' ``ReadWritePaths`` line with ``folders`` added ("-": systemd skips one that does not exist)."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("ReadWritePaths=") and folders:
+            present = line.split("=", 1)[1].split()
+            extra = [f"-{f}" for f in folders if f"-{f}" not in present and f not in present]
+            line = line.rstrip("\n") + "".join(f" {e}" for e in extra) + "\n"
+        lines.append(line)
+    return "".join(lines)
+
+
+def install_units(dest: str, executable: Optional[str] = None, writable: tuple[str, ...] = ()
+                  ) -> list[tuple[str, bool]]:
     """Write the units into ``dest``: (path, changed) each; a unit already as it should be is left untouched, so
-    a configuration tool (Ansible) sees no change on a second run."""
+    a configuration tool (Ansible) sees no change on a second run.  ``writable``: folders the units may write
+    besides their own (the configured metrics folder)."""
     executable = os.path.abspath(executable or default_executable())
     if not os.path.exists(executable):
         raise UsageError(f"{executable} does not exist: give --executable")
@@ -38,7 +59,7 @@ def install_units(dest: str, executable: Optional[str] = None) -> list[tuple[str
     written = []
     for name in UNITS:
         path = os.path.join(dest, name)
-        text = unit_text(name).replace(PLACEHOLDER, executable)
+        text = _with_writable(unit_text(name).replace(PLACEHOLDER, executable), list(writable))
         try:
             with open(path, encoding="utf-8") as handle:
                 if handle.read() == text and (os.stat(path).st_mode & 0o777) == 0o644:
@@ -68,11 +89,9 @@ def config_text(environments: list[str]) -> str:
 def install_config(dest: str, environments: list[str]) -> str:
     """Write ``/etc/libdoctor/config.toml`` (below the root ``dest`` is in) unless one exists; a line saying what
     happened."""
-    dest = os.path.abspath(dest)
-    root = next((dest[: -len(folder)] for folder in SYSTEMD_FOLDERS if dest.endswith(folder)), None)
-    if root is None:
-        return f"no configuration written: {dest} is not a systemd unit folder (the units read /{CONFIG})"
-    path = os.path.join(root or "/", CONFIG)
+    path = config_path(dest)
+    if path is None:
+        return f"no configuration written: {os.path.abspath(dest)} is not a systemd unit folder (the units read /{CONFIG})"
     if os.path.exists(path):
         return f"kept {path} (it exists)"
     make_folders(os.path.dirname(path), 0o755)
