@@ -115,14 +115,27 @@ def test_ansible_install_twice_then_report(elf: ElfFactory, tmp_path: Path,
                           "HOME": str(tmp_path / "home")})
     common = ["-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={interpreter}",
               "-e", f"libdoctor_root={root}", "-e", f"libdoctor_python={os.path.realpath(sys.executable)}"]
+    version = wheel.name.split("-")[1]  # pinned: the wheel must be that release (pip finds it by --find-links)
     install = [playbook, *common, str(DEPLOY / "ansible/install.yml"), "-e", f"libdoctor_wheel={wheel}",
+               "-e", f"libdoctor_version={version}",
                "-e", "libdoctor_manage_systemd=false", "-e", json.dumps({"libdoctor_environments": [str(prefix)]})]
+    old = tmp_path / "python3.6"  # CentOS 7's interpreter, as far as the role can tell
+    old.write_text("#!/bin/sh\necho 3.6\n")
+    old.chmod(0o755)
+    for extra, said in ((["-e", f"libdoctor_python={old}"], "libdoctor needs Python 3.9 or newer; "),
+                        (["-e", "libdoctor_version=", "-e", "libdoctor_wheel="], "set libdoctor_version")):
+        refused = subprocess.run(install + extra, env=environ, capture_output=True, text=True, timeout=600)
+        assert refused.returncode != 0 and said in refused.stdout, refused.stdout[-2000:]
+        assert not (root / "opt/libdoctor").exists()  # refused before anything was installed
     first = subprocess.run(install, env=environ, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     second = subprocess.run(install, env=environ, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0 and re.search(r"changed=0\s", second.stdout), second.stdout[-2000:]
     assert (root / "etc/libdoctor/config.toml").read_text().count(str(prefix)) == 1
     assert (root / "etc/systemd/system/libdoctor-watch.service").exists()
+    installed = subprocess.run([str(root / "opt/libdoctor/bin/libdoctor"), "--version"], capture_output=True,
+                               text=True, timeout=60)
+    assert version in installed.stdout, installed.stdout
     fleet = tmp_path / "fleet"
     report = subprocess.run([playbook, *common, str(DEPLOY / "ansible/report.yml"), "-e",
                              f"libdoctor_report_dir={fleet}", "-e",
@@ -140,4 +153,22 @@ def test_ansible_install_twice_then_report(elf: ElfFactory, tmp_path: Path,
                               json.dumps({"libdoctor_environments": [str(tmp_path / "no/such/env")]})],
                              env=environ, capture_output=True, text=True, timeout=600)
     assert failing.returncode != 0 and re.search(r"failed=1\s", failing.stdout), failing.stdout[-2000:]
-    assert set(os.listdir(tmp_path)) - before <= {"root", "fleet", "fleet2", "ansible-home", "home"}
+    assert set(os.listdir(tmp_path)) - before <= {"root", "fleet", "fleet2", "ansible-home", "home", "python3.6"}
+
+
+def test_the_npd_configmap_is_generated_from_the_plugin_config() -> None:
+    """Issue 22: the ConfigMap is rendered from libdoctor-monitor.json (no hand paste), is what the script writes,
+    and carries the same JSON; the daemonset mounts it by name; every message fits node-problem-detector's 80."""
+    yaml = pytest.importorskip("yaml")
+    script = DEPLOY / "node-problem-detector/make_configmap.py"
+    check = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    (configmap,) = yaml.safe_load_all((DEPLOY / "node-problem-detector/configmap.yaml").read_text())
+    plugin = json.loads((DEPLOY / "node-problem-detector/libdoctor-monitor.json").read_text())
+    assert configmap["kind"] == "ConfigMap" and json.loads(configmap["data"]["libdoctor-monitor.json"]) == plugin
+    daemonset = list(yaml.safe_load_all((DEPLOY / "node-problem-detector/daemonset.yaml").read_text()))
+    assert [d["kind"] for d in daemonset] == ["DaemonSet"]
+    volumes = daemonset[0]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "config", "configMap": {"name": configmap["metadata"]["name"]}} in volumes
+    assert plugin["pluginConfig"]["max_output_length"] == 80
+    assert all(len(c["message"]) <= 80 for c in plugin["conditions"])
