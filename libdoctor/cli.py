@@ -5,7 +5,7 @@ import errno
 import json
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
@@ -115,6 +115,41 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
     return function
 
 
+def _scan_reports(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
+                  dlopen_strings: bool, look_in: tuple[str, ...], no_activate: bool, only: tuple[str, ...],
+                  skip: tuple[str, ...], no_cache: bool = False, symbols: bool = True, probe: bool = False,
+                  libraries_only: bool = False) -> tuple[Any, list, bool]:
+    """What ``scan`` judges: (the facts store, the reports, whether they are the environments found with none
+    active).  Without targets and with no environment active, every environment with a GPU framework; with none,
+    the machine's CUDA installation.  The store is saved when the reports are made of discovered environments."""
+    from .loader.factstore import FactsStore
+    from .scan import run_scan
+    from .targets import active_environment, framework_environments
+
+    check_inputs(targets, (prefix,) if prefix else (), python, caller, look_in)
+    check_options(prefix, python, only, skip)
+    log = get_logger()
+    store = FactsStore() if no_cache else FactsStore.default()
+    if store.load_problem:
+        log.warning("facts cache ignored", problem=store.load_problem)
+    kwargs = dict(store=store, caller=caller, dlopen_strings=dlopen_strings, look_in=look_in, probe=probe,
+                  activate=not no_activate, symbols=symbols, only=only, skip=skip, libraries_only=libraries_only)
+    if not (targets or prefix or python) and not active_environment():
+        with progress("checking the Python environments of this machine"):
+            reports = [run_scan(prefix=p, **kwargs) for p in framework_environments()]
+        if reports:
+            store.save()
+            return store, reports, True
+        report = run_scan(prefix=sys.prefix, **kwargs)  # its own env has no framework: the CUDA install is checked
+        report.discovery.environment = None
+        report.discovery.fallback = ("no Python environment with a GPU framework found (none active; conda's envs, "
+                                     "pyenv's versions, python3 on PATH); checked the machine's CUDA installation")
+    else:
+        with progress("importing the frameworks (--probe)" if probe else "resolving every dependency"):
+            report = run_scan(targets, prefix=prefix, python=python, **kwargs)
+    return store, [report], False
+
+
 @main.command()
 @_target_options
 @click.option("-v", "--verbose", is_flag=True,
@@ -137,35 +172,16 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     Without TARGETS: the GPU frameworks of the active Python environment; with none active, of every
     Python environment on the machine that has one; without any, the machine's CUDA installation.
     """
-    from .loader.factstore import FactsStore
     from .report import render_human, render_summary, to_json
-    from .scan import run_scan
 
-    check_inputs(targets, (prefix,) if prefix else (), python, caller, look_in)
-    check_options(prefix, python, only, skip)
+    store, reports, discovered = _scan_reports(targets, prefix, python, caller, dlopen_strings, look_in, no_activate,
+                                               only, skip, no_cache=no_cache, symbols=not no_symbols, probe=probe,
+                                               libraries_only=libraries_only)
     log = get_logger()
-    store = FactsStore() if no_cache else FactsStore.default()
-    if store.load_problem:
-        log.warning("facts cache ignored", problem=store.load_problem)
-    kwargs = dict(store=store, caller=caller, dlopen_strings=dlopen_strings, look_in=look_in, probe=probe,
-                  activate=not no_activate, symbols=not no_symbols, only=only, skip=skip,
-                  libraries_only=libraries_only)
-    from .targets import active_environment, framework_environments
-
-    if not (targets or prefix or python) and not active_environment():
-        with progress("checking the Python environments of this machine"):
-            reports = [run_scan(prefix=p, **kwargs) for p in framework_environments()]
-        if reports:
-            store.save()
-            _show_reports(reports, as_json, quiet, verbose)
-            sys.exit(EXIT_OK if all(r.healthy for r in reports) else EXIT_PROBLEMS)
-        report = run_scan(prefix=sys.prefix, **kwargs)  # its own env has no framework: the CUDA install is checked
-        report.discovery.environment = None
-        report.discovery.fallback = ("no Python environment with a GPU framework found (none active; conda's envs, "
-                                     "pyenv's versions, python3 on PATH); checked the machine's CUDA installation")
-    else:
-        with progress("importing the frameworks (--probe)" if probe else "resolving every dependency"):
-            report = run_scan(targets, prefix=prefix, python=python, **kwargs)
+    if discovered:
+        _show_reports(reports, as_json, quiet, verbose)
+        sys.exit(EXIT_OK if all(r.healthy for r in reports) else EXIT_PROBLEMS)
+    (report,) = reports
     problem = store.save()
     if problem:
         log.warning("facts cache not saved", problem=problem)
@@ -177,6 +193,29 @@ def scan(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str],
     else:
         render_human(report, sys.stdout, verbose)
     sys.exit(EXIT_OK if report.healthy else EXIT_PROBLEMS)
+
+
+@main.command()
+@_target_options
+@click.option("--redact", is_flag=True, help="Replace the home folder and the user's name (for a public ticket).")
+def report(targets: tuple[str, ...], prefix: Optional[str], python: Optional[str], caller: Optional[str],
+           dlopen_strings: bool, as_json: bool, look_in: tuple[str, ...], no_activate: bool, only: tuple[str, ...],
+           skip: tuple[str, ...], redact: bool) -> None:
+    """A short summary to paste into a bug ticket: OS, glibc, GPU and driver, CUDA installs, each environment's
+    frameworks with the CUDA and cuDNN they were built for and the copies they load, and the verdict (Markdown;
+    --json for the document).  The same judgement as scan, on the same TARGETS."""
+    from .gpu.installs import cuda_installs, os_name
+    from .report import markdown, redacted, redactor, ticket, to_json
+
+    store, reports, _discovered = _scan_reports(targets, prefix, python, caller, dlopen_strings, look_in,
+                                                no_activate, only, skip)
+    store.save()
+    document = ticket([to_json(r) for r in reports], os_name(),
+                      tuple({"path": c.path, "version": c.version} for c in cuda_installs()))
+    if redact:
+        document = redacted(document, redactor())
+    click.echo(json.dumps(document, separators=(",", ":")) if as_json else markdown(document), nl=as_json)
+    sys.exit(EXIT_OK if document["healthy"] else EXIT_PROBLEMS)
 
 
 def check_options(prefix: Optional[str], python: Optional[str], only: tuple[str, ...] = (),
@@ -616,7 +655,8 @@ SCHEMAS = {"scan": ("scan", "scan --json"), "fix": ("fix", "fix --json"),
            "preflight": ("preflight", "preflight --json"), "ps": ("ps", "ps --json"),
            "explain": ("explain", "explain SONAME --json"), "rules": ("rules", "rules --json"),
            "undo": ("lines", "undo RUN-ID|--all --json"), "undo-list": ("runs", "undo --list --json"),
-           "hook": ("lines", "hook install|remove --json"), "systemd": ("lines", "systemd install --json")}
+           "hook": ("lines", "hook install|remove --json"), "systemd": ("lines", "systemd install --json"),
+           "report": ("report", "report --json")}
 
 
 @main.command()

@@ -1,8 +1,10 @@
-"""Human and JSON renderings of a scan and of a fix plan.  Nothing here decides anything: every verdict,
+"""Human and JSON renderings of a scan, of a fix plan and of the bug-ticket summary (``libdoctor report``).  Nothing here decides anything: every verdict,
 cause, grade, hint and next step comes from the diagnosis (``rules.engine``)."""
 from __future__ import annotations
 
+import getpass
 import os
+import platform
 import re
 import sys
 from typing import Any, Optional, TextIO
@@ -651,3 +653,197 @@ def render_plan(report: ScanReport, stream: TextIO = sys.stdout, outcome=None,  
         line = f"before: {plural(before_n, 'problem')}; after: {after_n}; now {later.verdict}"
         out.append(style.good(line) if later.healthy else style.error(line))
     write_lines(stream, out)
+
+# -- the summary for a bug ticket (``libdoctor report``) ------------------------------------------
+# ``collect_env``'s and ``flutter doctor``'s: rendered from ``scan --json`` documents (never a second diagnosis)
+# and the machine's facts (:mod:`.gpu.installs`); Markdown of at most MAX_LINES lines, or JSON (schema ``report``);
+# ``--redact`` replaces the home folder and the user's name wherever they appear.
+
+MAX_LINES = 40
+LOADS_SHOWN = 4  # library families shown per framework (the rest counted)
+
+
+def machine_facts(first_scan: Optional[dict[str, Any]], os_name: Optional[str],
+                  cuda_installs: list[dict[str, Any]]) -> dict[str, Any]:
+    """OS and kernel, glibc, driver and GPUs (as the scan found them) and the CUDA trees (``gpu.installs``)."""
+    env = (first_scan or {}).get("environment", {})
+    driver = env.get("driver") or {}
+    return {"os": os_name, "kernel": platform.release(), "glibc": (env.get("loader") or {}).get("glibc_version"),
+            "driver": {"present": bool(driver.get("present")), "version": driver.get("version"),
+                       "gpus": list(driver.get("gpus") or [])},
+            "cuda_installs": cuda_installs}
+
+
+FAMILY_ORDER = ("cudart", "cudnn", "cublas")  # after the libraries a problem names, the ones tickets ask about
+
+
+def _loads(framework: dict[str, Any], implicated: set[str]) -> list[dict[str, Any]]:
+    """The copy the framework's own loading sequence reaches for each library it expects (None: not found): those
+    a problem of the scan names first, then the CUDA runtime, cuDNN and cuBLAS, then the rest in the scan's order."""
+    loads = [{"soname": e["soname"], "family": e.get("family"), "path": e.get("path") if e.get("found") else None}
+             for e in (framework.get("libraries") or {}).get("expected", [])]
+    listed = {load["soname"] for load in loads}
+    loads += [{"soname": c["soname"], "family": c["soname"].split(".so")[0].removeprefix("lib"), "path": c.get("path")}
+              for c in framework.get("cuda_libraries", []) if c["soname"] not in listed]  # linked or preloaded
+
+    def rank(load: dict[str, Any]) -> tuple[bool, int]:
+        family = load["family"] or ""
+        return load["soname"] not in implicated, FAMILY_ORDER.index(family) if family in FAMILY_ORDER else 9
+
+    return sorted(loads, key=rank)
+
+
+def _environment(doc: dict[str, Any]) -> dict[str, Any]:
+    python_env = (doc.get("environment") or {}).get("python_env") or {}
+    implicated = {p["soname"] for p in doc.get("problems", []) if p.get("soname")}
+    return {
+        "prefix": python_env.get("prefix"),
+        "verdict": doc["verdict"],
+        "healthy": doc["healthy"],
+        "frameworks": [{"name": f["name"], "version": f["version"], "python": f.get("python"),
+                        "built_for": {"cuda": f.get("cuda"), "cudnn": f.get("cudnn")},
+                        "gpu_usable": f.get("gpu_usable"), "loads": _loads(f, implicated)} for f in doc.get("frameworks", [])],
+        "causes": [{"severity": c["severity"], "title": c["title"], "fix": c.get("fix")} for c in doc.get("causes", [])],
+        "next_step": doc.get("next_step"),
+    }
+
+
+def ticket(scan_docs: list[dict[str, Any]], os_name: Optional[str] = None,
+           cuda_installs: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    """The report's document (schema ``report``) from one ``scan --json`` document per environment, with the
+    machine's OS name and CUDA trees (path, version) as :mod:`.gpu.installs` reads them."""
+    environments = [_environment(d) for d in scan_docs]
+    bad = [e for e in environments if not e["healthy"]]
+    if len(environments) == 1:
+        verdict = environments[0]["verdict"]
+    elif bad:
+        verdict = f"not healthy: {len(bad)} of {len(environments)} environments"
+    else:
+        verdict = f"healthy: {len(environments)} environments"
+    return {"schema_version": 1, "libdoctor_version": __version__, "verdict": verdict, "healthy": not bad,
+            "machine": machine_facts(scan_docs[0] if scan_docs else None, os_name, list(cuda_installs)),
+            "environments": environments}
+
+
+# -- redaction ---------------------------------------------------------------------------------
+
+def redactor(home: Optional[str] = None, users: Optional[list[str]] = None):  # noqa: ANN201 - a closure
+    """A function that replaces the home folder with ``~`` and each user name with ``<user>`` in a string."""
+    home = home if home is not None else os.path.expanduser("~")
+    homes = sorted({h.rstrip("/") for h in (home, os.path.realpath(home)) if h and h.rstrip("/")}, key=len,
+                   reverse=True)
+    names = set(users if users is not None else _user_names())
+    names |= {os.path.basename(h) for h in homes}
+    names = {n for n in names if n and len(n) > 1}
+    home_pattern = re.compile("|".join(re.escape(h) + r"(?=/|$|\W)" for h in homes)) if homes else None
+    name_pattern = (re.compile(r"(?<![\w])(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+                               + r")(?![\w])") if names else None)
+    other_homes = re.compile(r"/(home|Users)/[^/\s]+")
+
+    def redact(text: str) -> str:
+        if home_pattern is not None:
+            text = home_pattern.sub("~", text)
+        text = other_homes.sub(r"/\1/<user>", text)
+        return name_pattern.sub("<user>", text) if name_pattern is not None else text
+
+    return redact
+
+
+def _user_names() -> list[str]:
+    names = [os.environ.get("USER", ""), os.environ.get("LOGNAME", "")]
+    try:
+        names.append(getpass.getuser())
+    except (KeyError, OSError):
+        pass
+    return names
+
+
+def redacted(value: Any, redact) -> Any:  # noqa: ANN001
+    """``value`` (a JSON document) with every string passed through ``redact``."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redacted(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {k: redacted(v, redact) for k, v in value.items()}
+    return value
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+def _mark(healthy: bool, warnings: bool = False) -> str:
+    return "[✓]" if healthy and not warnings else "[!]" if healthy else "[✗]"
+
+
+def _driver_line(driver: dict[str, Any]) -> str:
+    if not driver["present"]:
+        return "no NVIDIA driver" + ("" if driver["gpus"] else ", no NVIDIA GPU")
+    gpus = f", {len(driver['gpus'])} GPU{'s' if len(driver['gpus']) != 1 else ''}" if driver["gpus"] else ", no GPU"
+    return f"NVIDIA driver {driver['version'] or '(version unknown)'}{gpus}"
+
+
+def _framework_lines(framework: dict[str, Any], compact: bool) -> list[str]:
+    built = framework["built_for"]
+    parts = [f"CUDA {built['cuda']}" if built["cuda"] else "no CUDA (a CPU build)"]
+    if built["cudnn"]:
+        parts.append(f"cuDNN {built['cudnn']}")
+    usable = {True: "yes", False: "no", None: "not judged"}[framework["gpu_usable"]]
+    out = [f"- **{framework['name']} {framework['version']}**: built for {' and '.join(parts)}; GPU usable: {usable}"]
+    families: dict[str, dict[str, Any]] = {}
+    for load in framework["loads"]:
+        families.setdefault(load["family"] or load["soname"], load)
+    shown = list(families.values())
+    if compact:
+        found = sum(1 for load in shown if load["path"])
+        out.append(f"  - loads {found} of {len(shown)} library families it expects (`libdoctor scan -v` lists them)")
+        return out
+    for load in shown[:LOADS_SHOWN]:
+        out.append(f"  - `{load['soname']}`: {('`' + load['path'] + '`') if load['path'] else 'not found'}")
+    if len(shown) > LOADS_SHOWN:
+        out.append(f"  - and {len(shown) - LOADS_SHOWN} more (`libdoctor scan -v` lists them)")
+    return out
+
+
+def _environment_lines(env: dict[str, Any], compact: bool, alone: bool) -> list[str]:
+    warnings = any(c["severity"] != "error" for c in env["causes"])
+    python = next((f["python"] for f in env["frameworks"] if f.get("python")), None)
+    where = f"`{env['prefix']}`" if env["prefix"] else "this machine"
+    out = ["", f"### {_mark(env['healthy'], warnings)} {where}" + (f" (Python {python})" if python else "")]
+    if not alone:
+        out.append(env["verdict"])
+    for framework in env["frameworks"]:
+        out += _framework_lines(framework, compact)
+    for cause in env["causes"]:
+        if compact and cause["severity"] != "error":
+            continue
+        out.append(f"- {_mark(cause['severity'] != 'error', True)} {cause['title']}")
+        if cause["fix"] and cause["fix"] != env["next_step"]:
+            out.append(f"  - fix: {cause['fix']}")
+    if env["next_step"]:
+        out.append(f"- **next step**: {_as_code(env['next_step'])}")
+    return out
+
+
+def _as_code(step: str) -> str:
+    """A command in backticks; a sentence (which may hold commands in backticks itself) as it is."""
+    return step if "`" in step or ": " in step else f"`{step}`"
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The report as Markdown, at most :data:`MAX_LINES` lines: library lists shortened first, then warnings."""
+    machine = document["machine"]
+    installs = ", ".join(f"`{c['path']}`" + (f" ({c['version']})" if c["version"] else "")
+                         for c in machine["cuda_installs"]) or "none under /usr/local"
+    head = [f"## libdoctor report: {document['verdict']}", "",
+            f"- **OS**: {machine['os'] or 'unknown'}, kernel {machine['kernel']}, glibc {machine['glibc'] or 'unknown'}",
+            f"- **GPU and driver**: {_driver_line(machine['driver'])}",
+            f"- **CUDA installs**: {installs}",
+            f"- **libdoctor**: {document['libdoctor_version']}"]
+    alone = len(document["environments"]) == 1  # its verdict is the report's title
+    for compact in (False, True):
+        lines = head + [line for env in document["environments"] for line in _environment_lines(env, compact, alone)]
+        if len(lines) <= MAX_LINES:
+            break
+    if len(lines) > MAX_LINES:
+        lines = lines[: MAX_LINES - 1] + ["- ... (more in `libdoctor report --json`)"]
+    return "\n".join(escaped(line) for line in lines) + "\n"  # names from files reach a terminal

@@ -95,3 +95,22 @@ def test_onnxruntime_with_wheels_gets_reachability_not_install(tmp_path: Path) -
     assert not [p for p in fixed["problems"] if p["kind"] == "missing" and p["soname"] not in DRIVER]
     logged = " ".join(fixed["probes"][0]["logged"])
     assert "libcublasLt.so.13" not in logged  # with the change, the provider gets past its CUDA libraries
+
+
+@pytest.mark.parametrize("name", ["jax-cuda12", "cupy-ctk", "ort-cuda", "cuda13-host"])
+def test_report_is_short_and_valid_on_real_venvs(name: str) -> None:
+    """Issue 22: ``libdoctor report`` on each real venv: at most 40 lines of Markdown, its verdict the scan's, the
+    JSON valid against the shipped schema."""
+    import jsonschema
+
+    path = venv(name)
+    _code, scanned = scan(path)
+    done = subprocess.run([sys.executable, "-m", "libdoctor", "report", "--env", str(path)], capture_output=True,
+                          text=True, timeout=600)
+    lines = done.stdout.splitlines()
+    assert len(lines) <= 40 and lines[0] == f"## libdoctor report: {scanned['verdict']}", done.stdout
+    data = json.loads(subprocess.run([sys.executable, "-m", "libdoctor", "report", "--env", str(path), "--json"],
+                                     capture_output=True, text=True, timeout=600).stdout)
+    schema = json.loads((Path(__file__).resolve().parent.parent / "libdoctor/schemas/report.json").read_text())
+    jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
+    assert [f["name"] for f in data["environments"][0]["frameworks"]] == [f["name"] for f in scanned["frameworks"]]

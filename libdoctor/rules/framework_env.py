@@ -9,23 +9,12 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
-from typing import Optional
 
-from ..loader.plainfiles import read_text
 from ..gpu.driver import parse_version
 from ..gpu.frameworks import tf_table_row
+from ..gpu.installs import toolkit_version
 from .base import Finding, RuleContext, RuleResult, SimpleRule
-
-
-def toolkit_version(root: str) -> Optional[str]:
-    """A toolkit's CUDA version from ``include/cuda.h`` (``#define CUDA_VERSION 13000``), read not run."""
-    match = re.search(r"#define\s+CUDA_VERSION\s+(\d+)", read_text(os.path.join(root, "include", "cuda.h")) or "")
-    if not match:
-        return None
-    value = int(match.group(1))
-    return f"{value // 1000}.{value % 1000 // 10}"
 
 
 def _python_fits(versions: str, python: str) -> bool:
