@@ -9,7 +9,8 @@ subprocess, 10 s limit; a crash by signal is a failure) and libdoctor (``Resolve
 root).  Mutations: byte flips biased to the ELF and program headers, the dynamic segment and the
 version tables, plus truncations.  Prints the agreement, the hangs, the tracebacks and the
 disagreements by kind.  Not a timing.  ``--bind`` judges as ``ldd -r`` does: the loader started on the root with
-``LD_TRACE_LOADED_OBJECTS=1 LD_BIND_NOW=yes LD_WARN=yes`` (every symbol and version bound, each failure printed), libdoctor with
+``LD_TRACE_LOADED_OBJECTS=1 LD_BIND_NOW=yes LD_WARN=yes`` (every symbol and version bound, each failure printed),
+libdoctor with
 its symbol binding (``unbound_symbols``), every version problem and its relocation model (``relocation_error``).
 """
 from __future__ import annotations
@@ -54,7 +55,8 @@ def build_seeds(folder: Path) -> list[Path]:
     (folder / "v.map").write_text("VERS_1 { global: f; local: *; };\n")
     seeds = [
         _gcc(folder / "plain.so", "int f(void) { return 1; }\n", "-shared", "-fPIC"),
-        _gcc(folder / "versioned.so", "#include <string.h>\nint f(char *d, const char *s) { return (int) strlen(strcpy(d, s)); }\n",
+        _gcc(folder / "versioned.so",
+             "#include <string.h>\nint f(char *d, const char *s) { return (int) strlen(strcpy(d, s)); }\n",
              "-shared", "-fPIC", f"-Wl,--version-script={folder / 'v.map'}", "-Wl,-soname,libmut.so",
              "-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN/sub"),
         _gcc(folder / "needs.so", "#include <math.h>\ndouble f(double x) { return cos(x); }\n", "-shared", "-fPIC",
@@ -224,7 +226,8 @@ def sweep(cases: int, seed: int, work: Path, show: int = 0, bind: bool = False) 
         if loader_says == "timeout":
             counts["loader timeout"] += 1
         if not agree:
-            key = f"loader {'ok' if loader_ok else loader_says[:70]!s} / libdoctor {'ok' if mine_ok else str(mine_says)[:70]}"
+            theirs, mine = "ok" if loader_ok else loader_says[:70], "ok" if mine_ok else str(mine_says)[:70]
+            key = f"loader {theirs} / libdoctor {mine}"
             kinds[key] += 1
             if len(examples) < show:
                 kept = work / "disagreements" / f"case{number}-{how}.so"

@@ -20,16 +20,22 @@ from tests.conftest import ldso_trace, loader_env, predicted_entries
 
 info = probe_loader()
 env = Environment.from_process(environ=loader_env(), cwd='/tmp', loader=info).replace(preload_file=())
-store = FactsStore(); r = Resolver(env, store)
+store = FactsStore()
+r = Resolver(env, store)
 paths = [p for d in sys.argv[1:] for p in sorted(glob.glob(d + '/*')) if os.path.isfile(p) and not os.path.islink(p)]
-checked = agree = 0; bad = []
+checked = agree = 0
+bad = []
 for p in paths:
     f = store.get_path(p)
-    if not getattr(f, 'dynamic', False) or f.e_type not in (ET_DYN, ET_EXEC) or f.elf_class != 64: continue
+    if not getattr(f, 'dynamic', False) or f.e_type not in (ET_DYN, ET_EXEC) or f.elf_class != 64:
+        continue
     t = ldso_trace(info, p, '/tmp')
-    if t.returncode not in (0, 1) or 'error while loading' in t.stderr: continue
+    if t.returncode not in (0, 1) or 'error while loading' in t.stderr:
+        continue
     checked += 1
     mine = sorted(predicted_entries(r.load(p, MODE_LIST)), key=str)
-    if mine == sorted(t.entries, key=str): agree += 1
-    else: bad.append(p)
+    if mine == sorted(t.entries, key=str):
+        agree += 1
+    else:
+        bad.append(p)
 print(f"{checked} objects compared, {agree} agree; disagreements: {bad[:5]}")

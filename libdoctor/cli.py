@@ -539,7 +539,8 @@ def _render_preflight(result, stream) -> None:  # noqa: ANN001
     marks = {"ok": style.ok, "partial": style.warn, "missing": style.bad, "crashed": style.crash}
     lines = [f"libdoctor preflight: {result.shown_command} (profile {result.profile}, "
              f"env {result.prefix or 'none'})",
-             f"    LD_LIBRARY_PATH it starts with: {result.ld_library_path if result.ld_library_path is not None else '(not set)'}"]
+             "    LD_LIBRARY_PATH it starts with: "
+             + (result.ld_library_path if result.ld_library_path is not None else "(not set)")]
     for check in result.results:
         mark = marks.get(check.status, "[?]")
         mark = style.good(mark) if check.status == "ok" else style.error(mark) if check.blocking else mark

@@ -71,6 +71,7 @@ class UnsupportedError(ElfError):
     """Valid ELF of a kind libdoctor does not read (big-endian 64-bit on x86 hosts, say)."""
 
     kind = "unsupported"
+    loader_skips = False  # a class other than the host's: the loader skips the file instead of failing
 
 
 class UsageError(LibdoctorError):

@@ -1,5 +1,6 @@
-"""Human and JSON renderings of a scan, of a fix plan and of the bug-ticket summary (``libdoctor report``).  Nothing here decides anything: every verdict,
-cause, grade, hint and next step comes from the diagnosis (``rules.engine``)."""
+"""Human and JSON renderings of a scan, of a fix plan and of the bug-ticket summary (``libdoctor report``).
+Nothing here decides anything: every verdict, cause, grade, hint and next step comes from the diagnosis
+(``rules.engine``)."""
 from __future__ import annotations
 
 import getpass
@@ -400,7 +401,8 @@ def detail_lines(report: ScanReport, style: Style) -> list[str]:
         env = discovery.environment
         names = ", ".join(f"{f.name} {f.version}" for f in discovery.frameworks) or "no GPU framework"
         out.append(f"environment {env.prefix} (python: {env.python or 'not found'}): {names}")
-    out.append(f"LD_LIBRARY_PATH as judged: {report.env.ld_library_path if report.env.ld_library_path is not None else '(not set)'}")
+    judged = report.env.ld_library_path
+    out.append(f"LD_LIBRARY_PATH as judged: {judged if judged is not None else '(not set)'}")
     for activation in report.activations:
         changes = ", ".join(f"{name}={value}" if value is not None else f"unset {name}"
                             for name, value in activation.changes) or "nothing libdoctor looks at"
@@ -702,8 +704,10 @@ def _environment(doc: dict[str, Any]) -> dict[str, Any]:
         "healthy": doc["healthy"],
         "frameworks": [{"name": f["name"], "version": f["version"], "python": f.get("python"),
                         "built_for": {"cuda": f.get("cuda"), "cudnn": f.get("cudnn")},
-                        "gpu_usable": f.get("gpu_usable"), "loads": _loads(f, implicated)} for f in doc.get("frameworks", [])],
-        "causes": [{"severity": c["severity"], "title": c["title"], "fix": c.get("fix")} for c in doc.get("causes", [])],
+                        "gpu_usable": f.get("gpu_usable"), "loads": _loads(f, implicated)}
+                       for f in doc.get("frameworks", [])],
+        "causes": [{"severity": c["severity"], "title": c["title"], "fix": c.get("fix")}
+                   for c in doc.get("causes", [])],
         "next_step": doc.get("next_step"),
     }
 
@@ -835,7 +839,8 @@ def markdown(document: dict[str, Any]) -> str:
     installs = ", ".join(f"`{c['path']}`" + (f" ({c['version']})" if c["version"] else "")
                          for c in machine["cuda_installs"]) or "none under /usr/local"
     head = [f"## libdoctor report: {document['verdict']}", "",
-            f"- **OS**: {machine['os'] or 'unknown'}, kernel {machine['kernel']}, glibc {machine['glibc'] or 'unknown'}",
+            f"- **OS**: {machine['os'] or 'unknown'}, kernel {machine['kernel']}, "
+            f"glibc {machine['glibc'] or 'unknown'}",
             f"- **GPU and driver**: {_driver_line(machine['driver'])}",
             f"- **CUDA installs**: {installs}",
             f"- **libdoctor**: {document['libdoctor_version']}"]

@@ -131,7 +131,8 @@ def test_tensorflow_2_15_resolves_through_its_runpath(elf: ElfFactory, judge: Ju
     assert set(vias.values()) == {"runpath"}
     driver_present = report.driver is not None and report.driver.present
     if not driver_present:
-        assert report.frameworks[0].because.startswith("no NVIDIA driver: TensorFlow registers no GPU and runs on the CPU")
+        because = report.frameworks[0].because
+        assert because.startswith("no NVIDIA driver: TensorFlow registers no GPU and runs on the CPU")
     os.unlink(site / "nvidia/cudnn/lib/libcudnn.so.8")
     report = scan_env(judge, prefix)
     missing = next(p for p in report.problems if p.soname == "libcudnn.so.8")
@@ -257,3 +258,23 @@ int load(int i) { return dlopen(names[i], RTLD_NOW) != 0; }
     lib = elf.lib("libcaller.so", body=body, extra=["-ldl"])
     assert {"libcudnn.so.7", "libcublas.so.10.0", "libfoo.so"} <= probable_dlopen_names(str(lib))
     assert "not a library" not in probable_dlopen_names(str(lib))
+
+
+def test_requirement_markers_are_evaluated_for_this_host_and_the_envs_python(tmp_path: Path) -> None:
+    """Issue 22: a framework's pins are read with their markers (``packaging``): a pin for another machine or
+    another Python is never offered; the extra a pin belongs to (``and-cuda``) does not hide it."""
+    import platform
+
+    from libdoctor.gpu.frameworks.base import requirements
+
+    other = "aarch64" if platform.machine() == "x86_64" else "x86_64"
+    site = tmp_path / "lib/python3.6/site-packages"
+    site.mkdir(parents=True)
+    dist_info(site, "tensorflow", "2.12.0", [], requires=(
+        f'nvidia-cublas-cu11 (==11.11.3.6); extra == "and-cuda" and platform_machine == "{platform.machine()}"',
+        f'nvidia-cudnn-cu11 (==8.6.0.163); extra == "and-cuda" and platform_machine == "{other}"',
+        'nvidia-cufft-cu11==10.9.0.58; python_version < "3.8"',
+        'nvidia-curand-cu11==10.3.0.86; python_version >= "3.8"',
+        "numpy>=1.22"))
+    found = requirements(str(site / "tensorflow-2.12.0.dist-info"))
+    assert [r.split("==")[0] for r in found] == ["nvidia-cublas-cu11", "nvidia-cufft-cu11"], found

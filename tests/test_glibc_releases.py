@@ -37,7 +37,8 @@ class Release:
 
     def run(self, *argv: str, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess:
         command = list(argv) if self.root == Path("/") else ["/usr/sbin/chroot", str(self.root), *argv]
-        return subprocess.run(command, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})}, capture_output=True, text=True,
+        return subprocess.run(command, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})},
+                              capture_output=True, text=True,
                               timeout=120)
 
     def gcc(self, *args: str) -> None:
@@ -195,7 +196,8 @@ def test_a_version_need_met_by_an_object_loaded_under_its_name(release: Release,
     write(release, f"{case}/ver.c", "int v(void) { return 0; }\n")
     write(release, f"{case}/user.c", "int v(void);\nint u(void) { return v(); }\n")
     write(release, f"{case}/main.c", "int u(void);\nint v(void);\nint main(void) { return u() + v(); }\n")
-    release.gcc("-shared", "-fPIC", "-o", f"{case}/lib/libver.so", f"{case}/ver.c", f"-Wl,--version-script={case}/ver.map",
+    release.gcc("-shared", "-fPIC", "-o", f"{case}/lib/libver.so", f"{case}/ver.c",
+                f"-Wl,--version-script={case}/ver.map",
                 "-Wl,-soname,libver.so")
     release.gcc("-shared", "-fPIC", "-o", f"{case}/lib/libuser.so", f"{case}/user.c", f"{case}/lib/libver.so",
                 "-Wl,-soname,libuser.so")

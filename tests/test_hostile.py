@@ -530,7 +530,7 @@ def test_a_path_component_swapped_for_a_link_between_plan_and_apply_gets_nothing
     for trial in range(50):
         delay = chance.choice([0.0, 0.0005, 0.002, 0.005, None])  # None: swapped before apply starts
 
-        def swap() -> None:
+        def swap(delay: "float | None" = delay) -> None:
             if delay:
                 clock.sleep(delay)
             folder.rename(aside)

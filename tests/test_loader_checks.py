@@ -58,7 +58,8 @@ def set_dynamic(data: bytearray, tag: int, new_tag: int | None = None, value: in
 def pair(elf: ElfFactory, tmp_path: Path):  # noqa: ANN201 - (root, the dependency's path)
     """A root library needing libdep.so (RUNPATH $ORIGIN), and a real libdep.so to spoil."""
     dep = elf.lib(tmp_path / "libdep.so", defines=["h"], version_script={"DEP_1": ["h", "copy"]},
-                  body="#include <string.h>\nvoid *copy(void *d, const void *s, size_t n) { return memcpy(d, s, n); }\n")
+                  body="#include <string.h>\n"
+                       "void *copy(void *d, const void *s, size_t n) { return memcpy(d, s, n); }\n")
     root = elf.lib(tmp_path / "libroot.so", calls=["h"], link=[dep], runpath="$ORIGIN")
     return root, dep
 

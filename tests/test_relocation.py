@@ -22,7 +22,8 @@ from libdoctor.loader.relocation import _walk, relocate, relocation_error
 from .conftest import loader_env, needs_gcc
 
 pytestmark = needs_gcc
-BODY = "int g(void) { return 7; }\nint counter;\nint *where(void) { return &counter; }\nint h(void) { return g() + 1; }\n"
+BODY = ("int g(void) { return 7; }\nint counter;\nint *where(void) { return &counter; }\n"
+        "int h(void) { return g() + 1; }\n")
 
 
 def _library(elf, name: str = "libdamaged.so") -> Path:

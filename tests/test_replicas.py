@@ -363,7 +363,8 @@ def test_torch_1_12_bundled_cudnn_shadowed_by_ld_library_path(elf: ElfFactory, j
     cudnn = cudnn8(elf, bundled, "8.3.2", real=False)
     cudart = lib(elf, bundled, "libcudart.so.11.0", defines=("cudaMalloc",))
     elf.lib(bundled / "libtorch_global_deps.so", calls=["cudaMalloc"], link=[cudart], runpath="$ORIGIN")
-    elf.lib(bundled / "libtorch_cuda.so", calls=["cudaMalloc", "cudnnGetVersion"], link=[cudart, cudnn], runpath="$ORIGIN")
+    elf.lib(bundled / "libtorch_cuda.so", calls=["cudaMalloc", "cudnnGetVersion"], link=[cudart, cudnn],
+            runpath="$ORIGIN")
     record_files(site, "torch")
     old = tmp_path / "public/apps/cudnn/v8.0.3.33-cuda.11.0/cuda/lib64"
     cudnn8(elf, old, "8.0.3")

@@ -280,7 +280,8 @@ def test_a_provider_without_version_information_aborts_the_run(elf: ElfFactory, 
 
 
 def test_nodeflib_skips_cache_and_system_folders(elf: ElfFactory, judge: Judge, tmp_path: Path) -> None:
-    user = elf.lib("app/libuser.so", extra=["-Wl,-z,nodefaultlib", "-Wl,--no-as-needed", "-lz"], body="int z_user(void){return 0;}")
+    user = elf.lib("app/libuser.so", extra=["-Wl,-z,nodefaultlib", "-Wl,--no-as-needed", "-lz"],
+                   body="int z_user(void){return 0;}")
     result, trace = judge.compare(user, tmp_path)
     assert trace.mapping()["libz.so.1"] is None
     missing = next(r for r in result.resolutions if r.name == "libz.so.1")

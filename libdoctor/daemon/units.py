@@ -91,7 +91,8 @@ def install_config(dest: str, environments: list[str]) -> str:
     happened."""
     path = config_path(dest)
     if path is None:
-        return f"no configuration written: {os.path.abspath(dest)} is not a systemd unit folder (the units read /{CONFIG})"
+        return (f"no configuration written: {os.path.abspath(dest)} is not a systemd unit folder "
+                f"(the units read /{CONFIG})")
     if os.path.exists(path):
         return f"kept {path} (it exists)"
     make_folders(os.path.dirname(path), 0o755)

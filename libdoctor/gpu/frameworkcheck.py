@@ -80,7 +80,8 @@ def _counts(sources: tuple[tuple[str, str, str], ...]) -> str:
     for _soname, _path, via in sources:
         counts[via] = counts.get(via, 0) + 1
     words = {"preload": "preloaded by path", "loaded": "already loaded"}
-    return ", ".join(f"{n} {words.get(via, 'through ' + via)}" for via, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{n} {words.get(via, 'through ' + via)}" for via, n in ranked)
 
 
 def machine_driver(env: Environment, root: Optional[str] = None, resolver: Optional[Resolver] = None) -> DriverInfo:
@@ -266,10 +267,10 @@ def cuda_sources(closures: tuple[LoadResult, ...], checks: tuple[ExpectedCheck, 
             if CUDA_NAME.match(name) and obj.realpath not in sources:
                 sources[obj.realpath] = (obj.facts.soname or name, obj.path, obj.via)
     for check in checks:
-        path = check.path
-        if check.found and path and os.path.realpath(path) not in sources:
+        found_at = check.path
+        if check.found and found_at and os.path.realpath(found_at) not in sources:
             via = next((r.via for r in check.result.resolutions if r.name == check.lib.soname), "?")
-            sources[os.path.realpath(path)] = (check.lib.soname, path, via)
+            sources[os.path.realpath(found_at)] = (check.lib.soname, found_at, via)
     return tuple(sources.values())
 
 
@@ -292,7 +293,7 @@ def fitting_packages(soname: Optional[str], frameworks: list[FrameworkReport]) -
             continue
         for requirement in info.requirements if wheel else ():
             spec = requirement.partition(";")[0].strip()
-            if re.match(rf"{re.escape(wheel)}(-cu\d+)?\b", spec):
+            if wheel and re.match(rf"{re.escape(wheel)}(-cu\d+)?\b", spec):
                 hints.append(f"pip install '{spec}'")
             elif extra and spec.startswith("cuda-toolkit[") and extra in spec.split("]", 1)[0]:
                 hints.append(f"pip install 'cuda-toolkit[{extra}]{spec.split(']', 1)[1]}'")

@@ -132,7 +132,8 @@ def _too_old(wanted: str, path: str, rule: VersionRule, who: str) -> Optional[Im
     why = rule.compared(found.version) if found else None
     if found is None or why is None:
         return None
-    display = record(rule.family).display if record(rule.family) else rule.family
+    known = record(rule.family)
+    display = known.display if known else rule.family
     return Impostor(wanted, path, f"{wanted} ({display} {found.text})", "error",
                     f"{display} {why} ({rule.source}; this copy's version from {found.source}): {rule.check}",
                     link_chain(path), kind="too-old")
@@ -211,7 +212,7 @@ def _built_major(own: str, built: "BuiltFor") -> bool:
     family = family_of(own)
     if family == "cudnn":
         return bool(built.cudnn) and soname_major(own) == (built.cudnn or (None,))[0]
-    return bool(family and built.cuda) and soname_for(family, built.cuda or "") == own
+    return bool(family and built.cuda) and soname_for(family or "", built.cuda or "") == own
 
 
 def _checked_version(wanted: str, path: str, built: Optional["BuiltFor"]) -> str:

@@ -190,6 +190,6 @@ def compare_versions(framework: FrameworkReport, asked: list[tuple[str, str, str
                             f"{'.'.join(map(str, said))}")
         rule = rule_for(framework.info.version_rules, family)
         verdict = rule.compared(said) if rule else None
-        if verdict:
+        if verdict and rule:
             findings.append(f"{os.path.basename(path)} says {'.'.join(map(str, said))}: {verdict} ({rule.source})")
     return tuple(versions), findings

@@ -629,7 +629,8 @@ def _read_facts(reader: _Reader, head: bytes) -> ElfFacts:
     interp = None
     if layout.interp is not None:
         offset, size = layout.interp
-        interp = reader.read(offset, min(size, 4096), "interpreter").split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        raw = reader.read(offset, min(size, 4096), "interpreter").split(b"\0", 1)[0]
+        interp = raw.decode("utf-8", "surrogateescape")
     if header["e_type"] not in (ET_DYN, ET_EXEC):  # open_verify refuses it before mapping anything
         return ElfFacts(**header, interp=interp, dynamic=layout.dynamic is not None)
     problem = mapping_error(layout, reader.size)

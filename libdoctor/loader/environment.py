@@ -10,7 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from .ldcache import CacheError, CacheLookup, LdCache, load_ld_cache
 from .ldconf import LdConf, parse_ld_conf
@@ -100,7 +100,7 @@ class Environment:
             cache_problem=problem,
         )
 
-    def replace(self, **changes: object) -> "Environment":
+    def replace(self, **changes: Any) -> "Environment":
         return dataclasses.replace(self, **changes)
 
     def with_search_folders(self, folders: Iterable[str], front: Iterable[str] = ()) -> "Environment":

@@ -154,7 +154,8 @@ def _extensions(data: bytes, base: int, ext_offset: int) -> tuple[Optional[str],
     magic, count = struct.unpack_from("<II", data, ext_offset)
     if magic != EXTENSION_MAGIC or count > 1024:
         return None, ()
-    generator, hwcaps = None, ()
+    generator: Optional[str] = None
+    hwcaps: tuple[str, ...] = ()
     for i in range(count):
         pos = ext_offset + 8 + 16 * i
         if pos + 16 > len(data):

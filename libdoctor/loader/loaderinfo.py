@@ -200,7 +200,7 @@ def _decode_info(fields: dict) -> LoaderInfo:
     """A cached LoaderInfo, every field checked by type (anything else raises)."""
     def text(value: object, optional: bool = False) -> Optional[str]:
         if (value is None and optional) or isinstance(value, str):
-            return value  # type: ignore[return-value]
+            return value
         raise TypeError("not a string")
 
     def texts(value: object) -> tuple[str, ...]:

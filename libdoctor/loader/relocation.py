@@ -141,7 +141,8 @@ class _Writable:
 
 
 def _entries(image: _Image, start: int, count: Optional[int]) -> Iterator[tuple[array, array]]:
-    """The entries as 64-bit words and as 32-bit halves (r_info's type at 2 mod 6, its symbol at 3), in chunks; ``count`` None: until memory ends.  A chunk
+    """The entries as 64-bit words and as 32-bit halves (r_info's type at 2 mod 6, its symbol at 3), in chunks;
+    ``count`` None: until memory ends.  A chunk
     ends where readable memory does; the entry that crosses into unreadable memory raises (the loader's fault)."""
     done = 0
     address = start
@@ -455,7 +456,8 @@ def _walk(path: str, lazy: bool) -> Relocation:
         if facts.load_error or facts.late_error:
             return Relocation(None)  # the loader stops before relocating: the dependency facts say why
         tags = dict(_dynamic_entries(reader, layout))
-        versions = {v.index & 0x7FFF: (v.name, v.file) for v in facts.version_needs}
+        versions: dict[int, tuple[str, Optional[str]]] = {v.index & 0x7FFF: (v.name, v.file)
+                                                         for v in facts.version_needs}
         versions.update({d.index & 0x7FFF: (d.name, None) for d in facts.version_defs})
         versions_high = max(versions, default=0)  # _dl_check_map_versions' ndx_high
         bind_now = (DT_BIND_NOW in tags or tags.get(DT_FLAGS, 0) & DF_BIND_NOW

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .elffacts import ET_EXEC, PATH_MAX, ElfFacts, LoaderVerdict, loader_verdict
-
-NAME_MAX = 255
 from .environment import Environment
 from .factstore import FactsStore
 from .fsview import FileView, Probe
 from .searchpath import expand_dst, join, origin_of, origin_of_executable, search_folders
+
+NAME_MAX = 255
 
 # Source tags, in the order glibc consults them.
 RPATH = "rpath"
@@ -268,17 +268,17 @@ class Resolver:
                 obj.via = PRELOAD
                 state.load_dependencies(start)
         requester = main
-        for path in (loaded_by, via):
-            if path is None:
+        for hop in (loaded_by, via):
+            if hop is None:
                 continue
-            known = state.loaded_file(path)
+            known = state.loaded_file(hop)
             if known is not None:
                 requester = known
                 continue
             start = len(state.objects)
-            resolution, obj = state.map_object(requester, path, depth=requester.depth + 1)
+            resolution, obj = state.map_object(requester, hop, depth=requester.depth + 1)
             if obj is None:
-                return state.result(target, MODE_DLOPEN, start, root_error=f"{path}: {resolution.error}")
+                return state.result(target, MODE_DLOPEN, start, root_error=f"{hop}: {resolution.error}")
             state.load_dependencies(start)
             requester = obj
         first_new = len(state.objects)

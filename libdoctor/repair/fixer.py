@@ -133,7 +133,8 @@ export LD_LIBRARY_PATH="{search_path_value(front, back)}"
 def deactivation_sh() -> str:
     return f"""{MARKER}
 if [ -n "${{_LIBDOCTOR_ACTIVE+x}}" ]; then
-    if [ "${{_LIBDOCTOR_SAVED_LD_LIBRARY_PATH+set}}" = set ]; then export LD_LIBRARY_PATH="$_LIBDOCTOR_SAVED_LD_LIBRARY_PATH"
+    if [ "${{_LIBDOCTOR_SAVED_LD_LIBRARY_PATH+set}}" = set ]; then
+        export LD_LIBRARY_PATH="$_LIBDOCTOR_SAVED_LD_LIBRARY_PATH"
     else unset LD_LIBRARY_PATH; fi
     unset _LIBDOCTOR_SAVED_LD_LIBRARY_PATH _LIBDOCTOR_ACTIVE
 fi

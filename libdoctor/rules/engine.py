@@ -26,7 +26,10 @@ from .missing_soname import stale_conf_folders
 SEVERITY_ORDER = {"error": 0, "warning": 1, "note": 2}
 
 
-def diagnose(report: ScanReport, store: FactsStore, placement: Placement, policy: Policy = Policy(),
+DEFAULT_POLICY = Policy()  # frozen: one shared default
+
+
+def diagnose(report: ScanReport, store: FactsStore, placement: Placement, policy: Policy = DEFAULT_POLICY,
              our_links: Callable[[], Mapping[str, str]] = lambda: {}, grade: bool = True) -> Diagnosis:
     """The diagnosis; ``grade=False`` stops before grading repairs (the findings, the causes and the verdict
     are the same: the daemon says what broke at once, and grades only when it is to heal)."""

@@ -195,7 +195,8 @@ class Grader:
 
     def _judge_moved(self, name: str, before: str, provider: LoadedObject, who: str, built: Optional[BuiltFor],
                      verdict: "_Verdict") -> None:
-        verdict.judge(name, provider, built, f"{name} would come from {provider.realpath} instead of {before} for {who}")
+        verdict.judge(name, provider, built,
+                      f"{name} would come from {provider.realpath} instead of {before} for {who}")
 
     def _judge_symbols(self, old: LoadResult, new: LoadResult, changed: list[str], names: set[str],
                        verdict: "_Verdict") -> None:

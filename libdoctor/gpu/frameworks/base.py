@@ -98,9 +98,32 @@ def read_text(path: str, limit: int = 1 << 20) -> Optional[str]:
 
 
 def requirements(dist_info: str) -> tuple[str, ...]:
+    """The Requires-Dist lines naming NVIDIA wheels that apply to this host and the environment's Python (their
+    markers evaluated with ``packaging``: an x86-only pin is never offered on arm64); any extra counts."""
     text = read_text(os.path.join(dist_info, "METADATA")) or read_text(os.path.join(dist_info, "PKG-INFO")) or ""
-    return tuple(modern_requirement(line.split(":", 1)[1].strip()) for line in text.splitlines()
-                 if line.startswith("Requires-Dist:") and re.search(r"nvidia|cuda-toolkit", line))
+    python = python_version_of(os.path.dirname(dist_info))
+    found = (modern_requirement(line.split(":", 1)[1].strip()) for line in text.splitlines()
+             if line.startswith("Requires-Dist:") and re.search(r"nvidia|cuda-toolkit", line))
+    return tuple(r for r in found if applies(r, python))
+
+
+def applies(requirement: str, python: Optional[str] = None) -> bool:
+    """Whether ``requirement``'s marker holds on this machine for Python ``python`` (default: this one), for the
+    extra it names if any; a requirement ``packaging`` cannot parse is kept (the pin is shown, not acted on)."""
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        marker = Requirement(requirement).marker
+    except InvalidRequirement:
+        return True
+    if marker is None:
+        return True
+    environment: dict[str, str] = {key: str(value) for key, value in default_environment().items()}
+    if python:
+        environment.update(python_version=python, python_full_version=f"{python}.0")
+    extras = re.findall(r"extra\s*==\s*['\"]([^'\"]+)['\"]", str(marker)) or [""]
+    return any(marker.evaluate({**environment, "extra": extra}) for extra in extras)
 
 
 def modern_requirement(requirement: str) -> str:

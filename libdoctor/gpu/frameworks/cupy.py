@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+from functools import partial
 import re
 from typing import Optional
 
@@ -44,7 +45,7 @@ def cuda_major_of(name: str, site: str) -> Optional[int]:
         config = parse_json(read_text(os.path.join(site, "cupy", ".data", "_wheel.json")) or "{}")
     except ValueError:
         return None
-    found = re.match(r"(\d+)", str(config.get("cuda", "")))
+    found = re.match(r"(\d+)", str(config.get("cuda", "") if isinstance(config, dict) else ""))
     return int(found.group(1)) if found else None
 
 
@@ -70,12 +71,12 @@ def nvrtc_builtins(nvrtc: str, site: str) -> Optional[str]:
 def cupy_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     site = os.path.dirname(framework.location)
     major = cuda_major_of(framework.name, site)
-    base = dict(name=framework.name, version=framework.version, package_dir=os.path.join(site, "cupy"),
+    make = partial(FrameworkInfo, name=framework.name, version=framework.version,
+                   package_dir=os.path.join(site, "cupy"),
                 python_version=python_version_of(site), requirements=requirements(framework.location),
                 optional_objects=optional_objects(framework.files, OPTIONAL_FEATURES))
     if major is None:
-        return FrameworkInfo(flavour=framework.name, cuda=None, cudnn=None, built_from="unknown", cuda_build=None,
-                             **base)
+        return make(flavour=framework.name, cuda=None, cudnn=None, built_from="unknown", cuda_build=None)
     sonames = {family: soname_for(family, f"{major}.0") for family in PATHFINDER_FAMILIES}
     preloads = tuple(p for soname in sonames.values() if soname
                      if (p := pathfinder_file(site, env.prefix, soname, major)))
@@ -89,11 +90,10 @@ def cupy_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
         if os.path.isfile(beside):  # cuda-pathfinder loads it too: a CUDA 13 wheel's NVRTC has no RUNPATH
             preloads += (beside,)
     expected.append(ExpectedLib("libcuda.so.1", "cuda driver", GATE, None))
-    return FrameworkInfo(flavour=f"{framework.name} (CUDA {major}.x)", cuda=f"{major}.x", cudnn=None,
+    return make(flavour=f"{framework.name} (CUDA {major}.x)", cuda=f"{major}.x", cudnn=None,
                          built_from="distribution name", cuda_build=True, expected=tuple(expected), preloads=preloads,
                          on_failure="CuPy cannot compile or run any kernel",
-                         install=f"pip install '{framework.name}[ctk]=={framework.version}'" if major >= 12 else None,
-                         **base)
+                         install=f"pip install '{framework.name}[ctk]=={framework.version}'" if major >= 12 else None)
 
 
 PROBE = """

@@ -14,6 +14,7 @@ Read from the installed files (jax 0.10.2, jax-cuda12-plugin 0.10.2, VERIFIED he
 from __future__ import annotations
 
 import os
+from functools import partial
 import re
 from typing import Optional
 
@@ -57,11 +58,11 @@ def jax_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     major = plugin_major(site)
     plugin_dist = framework.part(rf"jax-cuda{major}-plugin$") if major else None
     reqs = requirements(plugin_dist.location) if plugin_dist else ()
-    base = dict(name=framework.name, version=framework.version, package_dir=os.path.join(site, "jax"),
+    make = partial(FrameworkInfo, name=framework.name, version=framework.version, package_dir=os.path.join(site, "jax"),
                 python_version=python_version_of(site), requirements=reqs)
     if major is None:
-        return FrameworkInfo(flavour="jaxlib (CPU only: no jax-cudaNN-plugin)", cuda=None, cudnn=None,
-                             built_from="jax_plugins (none installed)", cuda_build=False, **base)
+        return make(flavour="jaxlib (CPU only: no jax-cudaNN-plugin)", cuda=None, cudnn=None,
+                             built_from="jax_plugins (none installed)", cuda_build=False)
     plugin_dir = os.path.join(site, "jax_plugins", f"xla_cuda{major}")
     backend = os.path.join(plugin_dir, "xla_cuda_plugin.so")
     versions = os.path.join(site, f"jax_cuda{major}_plugin", "_versions.so")
@@ -83,13 +84,13 @@ def jax_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
                   if (r := requirement_rule(reqs, family, AT_LEAST, check, f"jax-cuda{major}-plugin")) is not None)
     cuda = lower_bound(reqs, "nvidia-cuda-runtime") or f"{major}.0"
     cudnn = lower_bound(reqs, "nvidia-cudnn")
-    return FrameworkInfo(flavour=f"jax-cuda{major}-plugin {plugin_dist.version if plugin_dist else '?'}",
+    return make(flavour=f"jax-cuda{major}-plugin {plugin_dist.version if plugin_dist else '?'}",
                          cuda=cuda, cudnn=cudnn, built_from=f"jax-cuda{major}-plugin requirements", cuda_build=True,
                          expected=tuple(expected), preloads=preloads,
                          on_failure="JAX silently falls back to the CPU", version_rules=rules,
                          sequence=f"jax-cuda{major}-plugin: its NVIDIA wheels preloaded by path, then "
                                   "_check_cuda_versions",
-                         install=f"pip install 'jax[cuda{major}]=={framework.version}'", **base)
+                         install=f"pip install 'jax[cuda{major}]=={framework.version}'")
 
 
 PROBE = """

@@ -11,6 +11,7 @@ create CUDAExecutionProvider" and runs on the CPU.  The TensorRT provider is an 
 from __future__ import annotations
 
 import os
+from functools import partial
 import re
 from typing import Optional
 
@@ -38,12 +39,13 @@ def onnxruntime_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
     reqs = requirements(framework.location)
     cudnn = lower_bound(reqs, "nvidia-cudnn")
     provider = os.path.join(capi, PROVIDER)
-    base = dict(name=framework.name, version=framework.version, package_dir=os.path.join(site, "onnxruntime"),
+    make = partial(FrameworkInfo, name=framework.name, version=framework.version,
+                   package_dir=os.path.join(site, "onnxruntime"),
                 python_version=python_version_of(site), requirements=reqs,
                 optional_objects=optional_objects(framework.files, OPTIONAL_FEATURES))
     if not cuda or not os.path.isfile(provider):
-        return FrameworkInfo(flavour=framework.name, cuda=cuda, cudnn=cudnn, built_from="build_and_package_info.py",
-                             cuda_build=False if not os.path.isfile(provider) else None, **base)
+        return make(flavour=framework.name, cuda=cuda, cudnn=cudnn, built_from="build_and_package_info.py",
+                             cuda_build=False if not os.path.isfile(provider) else None)
     expected = []
     if cudnn:
         expected.append(ExpectedLib(f"libcudnn.so.{cudnn.split('.')[0]}", "cudnn", LAZY, provider))
@@ -52,12 +54,12 @@ def onnxruntime_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
         expected.append(ExpectedLib(cufft, "cufft", OPTIONAL, provider, feature="FFT operators (cuFFT)"))
     major = cuda.split(".")[0]
     extras = "cuda,cudnn" if cudnn else "cuda"
-    return FrameworkInfo(flavour=f"{framework.name} (CUDA {cuda})", cuda=cuda, cudnn=cudnn,
+    return make(flavour=f"{framework.name} (CUDA {cuda})", cuda=cuda, cudnn=cudnn,
                          built_from="capi/build_and_package_info.py", cuda_build=True, expected=tuple(expected),
                          on_failure="ONNX Runtime logs \"Failed to create CUDAExecutionProvider\" and runs on the CPU",
                          install=f"pip install '{framework.name}[{extras}]=={framework.version}'"
                          if int(major) >= 12 else None,
-                         reach="call onnxruntime.preload_dlls() before creating the session", **base)
+                         reach="call onnxruntime.preload_dlls() before creating the session")
 
 
 # A one-node model (Identity) written as protobuf by hand: the probe needs no onnx package.

@@ -48,7 +48,8 @@ TORCH_SEQUENCES = (
                   "(pytorch#94355)", TORCH_2_0_ORDER),
     TorchSequence((2, 6), "torch 2.6-2.9: NVRTC and nvJitLink preloaded after libtorch_global_deps when cudart "
                   "comes from a wheel (pytorch#141063, #145582)", TORCH_2_0_ORDER + (("nvjitlink", "nvJitLink"),),
-                  (("cuda_nvrtc", "nvrtc"), ("nvjitlink", "nvJitLink")), r"/nvidia/(cuda_runtime|cu\d+)/lib/libcudart\.so"),
+                  (("cuda_nvrtc", "nvrtc"), ("nvjitlink", "nvJitLink")),
+                  r"/nvidia/(cuda_runtime|cu\d+)/lib/libcudart\.so"),
     TorchSequence((2, 10), "torch 2.10 and later: every NVIDIA wheel preloaded once cudart is mapped "
                   "(pytorch#167046; cuda-facts 3.2)", TORCH_PRELOAD_ORDER, TORCH_PRELOAD_ORDER, r"/libcudart\.so"),
 )
@@ -105,13 +106,15 @@ def torch_info(framework: Framework, env: PythonEnv) -> FrameworkInfo:
         expected.append(ExpectedLib("libcuda.so.1", "cuda driver", LAZY, None))
     reqs = requirements(framework.location)
     rule = requirement_rule(reqs, "cudnn", SAME_MAJOR_AT_LEAST, CUDNN_CHECK, f"torch {version}")
-    bundled = BUNDLED_CUDNN.get((parse_version(version) or (0, 0))[:2])
+    major_minor = (parse_version(version) or (0, 0))[:2]
+    bundled = BUNDLED_CUDNN.get((major_minor[0], major_minor[1]) if len(major_minor) == 2 else (0, 0))
     if rule is None and bundled and cuda:
         rule = VersionRule("cudnn", parse_version(bundled) or (), SAME_MAJOR_AT_LEAST,
                            f"torch {version} was compiled with cuDNN {bundled} (RELEASE.md)", CUDNN_CHECK)
     plan = torch_plan(site, cuda, version) if cuda else None
     return FrameworkInfo(framework.name, version, flavour, os.path.join(site, "torch"), python_version_of(site),
-                         cuda, cudnn_major, "torch/version.py" if text else "unknown", cuda is not None if text else None,
+                         cuda, cudnn_major, "torch/version.py" if text else "unknown",
+                         cuda is not None if text else None,
                          tuple(expected), plan.every_path if plan else (), reqs,
                          on_failure="torch.cuda.is_available() is False: PyTorch runs on the CPU",
                          version_rules=(rule,) if rule else (), sequence=plan.described if plan else "",

@@ -71,8 +71,7 @@ def tf_build_table() -> tuple[dict, ...]:
 
 def tf_table_row(version: str) -> Optional[dict]:
     wanted = parse_version(version)
-    rows = [r for r in tf_build_table() if parse_version(r["tf_version"]) and wanted
-            and parse_version(r["tf_version"])[:2] == wanted[:2]]
+    rows = [r for r in tf_build_table() if wanted and (parse_version(r["tf_version"]) or ())[:2] == wanted[:2]]
     return rows[0] if rows else None
 
 
