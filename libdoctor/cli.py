@@ -102,7 +102,8 @@ def _target_options(function):  # noqa: ANN001, ANN202 - click decorator plumbin
                      help="Check the lib*.so* strings of each target that imports dlopen (probable dlopen calls; a "
                           "framework's own objects are judged by its load model instead). A name not found is a "
                           "warning, never the verdict."),
-        click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in README.rst)."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Machine-readable output (its schema: libdoctor schema COMMAND)."),
         click.option("--look-in", multiple=True, type=click.Path(),
                      help="Another folder to look in for other versions of missing libraries (repeatable)."),
         click.option("--no-activate", is_flag=True,

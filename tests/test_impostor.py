@@ -27,9 +27,10 @@ def machine(elf: ElfFactory, tmp_path: Path) -> Path:
     return build_machine(elf, tmp_path)
 
 
-def build_machine(elf: ElfFactory, tmp_path: Path) -> Path:
-    """CUDA 10.0 with its own files, CUDA 11.0 and cuDNN 8.0.5 in /usr/lib64, then the field's `ln -s` lines."""
-    root = tmp_path / "machine"
+def build_machine(elf: ElfFactory, tmp_path: Path, root: Path | None = None) -> Path:
+    """CUDA 10.0 with its own files, CUDA 11.0 and cuDNN 8.0.5 in /usr/lib64, then the field's `ln -s` lines (in
+    ``root``, by default ``tmp_path/machine``)."""
+    root = root or tmp_path / "machine"
     lib64 = root / "usr/lib64"
     elf.lib(lib64 / "libcudnn.so.8.0.5", soname="libcudnn.so.8", defines=["cudnnCreate"])
     os.symlink("libcudnn.so.8.0.5", lib64 / "libcudnn.so.8")

@@ -17,7 +17,7 @@ from libdoctor.rules import available_rules
 PACKAGE = Path(libdoctor.__file__).resolve().parent  # the source tree, or site-packages when installed
 SUB_PACKAGES = ("loader", "gpu", "rules", "repair", "daemon", "verdicts")
 BASICS = {"errors", "logs", "files", "__init__"}
-# What each part may import, besides itself and BASICS (README.rst, "Layout", says the same).
+# What each part may import, besides itself and BASICS (docs/layout.rst says the same).
 MAY_IMPORT: dict[str, set[str]] = {
     "loader": set(),
     "gpu": {"loader", "targets"},

@@ -78,7 +78,8 @@ def config_text(environments: list[str]) -> str:
              '# environments = ["/opt/conda/envs/bert"]  # none with a GPU framework was found when this was written\n')
     return ("# libdoctor's configuration, read by libdoctor-watch.service and libdoctor-scan.service.\n"
             "# Written by `libdoctor systemd install` with the Python environments it found that have a GPU\n"
-            "# framework; edit freely, libdoctor never overwrites this file.  Keys: README.rst, \"Configuration\".\n"
+            "# framework; edit freely, libdoctor never overwrites this file.  Keys: docs/watch.rst,\n"
+            "# \"Configuration\".\n"
             "\n# The Python environments (prefixes) whose frameworks to keep healthy:\n" + found +
             "\n# Files or folders to keep healthy as well:\n# targets = [\"/opt/app/lib\"]\n"
             "\n# Repair what is graded safe by itself (off | safe):\nheal = \"off\"\n"

@@ -68,8 +68,13 @@ def cacheable(argv: list[str]) -> bool:
 
 
 def _code_identity() -> list:
-    """libdoctor's own source files: an edited or upgraded libdoctor answers anew."""
+    """libdoctor's own source files: an edited or upgraded libdoctor answers anew (run from the one-file build,
+    the archive itself)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    archive = os.path.dirname(root)
+    if not os.path.isdir(root) and os.path.isfile(archive):  # libdoctor.pyz/libdoctor/verdicts/store.py
+        st = os.stat(archive)
+        return [("archive", archive, st.st_size, st.st_mtime_ns, st.st_ctime_ns)]
     found = []
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(s for s in subfolders if s != "__pycache__")
