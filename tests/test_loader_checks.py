@@ -257,3 +257,67 @@ def test_symbols_are_read_through_the_dynamic_sections_address_as_the_loader_rea
                           env=loader_env({"LD_TRACE_LOADED_OBJECTS": "1", "LD_BIND_NOW": "yes", "LD_WARN": "yes"}))
     assert done.returncode == 0 and "undefined symbol" not in done.stdout + done.stderr, done.stdout + done.stderr
     assert unbound_symbols([str(consumer)], [str(consumer), str(provider)]) == []
+
+
+def _bind_now(judge: Judge, root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([judge.info.interpreter, str(root)], capture_output=True, text=True, timeout=30,
+                          env=loader_env({"LD_TRACE_LOADED_OBJECTS": "1", "LD_BIND_NOW": "yes", "LD_WARN": "yes"}))
+
+
+def test_a_bloom_shift_past_the_word_width_binds_as_the_machine_shifts(elf: ElfFactory, judge: Judge) -> None:
+    """DT_GNU_HASH's shift of 70 on x86-64: the loader's ``new_hash >> shift`` on a 64-bit register uses 70 & 63 = 6,
+    so the bloom filter still lets every symbol through (mutation_sweep --bind: libdoctor said undefined)."""
+    from elftools.elf.elffile import ELFFile
+
+    from libdoctor.loader.binding import unbound_symbols
+
+    names = [f"provided_{n}" for n in range(40)]  # enough that a shift taken literally (to 0) misses some
+    provider = elf.lib("lib/libprov.so.1", defines=names)
+    consumer = elf.lib("lib/libuse.so", calls=names, link=[provider], runpath="$ORIGIN")
+    with provider.open("rb") as handle:
+        at = ELFFile(handle).get_section_by_name(".gnu.hash")["sh_offset"]
+    data = bytearray(provider.read_bytes())
+    shift, = struct.unpack_from("<I", data, at + 12)
+    struct.pack_into("<I", data, at + 12, shift + 64)
+    provider.write_bytes(bytes(data))
+    done = _bind_now(judge, consumer)
+    assert done.returncode == 0 and "undefined symbol" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert unbound_symbols([str(consumer)], [str(consumer), str(provider)]) == []
+
+
+def test_a_damaged_verdef_does_not_hide_symbols_from_an_unversioned_lookup(elf: ElfFactory, judge: Judge) -> None:
+    """DT_VERDEF pointing at the dynamic section's zeros: the loader reads the definitions only for a versioned
+    lookup, so an unversioned consumer still binds (libdoctor used to drop the whole provider's table)."""
+    from libdoctor.loader.binding import unbound_symbols
+
+    # no libc: the provider's own relocations are relative ones, which read no version index
+    provider = elf.lib("lib/libprov.so.1", defines=["provided"], version_script={"PROV_1": ["provided"]},
+                       extra=["-nostdlib"])
+    # the consumer needs the provider without a version need (linked against an unversioned stand-in)
+    consumer = elf.lib("lib/libuse.so", calls=["provided"], runpath="$ORIGIN",
+                       link=[elf.stub("libprov.so.1", defines=["provided"])])
+    data = bytearray(provider.read_bytes())
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    dynamic = next(struct.unpack_from("<Q", data, phoff + i * phentsize + 8)[0] for i in range(phnum)
+                   if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 2)
+    vaddr_of_dynamic = next(struct.unpack_from("<Q", data, phoff + i * phentsize + 16)[0] for i in range(phnum)
+                            if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 2)
+    entry = dynamic
+    while True:
+        tag, _value = struct.unpack_from("<qQ", data, entry)
+        if tag == 0:
+            null_at = vaddr_of_dynamic + (entry - dynamic)
+            break
+        entry += 16
+    entry = dynamic
+    while True:
+        tag, _value = struct.unpack_from("<qQ", data, entry)
+        if tag == 0x6FFFFFFC:  # DT_VERDEF -> the DT_NULL entry's zeros
+            struct.pack_into("<Q", data, entry + 8, null_at)
+            break
+        entry += 16
+    provider.write_bytes(bytes(data))
+    done = _bind_now(judge, consumer)
+    assert done.returncode == 0 and "undefined symbol" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert unbound_symbols([str(consumer)], [str(consumer), str(provider)]) == []

@@ -138,14 +138,23 @@ class Exports:
         if DT_SONAME in tags:
             self.soname = reader.cstring(strtab + tags[DT_SONAME], "soname")
         self.needed = tuple(reader.cstring(strtab + value, "needed") for tag, value in entries if tag == DT_NEEDED)
-        self.count = min(_symbol_count(reader, layout, tags), MAX_SYMBOLS)
         self.entry = 24 if layout.elf_class == 64 else 16
         self.symtab_at = layout.offset_of(tags[DT_SYMTAB], "symbol table")
+        try:
+            self.count = min(_symbol_count(reader, layout, tags), MAX_SYMBOLS)
+        except ElfError:  # a damaged hash chain: the loader walks chains only on a lookup; the table's size is
+            # what lies between it and the string table that follows it
+            self.count = min(max(0, (strtab - self.symtab_at) // self.entry), MAX_SYMBOLS)
         self.layout_code = "IBBHQQ" if layout.elf_class == 64 else "IIIBBH"
         self.unpack = struct.Struct(self.fmt + self.layout_code).unpack
         self.versym = (self._array(reader, "H", layout.offset_of(tags[DT_VERSYM], "versym"), self.count, "versym")
                        if DT_VERSYM in tags else array("H"))
-        versions = _version_names(reader, layout, strtab, tags)  # index -> (name, file; None: defined here)
+        try:
+            versions = _version_names(reader, layout, strtab, tags)  # index -> (name, file; None: defined here)
+        except ElfError:
+            # the loader reads the version tables only for a versioned lookup (match_symbol): an unversioned one
+            # still finds the symbol, a versioned one finds no version here (and the loader's check fails)
+            versions = {}
         self.defined_versions = {index: name for index, (name, file) in versions.items() if file is None}
         needs = {index: (name, file) for index, (name, file) in versions.items() if file is not None}
         self._load_hash(reader, layout, tags)
@@ -163,7 +172,9 @@ class Exports:
             self.bloom = self._array(reader, "Q" if word == 8 else "I", at + 16, bloom_size, "GNU hash bloom filter")
             buckets_at = at + 16 + bloom_size * word
             self.buckets = self._array(reader, "I", buckets_at, nbuckets, "GNU hash buckets")
-            self.chains = self._array(reader, "I", buckets_at + 4 * nbuckets, max(0, self.count - self.symoffset),
+            chains_at = buckets_at + 4 * nbuckets
+            self.chains = self._array(reader, "I", chains_at, max(0, min(self.count - self.symoffset,
+                                                                         (reader.size - chains_at) // 4)),
                                       "GNU hash chains")
         elif DT_HASH in tags:
             at = layout.offset_of(tags[DT_HASH], "hash table")
@@ -206,7 +217,8 @@ class Exports:
         if self.gnu and self.bloom:
             value, bits = hashes[0], self.bits
             word = self.bloom[(value // bits) % len(self.bloom)]
-            if (word >> (value % bits)) & (word >> ((value >> self.shift) % bits)) & 1 == 0:
+            # the shift count as the machine applies it to a uint_fast32_t (x86 masks it to the register width)
+            if (word >> (value % bits)) & (word >> ((value >> (self.shift & (bits - 1))) % bits)) & 1 == 0:
                 return False  # the bloom filter says no: the usual answer, at the cost of one word
         if not self.gnu and hashes[1] < 0:
             hashes = (hashes[0], sysv_hash(name))
