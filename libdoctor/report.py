@@ -8,7 +8,7 @@ import os
 import platform
 import re
 import sys
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 from . import __version__
 from .loader.resolver import RPATH, RUNPATH, FolderAttempt, LoadResult, Resolution, SourceAttempt
@@ -731,8 +731,9 @@ def ticket(scan_docs: list[dict[str, Any]], os_name: Optional[str] = None,
 
 # -- redaction ---------------------------------------------------------------------------------
 
-def redactor(home: Optional[str] = None, users: Optional[list[str]] = None):  # noqa: ANN201 - a closure
-    """A function that replaces the home folder with ``~`` and each user name with ``<user>`` in a string."""
+def redactor(home: Optional[str] = None, users: Optional[list[str]] = None) -> Callable[[str], str]:
+    """A function that replaces the home folder with ``~``, other users' homes with ``/home/<user>``, and each
+    user name standing as a path component with ``<user>``, in a string (words of the text are left alone)."""
     home = home if home is not None else os.path.expanduser("~")
     homes = sorted({h.rstrip("/") for h in (home, os.path.realpath(home)) if h and h.rstrip("/")}, key=len,
                    reverse=True)
@@ -740,8 +741,8 @@ def redactor(home: Optional[str] = None, users: Optional[list[str]] = None):  # 
     names |= {os.path.basename(h) for h in homes}
     names = {n for n in names if n and len(n) > 1}
     home_pattern = re.compile("|".join(re.escape(h) + r"(?=/|$|\W)" for h in homes)) if homes else None
-    name_pattern = (re.compile(r"(?<![\w])(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-                               + r")(?![\w])") if names else None)
+    name_pattern = (re.compile(r"(?<=/)(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+                               + r")(?=/|$|[\s`'\",:;)])") if names else None)
     other_homes = re.compile(r"/(home|Users)/[^/\s]+")
 
     def redact(text: str) -> str:
@@ -762,7 +763,7 @@ def _user_names() -> list[str]:
     return names
 
 
-def redacted(value: Any, redact) -> Any:  # noqa: ANN001
+def redacted(value: Any, redact: Callable[[str], str]) -> Any:
     """``value`` (a JSON document) with every string passed through ``redact``."""
     if isinstance(value, str):
         return redact(value)
