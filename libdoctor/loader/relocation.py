@@ -38,7 +38,6 @@ from .elffacts import (
     DT_VERSYM,
     EM_X86_64,
     PF_W,
-    NEIGHBOURS,
     LoaderCrash,
     _down,
     _dynamic_entries,
@@ -67,6 +66,10 @@ ENTRY = 24  # sizeof (Elf64_Rela)
 SYMBOL = 24  # sizeof (Elf64_Sym)
 VERSION_HEAP_WINDOW = 2048  # entries past l_versions still inside the loader's heap (see _version_entry_faults)
 MAX_DEFINED_REFERENCES = 8192  # own symbols one object's relocations look up, checked by name at most
+# how far above its reservation an object's relocation may write or protect (the object loaded just before it
+# lies there): measured with mutation_sweep --bind, 64 KB agrees with the loader more often than elffacts' 1 MB
+# read window (16 seeds, 48,000 cases: 17 more agreements on 8 seeds held out from the choice)
+WRITE_NEIGHBOURS = 1 << 16
 CHUNK = 1 << 18  # bytes of a relocation table read at once
 
 
@@ -111,10 +114,10 @@ class _Writable:
     def __init__(self, layout: _Layout, textrel: bool) -> None:
         self.spans = [(_down(s.vaddr), _up(s.vaddr + s.memsz), textrel or bool(s.flags & PF_W))
                       for s in layout.segments]
-        # just above the reservation lie the objects loaded before this one (measured: writes and mprotect there
-        # go through far more often than not; what they break shows later, not in the loader)
+        # just above the reservation lie the objects loaded before this one: writes and mprotect close above go
+        # through (WRITE_NEIGHBOURS, measured); what they break shows later, not in the loader
         reserved_end = self.spans[-1][1]
-        self.neighbours = (reserved_end, reserved_end + NEIGHBOURS)
+        self.neighbours = (reserved_end, reserved_end + WRITE_NEIGHBOURS)
         # mapped: the reservation from the first segment to the end of the last (holes PROT_NONE) with the
         # neighbours above it, and each segment wherever MAP_FIXED put it
         self.mapped = [(self.spans[0][0], self.neighbours[1])] + [(start, end) for start, end, _w in self.spans]
