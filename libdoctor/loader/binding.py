@@ -35,8 +35,10 @@ from .elffacts import (
     _parse_headers,
     _Reader,
 )
+from .elffacts import ElfFacts, read_elf_facts
 from .factstore import FactsStore, Key, Unfound, key_of
 from .relocation import relocate
+from .versionheap import NO_VERSION, PLAIN, version_past
 from .symbols import MAX_SYMBOLS, STB_WEAK, _open, _symbol_count, _version_names
 
 STB_GLOBAL, STB_GNU_UNIQUE = 1, 10
@@ -72,6 +74,7 @@ class Import(NamedTuple):
     version: Optional[str]
     file: Optional[str]  # the library the version node must come from
     weak: bool
+    version_past: Optional[int] = None  # its version index lies past the object's l_versions (versionheap)
 
 
 class Exports:
@@ -210,8 +213,9 @@ class Exports:
                     version, file = need
             yield Import(names.get(name_at, ""), version, file, binding == STB_WEAK)
 
-    def defines(self, name: bytes, hashes: tuple[int, int], version: Optional[str]) -> bool:
-        """``do_lookup_x`` for one object: is ``name`` (of ``version``) defined here?"""
+    def defines(self, name: bytes, hashes: tuple[int, int], version: Optional[str], exact: bool = False) -> bool:
+        """``do_lookup_x`` for one object: is ``name`` (of ``version``) defined here?  ``exact``: the request is
+        hidden, a definition without a version node does not answer it."""
         if not self.count or not self.buckets:
             return False
         if self.gnu and self.bloom:
@@ -222,7 +226,7 @@ class Exports:
                 return False  # the bloom filter says no: the usual answer, at the cost of one word
         if not self.gnu and hashes[1] < 0:
             hashes = (hashes[0], sysv_hash(name))
-        return any(self._matches(index, name, version) for index in self._candidates(hashes))
+        return any(self._matches(index, name, version, exact) for index in self._candidates(hashes))
 
     def _candidates(self, hashes: tuple[int, int]) -> Iterable[int]:
         if self.gnu:  # the bloom filter was asked first (defines)
@@ -245,7 +249,7 @@ class Exports:
                 index = self.chains[index]
                 seen += 1
 
-    def _matches(self, index: int, name: bytes, version: Optional[str]) -> bool:
+    def _matches(self, index: int, name: bytes, version: Optional[str], exact: bool = False) -> bool:
         name_at, info, _other, shndx, value = self._symbol(index)
         kind, binding = info & 0xF, info >> 4
         if (value == 0 and shndx != SHN_ABS and kind != STT_TLS) or shndx == SHN_UNDEF:
@@ -261,7 +265,7 @@ class Exports:
         if version is None:
             return not entry & VERSYM_HIDDEN or ndx < 2
         defined = self.defined_versions.get(ndx)
-        return defined == version or (defined is None and not entry & VERSYM_HIDDEN)
+        return defined == version or (defined is None and not exact and not entry & VERSYM_HIDDEN)
 
 
 NAME_WINDOW = 1 << 20  # bytes of the string table read at once when collecting names
@@ -331,10 +335,14 @@ class Unbound:
     name: str
     version: Optional[str]
     file: Optional[str]
+    crashes: bool = False  # the loader faults printing the message (a version read past l_versions)
 
     @property
     def message(self) -> str:
-        version = f", version {self.version}" if self.version else ""
+        version = f", version {self.version}" if self.version is not None else ""
+        if self.crashes:
+            return (f"the loader crashes (SIGSEGV) reporting undefined symbol {self.name} (required by "
+                    f"{self.consumer}): its version index lies past the object's version table")
         return f"undefined symbol: {self.name}{version} (required by {self.consumer})"
 
 
@@ -345,6 +353,8 @@ _DEFINERS: dict[tuple[str, Optional[str]], list[Key]] = {}
 # consumer -> {provider identity (None: none found): its imports served by it}: the same object is judged
 # in many loads of one scan, each with its own scope; a provider still in scope answers for all its imports.
 _SUPPLIERS: dict[Key, dict[Optional[Key], list[Import]]] = {}
+# consumer -> the lookups whose version index lies past its version table: judged in each load (versionheap)
+_PAST_TABLE: dict[Key, tuple[Import, ...]] = {}
 MAX_REMEMBERED = 1 << 19  # entries; the memos start afresh past it (the daemon's memory stays bounded)
 
 
@@ -383,18 +393,21 @@ def relocation_facts(path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
     if own is None or not own.count:  # no table to name them by (the walk would have stopped the loader)
         return result.error, ()
     known = {(i.name, i.version) for i in own.imports}
-    unfound = []
+    unfound: list[Unfound] = []
     try:
         fd = own.reopen()
         reader = _Reader(fd, os.fstat(fd).st_size)
         names = _read_names(reader, own.strings_at, own.strings_size, sorted({r.name_at for r in result.references}))
         for ref in result.references:
             name = names[ref.name_at]
+            if ref.version_past is not None:  # which version it asks for depends on the objects loaded after it
+                unfound.append((name, None, None, ref.weak, ref.version_past))
+                continue
             if (name, ref.version) in known:
                 continue
             if ref.defined and own.defines(*_hashes(name), ref.version):
                 continue
-            unfound.append((name, ref.version, ref.file, ref.weak))  # a weak reference may stay unfound
+            unfound.append((name, ref.version, ref.file, ref.weak, None))  # a weak reference may stay unfound
     finally:
         own.release()
     return result.error, tuple(unfound)
@@ -408,13 +421,16 @@ def _referenced(own: Exports, store: Optional[FactsStore]) -> tuple[Import, ...]
 
 def _unbound_imports(own: Exports, tables: list[Exports], in_scope: set, by_soname: dict[str, Exports],
                      store: Optional[FactsStore] = None) -> tuple[list[Import], set[Key]]:
-    """The imports of ``own`` nothing in scope defines, and the providers that served the others."""
+    """The imports of ``own`` nothing in scope defines, and the providers that served the others (the lookups
+    whose version lies past the version table are left to :func:`_past_table_unbound`)."""
     suppliers = _SUPPLIERS.get(own.identity)
     preferred = [by_soname[n] for n in own.needed if n in by_soname]
     ordered = preferred + [t for t in tables if t not in preferred]
     if suppliers is None:
         groups: dict[Optional[Key], list[Import]] = {}
-        for wanted in own.imports + _referenced(own, store):
+        referenced = _referenced(own, store)
+        _PAST_TABLE[own.identity] = tuple(w for w in referenced if w.version_past is not None)
+        for wanted in own.imports + tuple(w for w in referenced if w.version_past is None):
             if not wanted.weak:
                 groups.setdefault(_provider_in_scope(wanted, ordered, in_scope, by_soname), []).append(wanted)
         _SUPPLIERS[own.identity] = groups
@@ -473,14 +489,52 @@ def _digest(identities: set) -> str:
     return hashlib.sha1(repr(sorted(identities)).encode()).hexdigest()[:20]
 
 
+def _facts_of(path: str, store: Optional[FactsStore]) -> Optional[ElfFacts]:
+    if store is not None:
+        entry = store.get_path(path)
+        return entry if isinstance(entry, ElfFacts) else None
+    try:
+        return read_elf_facts(path)
+    except (ElfError, OSError):
+        return None
+
+
+def _past_table_unbound(consumer: str, past: tuple[Import, ...], lookup: _Scope, startup: bool,
+                        store: Optional[FactsStore]) -> list[Unbound]:
+    """The lookups of ``consumer`` whose version index lies past its own version table, as the loader does them
+    (:mod:`.versionheap`: at a process's start, the tables of the objects after it; in a ``dlopen``, the
+    heap of unknown content reads as zeros: an unversioned lookup)."""
+    own = _facts_of(consumer, store)
+    if own is None:
+        return []
+    position = lookup.paths.index(consumer) if consumer in lookup.paths else len(lookup.paths)
+    chain = [_facts_of(p, store) for p in lookup.paths] if startup else []
+    tls_modules = sum(1 for facts in chain if facts is not None and facts.has_tls)
+    out = []
+    for wanted in past:
+        asked = version_past(own, wanted.version_past or 0, chain[position + 1:], position == 0, tls_modules) \
+            if startup else PLAIN
+        raw, hashes = _hashes(wanted.name)
+        if asked.kind == "plain":
+            found = any(t.defines(raw, hashes, None) for t in lookup.tables)
+        else:
+            version = asked.name if asked.kind == "entry" and asked.name is not None else NO_VERSION
+            found = any(t.defines(raw, hashes, version, asked.exact) for t in lookup.tables)
+        if not found and not wanted.weak and _judged(wanted.name, lookup):
+            shown = None if asked.kind == "plain" else asked.name or ""  # the loader prints a null name as ""
+            out.append(Unbound(consumer, wanted.name, shown, None, crashes=asked.crashes))
+    return out
+
+
 def _judged(name: str, lookup: _Scope) -> bool:
     """Imports of the Python C API are judged only where an interpreter is in scope."""
     return lookup.has_python or not name.startswith(PYTHON_PREFIXES)
 
 
-def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optional[FactsStore] = None
-                    ) -> list[Unbound]:
+def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optional[FactsStore] = None,
+                    startup: bool = True) -> list[Unbound]:
     """Every non-weak import of ``consumers`` (paths) that no object of ``scope`` (paths, load order) defines.
+    ``startup``: ``scope`` is a process's start (its first object the main one), not a ``dlopen``.
 
     An object that cannot be read is left out of both (its own problem is reported elsewhere).  Imports of
     the Python C API are not judged when no interpreter is in scope: an extension module is loaded by one.
@@ -490,6 +544,7 @@ def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optio
     if len(_DEFINERS) > MAX_REMEMBERED or len(_SUPPLIERS) > MAX_REMEMBERED // 64:
         _DEFINERS.clear()
         _SUPPLIERS.clear()
+        _PAST_TABLE.clear()
     lookup = _Scope(list(scope))
     unbound: list[Unbound] = []
     scope_digest = _digest(lookup.identities)
@@ -513,7 +568,10 @@ def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optio
                 continue
             tables = lookup.tables
             missing, used = _unbound_imports(own, tables, lookup.identities, lookup.by_soname, store)
-            if store is not None:
+            past = _PAST_TABLE.get(own.identity, ())
+            if past:  # judged anew in every load: the answer depends on the objects loaded after this one
+                unbound.extend(_past_table_unbound(consumer, past, lookup, startup, store))
+            elif store is not None:
                 scope_seen = scope_digest + ("+python" if lookup.has_python else "")
                 store.remember_binding(identity, used, [(w.name, w.version, w.file) for w in missing],
                                        scope_seen if missing else None)

@@ -117,6 +117,7 @@ class ElfFacts:
     stack_flags: Optional[int] = None  # PT_GNU_STACK's p_flags; None: no PT_GNU_STACK header
     load_error: Optional[str] = None  # what _dl_map_object_from_fd says of this file (it is never loaded)
     late_error: Optional[str] = None  # the same, met after its DF_1_PIE check (hash table, strings)
+    has_tls: bool = False  # a non-empty PT_TLS: the loader gives it a TLS module slot
 
     @property
     def nodeflib(self) -> bool:
@@ -719,7 +720,7 @@ def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[
     strings_needed = needed_offsets or filter_offsets or any(
         t in tags for t in (DT_SONAME, DT_RPATH, DT_RUNPATH, DT_VERNEED, DT_VERDEF))
     if not strings_needed:
-        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1)
+        return ElfFacts(**header, interp=interp, dynamic=True, flags_1=flags_1, has_tls=layout.tls is not None)
     if DT_STRTAB not in tags:
         raise LoaderCrash("SIGSEGV", "strings through a missing DT_STRTAB")
     strtab = tags[DT_STRTAB]
@@ -756,6 +757,7 @@ def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[
         has_verdef=DT_VERDEF in tags,
         has_versym=DT_VERSYM in tags,
         stack_flags=layout.stack_flags,
+        has_tls=layout.tls is not None,
     )
 
 

@@ -18,12 +18,14 @@ from .plainfiles import default_cache_dir, read_json
 from .elffacts import (MAX_NAME_BYTES, MAX_NEEDED, PATH_MAX, ElfFacts, VersionDef, VersionNeed, open_regular,
                        read_elf_facts_fd)
 
-Unfound = tuple[str, Optional[str], Optional[str], bool]  # a lookup relocation needs that the file's own tables miss:
-# (name, version, the file a version need names, weak)
+Unfound = tuple[str, Optional[str], Optional[str], bool, Optional[int]]  # a lookup relocation needs that the file's
+# own tables miss: (name, version, the file a version need names, weak, entries its version index lies past the
+# object's version table or None)
 
 FORMAT = "libdoctor-elf-facts"
-FORMAT_VERSION = 6  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym;
-# 5: keys carry the ctime (an inode reused with the same size and mtime is another file); 6: relocation facts
+FORMAT_VERSION = 7  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym;
+# 5: keys carry the ctime (an inode reused with the same size and mtime is another file); 6: relocation facts;
+# 7: a relocation's version index past the version table
 MAX_ENTRIES = 50_000
 MAX_CACHE_BYTES = 256 << 20  # a larger cache file is foreign or bloated: ignored and rebuilt
 MAX_BINDINGS = 20_000
@@ -42,6 +44,13 @@ _NAME_FIELDS = ("soname", "interp", "rpath", "runpath", "rpath_ignored", "load_e
 
 def key_of(st: os.stat_result) -> Key:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _past(value: object) -> Optional[int]:
+    """A cached ``version_past``: None or a non-negative int, else the entry is malformed."""
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    raise ValueError("malformed version_past")
 
 
 def _key_text(key: Key) -> str:
@@ -252,8 +261,8 @@ class FactsStore:
         raw = self._relocations.get(key)
         try:
             error = raw["error"]  # type: ignore[index]
-            unfound = tuple((str(n), v if v is None else str(v), f if f is None else str(f), bool(w))
-                            for n, v, f, w in raw["unfound"])  # type: ignore[index]
+            unfound = tuple((str(n), v if v is None else str(v), f if f is None else str(f), bool(w), _past(p))
+                            for n, v, f, w, p in raw["unfound"])  # type: ignore[index]
             if error is None or isinstance(error, str):
                 return error, unfound
         except (TypeError, KeyError, ValueError):

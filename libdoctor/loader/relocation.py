@@ -84,6 +84,7 @@ class Reference:
     file: Optional[str]  # the library a version need names
     defined: bool
     weak: bool
+    version_past: Optional[int] = None  # the version index lies this many entries past l_versions (versionheap)
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,8 @@ class _Relocator:
             info, shndx = table[6 * symbol + 1] & 0xFF, table[6 * symbol + 1] >> 16
             index = indexes[symbol] & 0x7FFF if indexes is not None else 0
             version, file = versions.get(index, (None, None)) if index > 1 else (None, None)
-            out.append(Reference(table[6 * symbol], version, file, shndx != 0, info >> 4 == STB_WEAK))
+            past = index - self.versions_high - 1 if self.versions_high and index > self.versions_high else None
+            out.append(Reference(table[6 * symbol], version, file, shndx != 0, info >> 4 == STB_WEAK, past))
         return tuple(out)
 
     def table(self, at: Optional[int], top: int, width: int, code: str) -> Optional[array]:

@@ -22,7 +22,7 @@ from ..gpu.cudatable import describe, stem_of
 from ..gpu.impostor import NOT_A_SUBSTITUTE, SERVES, UNPROVEN, BuiltFor, judge_substitute
 from ..loader.environment import Environment
 from ..loader.binding import Unbound, unbound_symbols
-from ..loader.resolver import LoadedObject, LoadRequest, LoadResult, Resolver
+from ..loader.resolver import MODE_DLOPEN, LoadedObject, LoadRequest, LoadResult, Resolver
 from ..loader.symbols import identifier_strings, symbols_of
 from .base import FRONT, GRADES, Action, RuleContext
 from .common import built_for
@@ -226,7 +226,8 @@ def _unbound(result: LoadResult, consumers: list[str]) -> list[Unbound]:
     """What scan's symbol check says of ``consumers`` in ``result``'s scope (nothing remembered: hypothetical)."""
     if not result.objects or not consumers:
         return []
-    return unbound_symbols(consumers, [o.realpath for o in result.objects], None)
+    scope = [o.realpath for o in result.objects]
+    return unbound_symbols(consumers, scope, None, startup=result.mode != MODE_DLOPEN)
 
 
 def _identifiers(consumer: str, prefix: str) -> frozenset[str]:

@@ -31,7 +31,7 @@ def unbound_in(result: LoadResult, store: Optional[FactsStore], consumers: Optio
     scope = [o.realpath for o in result.objects]
     if consumers is None:
         consumers = scope[result.new_from:] if result.mode == MODE_DLOPEN else scope
-    return unbound_symbols(list(consumers), scope, store)
+    return unbound_symbols(list(consumers), scope, store, startup=result.mode != MODE_DLOPEN)
 
 
 def _needed_by_group(report: ScanReport) -> dict[str, set[str]]:
