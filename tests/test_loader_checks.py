@@ -321,3 +321,25 @@ def test_a_damaged_verdef_does_not_hide_symbols_from_an_unversioned_lookup(elf: 
     done = _bind_now(judge, consumer)
     assert done.returncode == 0 and "undefined symbol" not in done.stdout + done.stderr, done.stdout + done.stderr
     assert unbound_symbols([str(consumer)], [str(consumer), str(provider)]) == []
+
+
+@pytest.mark.parametrize("record, crashes", [(0, False), (2, True)])
+def test_each_version_definition_but_the_base_has_its_name_read(elf: ElfFactory, judge: Judge, tmp_path: Path,
+                                                              record: int, crashes: bool) -> None:
+    """``vd_aux`` of one Verdef record pointed 1 GB away: ``_dl_check_map_versions`` reads the ``Verdaux`` of every
+    record but the base one once the version array exists, so the loader faults on record 2 (DEP_2, which no
+    one needs) and not on record 0 (the base); libdoctor used to skip a name it could not read."""
+    from elftools.elf.elffile import ELFFile
+
+    dep = elf.lib(tmp_path / "libdep.so", defines=["h", "spare"], version_script={"DEP_1": ["h"], "DEP_2": ["spare"]})
+    root = elf.lib(tmp_path / "libroot.so", calls=["h"], link=[dep], runpath="$ORIGIN")
+    with dep.open("rb") as handle:
+        at = ELFFile(handle).get_section_by_name(".gnu.version_d")["sh_offset"]
+    data = bytearray(dep.read_bytes())
+    for _ in range(record):
+        at += struct.unpack_from("<I", data, at + 16)[0]  # vd_next
+    struct.pack_into("<I", data, at + 12, 1 << 30)  # vd_aux
+    dep.write_bytes(bytes(data))
+    done, result = judge_both(judge, root)
+    assert (done.returncode == -signal.SIGSEGV) == crashes, (done.returncode, done.stderr)
+    assert result.ok != crashes, [r.error for r in result.resolutions]

@@ -741,6 +741,8 @@ def _named_facts(image: _Image, header: dict, layout: _Layout, interp: Optional[
                   if DT_VERDEF in tags else ())
     except UnsupportedVersion:
         verdef = ()  # read only when another object needs one of its versions: that need then fails
+    if DT_VERDEF in tags:
+        _verdef_names_read(image, layout.fmt, tags[DT_VERDEF], verneed)
     return ElfFacts(
         **header,
         interp=interp,
@@ -843,6 +845,27 @@ def _version_defs(image: _Image, fmt: str, string, address: int, count: int  # n
             return tuple(defs)
         address = (address + nxt) % (1 << 64)
     raise CorruptError("corrupt: the version definition list never ends")
+
+
+def _verdef_names_read(image: _Image, fmt: str, address: int, needs: tuple[VersionNeed, ...]) -> None:
+    """``_dl_check_map_versions``' second walk of the Verdef list, once ``l_versions`` exists (a version index
+    above 0): each record but the base one has its ``Verdaux`` name read, whatever its ``vd_cnt`` or
+    ``vd_version`` (raises the loader's SIGSEGV where that read faults)."""
+    records: list[tuple[int, int, int, int]] = []  # (address, flags, vd_aux, vd_ndx)
+    for _ in range(MAX_VERSION_ENTRIES):
+        _version, flags, index, _cnt, _hash, aux, nxt = struct.unpack(
+            fmt + "HHHHIII", image.read(address, 20, "a version definition"))
+        records.append((address, flags, aux, index & 0x7FFF))
+        if nxt == 0:
+            break
+        address = (address + nxt) % (1 << 64)
+    else:
+        return  # never ends: the dependency facts already call it corrupt
+    if not any(index for *_rest, index in records) and not any(n.index & 0x7FFF for n in needs):
+        return  # ndx_high 0: no array, no second walk
+    for at, flags, aux, _index in records:
+        if not flags & VER_FLG_BASE:
+            image.read((at + aux) % (1 << 64), 4, "a version definition's name")
 
 
 def is_elf(path: str) -> bool:
