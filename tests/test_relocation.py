@@ -242,3 +242,27 @@ def test_a_version_index_past_the_table_reads_the_next_objects_versions(elf, jud
     assert {"ok", "undefined symbol: strlen"} <= seen, seen  # found, and asked for a version libc lacks
     if nodes == 2 and neighbour:  # mis-aligned by 8 bytes in the loader's array: a hash printed as a name
         assert "crash" in seen, seen
+
+
+@pytest.mark.parametrize("record, crashes", [(0, False), (1, True)])
+def test_a_version_name_that_cannot_be_read_is_read_when_a_lookup_compares_it(elf, judge, record, crashes):
+    """V1's name moved 1 GB past the string table: ``l_versions`` keeps the pointer unread, but the library's own
+    lookup of ``g`` (its JUMP_SLOT, version V1) reaches ``check_match``, which compares the version names: SIGSEGV.
+    The base record's name is never kept, so the same damage there is harmless.  The consumer has no version need
+    on V1 (linked against an unversioned stand-in), so only the lookup reads the name."""
+    library = elf.lib("lib/libnamed.so", defines=[], body=BODY, version_script={"V1": ["g", "h", "where",
+                                                                                     "counter"]})
+    root = elf.lib("lib/libroot.so", calls=["h"], runpath="$ORIGIN",
+                   link=[elf.stub("libnamed.so", defines=["h"])])
+    with library.open("rb") as handle:
+        at = ELFFile(handle).get_section_by_name(".gnu.version_d")["sh_offset"]
+    data = bytearray(library.read_bytes())
+    for _ in range(record):
+        at += struct.unpack_from("<I", data, at + 16)[0]  # vd_next
+    aux = at + struct.unpack_from("<I", data, at + 12)[0]
+    struct.pack_into("<I", data, aux, 1 << 30)  # vda_name
+    library.write_bytes(bytes(data))
+    done = _loader(judge, root)
+    assert (done.returncode == -11) == crashes, (done.returncode, done.stdout + done.stderr)
+    error = relocation_error(str(library))
+    assert (error is not None and "SIGSEGV" in error) == crashes, error

@@ -868,6 +868,31 @@ def _verdef_names_read(image: _Image, fmt: str, address: int, needs: tuple[Versi
             image.read((at + aux) % (1 << 64), 4, "a version definition's name")
 
 
+def unreadable_version_names(image: _Image, fmt: str, tags: dict[int, int]) -> frozenset[int]:
+    """The indexes of the version definitions (base one aside) whose names cannot be read to their NUL: the
+    loader keeps a pointer to each name in ``l_versions`` and reads it only when ``check_match`` compares it."""
+    out: set[int] = set()
+    address, strtab = tags.get(DT_VERDEF), tags.get(DT_STRTAB)
+    if address is None or strtab is None:
+        return frozenset()
+    try:
+        for _ in range(MAX_VERSION_ENTRIES):
+            _version, flags, index, _cnt, _hash, aux, nxt = struct.unpack(
+                fmt + "HHHHIII", image.read(address, 20, "a version definition"))
+            if not flags & VER_FLG_BASE:
+                name_off, = struct.unpack(fmt + "I", image.read((address + aux) % (1 << 64), 4, "a version name"))
+                try:
+                    image.cstring((strtab + name_off) % (1 << 64), "a version name")
+                except LoaderCrash:
+                    out.add(index & 0x7FFF)
+            if nxt == 0:
+                break
+            address = (address + nxt) % (1 << 64)
+    except (LoaderCrash, struct.error):
+        pass  # a walk that faults stops the loader earlier (the dependency facts say so)
+    return frozenset(out)
+
+
 def is_elf(path: str) -> bool:
     """Cheap check used when walking folders: does the file start with the ELF magic?"""
     try:

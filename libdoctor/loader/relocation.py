@@ -48,6 +48,7 @@ from .elffacts import (
     _up,
     open_regular,
     read_elf_facts_fd,
+    unreadable_version_names,
 )
 from .factstore import key_of
 
@@ -198,6 +199,7 @@ class _Relocator:
         self.tables: dict[int, array] = {}  # address -> the symbol or version-index entries read so far
         self.looked_up: set[int] = set()  # symbols entries name (read once: the loader's one-entry cache, widened)
         self.versions_high = versions_high  # _dl_check_map_versions' ndx_high: l_versions has one more entries
+        self.nameless: frozenset[int] = frozenset()  # own version definitions whose names cannot be read
 
     def ranges(self, lazy: bool) -> list[tuple[int, int, int, bool]]:
         """``_ELF_DYNAMIC_DO_RELOC``: (start, size, leading relative count, lazy) of each range."""
@@ -311,6 +313,10 @@ class _Relocator:
                 return False
             if looked and not self.names_end_within(max(table[6 * s] for s in looked)):
                 return False
+        if self.nameless and indexes is not None and any(
+                indexes[s] & 0x7FFF in self.nameless and table[6 * s + 1] >> 16 and _looked_up_by_name(table, s)
+                for s in wanted):
+            return False
         self.looked_up |= wanted
         return True
 
@@ -419,6 +425,9 @@ class _Relocator:
                                   )[0] & 0x7FFF
             if _version_entry_faults(index, self.versions_high):
                 raise _crash(f"reading version entry {index} of {self.versions_high + 1} (symbol {symbol})")
+            shndx = struct.unpack("<H", self.image.read((address + 6) % (1 << 64), 2, "a symbol"))[0]
+            if index in self.nameless and shndx:  # found by name in this object, then its version compared by name
+                raise _crash(f"comparing the name of version {index}, which cannot be read (symbol {symbol})")
         if self.strtab is None:
             raise _crash("reading a symbol name through a missing DT_STRTAB")
         self.name(self.strtab + name_at, symbol)
@@ -467,7 +476,9 @@ def _walk(path: str, lazy: bool) -> Relocation:
         versions_high = max(versions, default=0)  # _dl_check_map_versions' ndx_high
         bind_now = (DT_BIND_NOW in tags or tags.get(DT_FLAGS, 0) & DF_BIND_NOW
                     or tags.get(DT_FLAGS_1, 0) & DF_1_NOW)
-        relocator = _Relocator(_Image(reader, layout.segments), layout, tags, versions_high)
+        image = _Image(reader, layout.segments)
+        relocator = _Relocator(image, layout, tags, versions_high)
+        relocator.nameless = unreadable_version_names(image, layout.fmt, tags)
         try:
             relocator.run(lazy and not bind_now)
         except _Fatal as fatal:
