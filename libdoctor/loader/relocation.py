@@ -67,10 +67,11 @@ ENTRY = 24  # sizeof (Elf64_Rela)
 SYMBOL = 24  # sizeof (Elf64_Sym)
 VERSION_HEAP_WINDOW = 2048  # entries past l_versions still inside the loader's heap (see _version_entry_faults)
 MAX_DEFINED_REFERENCES = 8192  # own symbols one object's relocations look up, checked by name at most
-# how far above its reservation an object's relocation may write or protect (the object loaded just before it
-# lies there): measured with mutation_sweep --bind, 64 KB agrees with the loader more often than elffacts' 1 MB
-# read window (16 seeds, 48,000 cases: 17 more agreements on 8 seeds held out from the choice)
-WRITE_NEIGHBOURS = 1 << 16
+# how far above its reservation an object's relocation may write or protect: the loader's heap block mapped
+# between it and the object loaded before it (rtld's minimal malloc maps the request plus one page: two pages;
+# above them the previous object's read-only headers, gdb's view of ld.so --list).  Measured with
+# mutation_sweep --bind together with elffacts.NEIGHBOURS (64 KB before, 1 MB before that).
+WRITE_NEIGHBOURS = 2 * 4096
 CHUNK = 1 << 18  # bytes of a relocation table read at once
 
 
