@@ -266,3 +266,21 @@ def test_a_version_name_that_cannot_be_read_is_read_when_a_lookup_compares_it(el
     assert (done.returncode == -11) == crashes, (done.returncode, done.stdout + done.stderr)
     error = relocation_error(str(library))
     assert (error is not None and "SIGSEGV" in error) == crashes, error
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 12), st.booleans()), min_size=1, max_size=5),
+       offsets=st.lists(st.integers(0, 60 * 4096), min_size=1, max_size=40), width=st.sampled_from([4, 8, 16]))
+def test_the_whole_table_check_agrees_with_the_entry_by_entry_one(spans, offsets, width):
+    """The fast path (one sort, then one range or a bisect per writable range: lld's RELRO and .data segments
+    side by side) says yes exactly when every single write is allowed, for any segments, overlaps and holes."""
+    from array import array
+
+    from libdoctor.loader.elffacts import PF_R, PF_W, Segment, _Layout
+    from libdoctor.loader.relocation import _Writable
+
+    segments = [Segment(page * 4096, page * 4096, pages * 4096, pages * 4096, PF_R | (PF_W if writable else 0))
+                for page, pages, writable in spans]
+    writable = _Writable(_Layout("<", 64, segments=segments), textrel=False)
+    words = array("Q", offsets)
+    assert writable.all_written(words, width) == all(writable.allows(o, width) for o in offsets)

@@ -393,12 +393,17 @@ def relocation_facts(path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
     if own is None or not own.count:  # no table to name them by (the walk would have stopped the loader)
         return result.error, ()
     known = {(i.name, i.version) for i in own.imports}
+    # an undefined symbol of the import range is one of own.imports, judged with them: no name to read
+    import_end = min(own.symoffset, own.count) if own.gnu else own.count
+    asked = [r for r in result.references
+             if r.defined or r.version_past is not None or not 0 < r.symbol < import_end
+             or (r.version is not None and r.file is None)]  # a definition's version on an import: not its own
     unfound: list[Unfound] = []
     try:
         fd = own.reopen()
         reader = _Reader(fd, os.fstat(fd).st_size)
-        names = _read_names(reader, own.strings_at, own.strings_size, sorted({r.name_at for r in result.references}))
-        for ref in result.references:
+        names = _read_names(reader, own.strings_at, own.strings_size, sorted({r.name_at for r in asked}))
+        for ref in asked:
             name = names[ref.name_at]
             if ref.version_past is not None:  # which version it asks for depends on the objects loaded after it
                 unfound.append((name, None, None, ref.weak, ref.version_past))

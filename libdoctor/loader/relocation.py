@@ -25,9 +25,10 @@ import os
 import stat
 import struct
 from array import array
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterator, Optional
+from functools import cached_property, lru_cache
+from typing import Iterator, NamedTuple, Optional
 
 from ..errors import ElfError
 from .elffacts import (
@@ -63,6 +64,7 @@ KNOWN_TYPES = frozenset({R_NONE, R_64, R_PC32, R_COPY, R_GLOB_DAT, R_JUMP_SLOT, 
 WIDTH = {R_PC32: 4, R_32: 4, R_SIZE32: 4, R_TLSDESC: 16}  # bytes written; the rest write 8
 STB_LOCAL, STB_WEAK, STV_INTERNAL, STV_HIDDEN = 0, 2, 1, 2
 PLAIN = (R_RELATIVE, R_RELATIVE64, R_NONE, R_IRELATIVE)  # types that read no symbol
+PLAIN_TYPES = frozenset(PLAIN)
 ENTRY = 24  # sizeof (Elf64_Rela)
 SYMBOL = 24  # sizeof (Elf64_Sym)
 VERSION_HEAP_WINDOW = 2048  # entries past l_versions still inside the loader's heap (see _version_entry_faults)
@@ -75,11 +77,10 @@ WRITE_NEIGHBOURS = 2 * 4096
 CHUNK = 1 << 18  # bytes of a relocation table read at once
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(NamedTuple):
     """A symbol relocation looks up by name (at ``name_at`` in the string table, proven readable by the walk):
     ``defined`` in the object itself (the lookup must still find it through the hash tables), or imported
-    (``weak``: an undefined weak one may stay unfound)."""
+    (``weak``: an undefined weak one may stay unfound).  A tuple: a large library looks up tens of thousands."""
 
     name_at: int
     version: Optional[str]
@@ -87,6 +88,7 @@ class Reference:
     defined: bool
     weak: bool
     version_past: Optional[int] = None  # the version index lies this many entries past l_versions (versionheap)
+    symbol: int = 0  # its index in the symbol table
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,33 @@ class _Writable:
             if writable and start <= low and high <= end:
                 return not any(s < high and low < e for s, e, _w in self.spans[index + 1:])
         return False
+
+    def all_written(self, offsets: array, width: int) -> bool:
+        """Every write of ``width`` bytes at ``offsets`` allowed, at C speed: one sort (relocations come sorted
+        by offset, so it is one pass: cheaper than a min and a max), then one range or a bisect per range."""
+        ordered = sorted(offsets)
+        return self.all_allow(ordered[0], ordered[-1] + width) or self.each_allows(ordered, width)
+
+    @cached_property
+    def intervals(self) -> list[tuple[int, int]]:
+        """The writable address ranges, merged where they touch (lld puts RELRO and .data in two adjacent
+        writable segments), with the pages each later segment covers taking that segment's protection."""
+        edges = sorted({e for start, end, _w in self.spans for e in (start, end)} | set(self.neighbours))
+        merged: list[tuple[int, int]] = []
+        for low, high in zip(edges, edges[1:]):
+            covering = [w for start, end, w in self.spans if start <= low < end]
+            writable = covering[-1] if covering else self.neighbours[0] <= low < self.neighbours[1]
+            if writable and merged and merged[-1][1] == low:
+                merged[-1] = (merged[-1][0], high)
+            elif writable:
+                merged.append((low, high))
+        return merged
+
+    def each_allows(self, ordered: list[int], width: int) -> bool:
+        """Every write of ``width`` bytes at the ``ordered`` offsets inside one writable range (bisects)."""
+        inside = sum(bisect_right(ordered, high - width) - bisect_left(ordered, low) for low, high in self.intervals
+                     if high - low >= width)
+        return inside == len(ordered)
 
 
 def _entries(image: _Image, start: int, count: Optional[int]) -> Iterator[tuple[array, array]]:
@@ -249,8 +278,9 @@ class _Relocator:
         if not count:
             return
         for words, halves in _entries(self.image, start, count):
-            kinds = halves[2::6]
-            if kinds.count(R_RELATIVE) + kinds.count(R_RELATIVE64) != len(kinds):
+            infos = words[1::3]
+            kinds = halves[2::6] if infos.count(R_RELATIVE) != len(infos) else None  # r_info 8: the usual entry
+            if kinds is not None and kinds.count(R_RELATIVE) + kinds.count(R_RELATIVE64) != len(kinds):
                 raise _Fatal("Inconsistency detected by ld.so: dl-machine.h: Assertion `ELFW(R_TYPE) (reloc->r_info) "
                              "== R_X86_64_RELATIVE' failed (exit 127)")
             self.writes(words[0::3], 8)
@@ -258,8 +288,7 @@ class _Relocator:
     def writes(self, offsets: array, width: int) -> None:
         if not offsets:
             return
-        low, high = min(offsets), max(offsets)
-        if self.writable.all_allow(low, high + width):
+        if self.writable.all_written(offsets, width):
             return
         for offset in offsets:
             self.write(offset, width)
@@ -279,18 +308,17 @@ class _Relocator:
         """The common case at C speed: known types, every symbol and version index readable, every write inside
         one writable segment.  False: walk the entries one by one for the exact first failure."""
         kinds, symbols = halves[2::6], halves[3::6]
-        if not set(kinds) <= KNOWN_TYPES:
+        present = set(kinds)
+        if not present <= KNOWN_TYPES:
             return False
-        offsets = words[0::3]
-        if not self.writable.all_allow(min(offsets), max(offsets) + 16):
+        if not self.writable.all_written(words[0::3], 16):
             return False
-        plain = sum(kinds.count(kind) for kind in PLAIN)
-        if plain == len(kinds):
+        if present <= PLAIN_TYPES:
             return True  # no entry reads a symbol
-        if plain:
-            wanted = {symbol for kind, symbol in zip(kinds, symbols) if kind not in PLAIN}
-        else:
+        if present.isdisjoint(PLAIN_TYPES):
             wanted = set(symbols)
+        else:
+            wanted = {symbol for kind, symbol in zip(kinds, symbols) if kind not in PLAIN_TYPES}
         wanted -= self.looked_up
         return not wanted or self.symbols_fine(wanted)
 
@@ -344,12 +372,15 @@ class _Relocator:
         if len(defined) > MAX_DEFINED_REFERENCES:
             chosen = [s for s in chosen if not table[6 * s + 1] >> 16 & 0xFFFF]
         out = []
+        high = self.versions_high
+        none = (None, None)
         for symbol in chosen:
-            info, shndx = table[6 * symbol + 1] & 0xFF, table[6 * symbol + 1] >> 16
+            word = table[6 * symbol + 1]
             index = indexes[symbol] & 0x7FFF if indexes is not None else 0
-            version, file = versions.get(index, (None, None)) if index > 1 else (None, None)
-            past = index - self.versions_high - 1 if self.versions_high and index > self.versions_high else None
-            out.append(Reference(table[6 * symbol], version, file, shndx != 0, info >> 4 == STB_WEAK, past))
+            version, file = versions.get(index, none) if index > 1 else none
+            past = index - high - 1 if high and index > high else None
+            out.append(Reference(table[6 * symbol], version, file, word >> 16 != 0, (word & 0xFF) >> 4 == STB_WEAK,
+                                 past, symbol))
         return tuple(out)
 
     def table(self, at: Optional[int], top: int, width: int, code: str) -> Optional[array]:
