@@ -284,3 +284,32 @@ def test_the_whole_table_check_agrees_with_the_entry_by_entry_one(spans, offsets
     writable = _Writable(_Layout("<", 64, segments=segments), textrel=False)
     words = array("Q", offsets)
     assert writable.all_written(words, width) == all(writable.allows(o, width) for o in offsets)
+
+
+@pytest.mark.parametrize("bloom, crashes", [(0xFFFFFFFFFFFFFFFF, True), (0, False)])
+def test_a_lookup_through_a_damaged_hash_chain_faults_in_whichever_object_asks(elf, judge, bloom, crashes):
+    """The library's buckets all point 4 GB past its chains.  With the bloom filter letting every name through,
+    the first lookup that passes it (libc relocating its own symbols walks this library first: it comes earlier
+    in the scope) reads the chain outside the mapped pages: SIGSEGV.  With a bloom filter of zeros no lookup
+    reaches the chains: the library's own symbols are simply not found."""
+    library = _library(elf, "libchained.so")
+    root = elf.lib("lib/libroot.so", calls=["h"], link=[library], runpath="$ORIGIN")
+    with library.open("rb") as handle:
+        at = ELFFile(handle).get_section_by_name(".gnu.hash")["sh_offset"]
+    data = bytearray(library.read_bytes())
+    nbuckets, _symoffset, nwords, _shift = struct.unpack_from("<IIII", data, at)
+    for word in range(nwords):
+        struct.pack_into("<Q", data, at + 16 + 8 * word, bloom)
+    for bucket in range(nbuckets):
+        struct.pack_into("<I", data, at + 16 + 8 * nwords + 4 * bucket, 1 << 30)
+    library.write_bytes(bytes(data))
+    done = _loader(judge, root)
+    assert (done.returncode == -11) == crashes, (done.returncode, done.stdout + done.stderr)
+    scope = [o.realpath for o in judge.predict(str(root), str(root.parent)).objects]
+    unbound = unbound_symbols(scope, scope)
+    faults = [u for u in unbound if u.faulting_table]
+    assert bool(faults) == crashes, [u.message for u in unbound]
+    if crashes:
+        assert faults[0].faulting_table == str(library) and "SIGSEGV" in faults[0].message
+    else:
+        assert "undefined symbol: h" in done.stdout + done.stderr and any(u.name == "h" for u in unbound)

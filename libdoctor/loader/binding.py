@@ -18,7 +18,7 @@ import sys
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Iterable, NamedTuple, Optional
 
 from ..errors import ElfError
@@ -37,6 +37,7 @@ from .elffacts import (
 )
 from .elffacts import ElfFacts, read_elf_facts
 from .factstore import FactsStore, Key, Unfound, key_of
+from .lookupfaults import FAULT, FOUND, open_walker
 from .relocation import relocate
 from .versionheap import NO_VERSION, PLAIN, version_past
 from .symbols import MAX_SYMBOLS, STB_WEAK, _open, _symbol_count, _version_names
@@ -123,6 +124,7 @@ class Exports:
         _header, layout = _parse_headers(reader, head)
         self.elf_class = layout.elf_class
         self.fmt = layout.fmt
+        self.size = reader.size
         self.imports: tuple[Import, ...] = ()
         self.count = 0
         self.soname: Optional[str] = None
@@ -212,6 +214,21 @@ class Exports:
                 if need:
                     version, file = need
             yield Import(names.get(name_at, ""), version, file, binding == STB_WEAK)
+
+    @cached_property
+    def may_fault(self) -> bool:
+        """Could a lookup here read outside the table (:mod:`.lookupfaults` then walks it as the loader does)?
+        Asked of what is already in memory: a bloom filter not a power of two long, a bucket outside the
+        chains, chains cut short by the end of the file or without a final end bit, symbols past the file."""
+        if not self.gnu or not self.buckets:
+            return False
+        words, top = len(self.bloom), max(self.buckets)
+        low = min(filter(None, self.buckets), default=0)
+        hashed = self.count - self.symoffset
+        return bool(not words or words & (words - 1)
+                    or (top and (low < self.symoffset or top - self.symoffset >= hashed))
+                    or len(self.chains) < hashed or (self.chains and not self.chains[-1] & 1)
+                    or self.symtab_at + self.count * self.entry > self.size)
 
     def defines(self, name: bytes, hashes: tuple[int, int], version: Optional[str], exact: bool = False) -> bool:
         """``do_lookup_x`` for one object: is ``name`` (of ``version``) defined here?  ``exact``: the request is
@@ -336,10 +353,14 @@ class Unbound:
     version: Optional[str]
     file: Optional[str]
     crashes: bool = False  # the loader faults printing the message (a version read past l_versions)
+    faulting_table: Optional[str] = None  # the object whose damaged hash table the lookup faults in
 
     @property
     def message(self) -> str:
         version = f", version {self.version}" if self.version is not None else ""
+        if self.faulting_table:
+            return (f"the loader crashes (SIGSEGV) looking up {self.name} (required by {self.consumer}) in "
+                    f"{self.faulting_table}: its hash table leads outside its mapped pages")
         if self.crashes:
             return (f"the loader crashes (SIGSEGV) reporting undefined symbol {self.name} (required by "
                     f"{self.consumer}): its version index lies past the object's version table")
@@ -474,6 +495,10 @@ class _Scope:
             self.has_python = any(t.count and t.defines(*_hashes("Py_Initialize"), None) for t in self._tables)
         return self._tables
 
+    @property
+    def unread(self) -> bool:
+        return self._tables is None
+
     def release(self) -> None:
         for table in self._tables or ():
             table.release()  # no file stays open between calls
@@ -531,6 +556,62 @@ def _past_table_unbound(consumer: str, past: tuple[Import, ...], lookup: _Scope,
     return out
 
 
+MAX_FAULT_LOOKUPS = 1 << 18  # names replayed against damaged hash tables in one load, at most
+
+
+def _looked_up_names(consumer: str) -> list[str]:
+    """Every name the relocation of ``consumer`` looks up (imports and its own symbols), in table order."""
+    own = exports_of(consumer)
+    references = relocate(consumer).references
+    if own is None or not references:
+        return []
+    try:
+        fd = own.reopen()
+        names = _read_names(_Reader(fd, os.fstat(fd).st_size), own.strings_at, own.strings_size,
+                            sorted({r.name_at for r in references}))
+    finally:
+        own.release()
+    return [names[r.name_at] for r in references if names.get(r.name_at)]
+
+
+def _lookup_faults(consumers: list[str], lookup: _Scope) -> list[Unbound]:
+    """The first lookup that faults in a damaged hash table of the scope (:mod:`.lookupfaults`): every name the
+    consumers' relocations look up walks the scope in order until an object defines it, and reads the tables
+    of each object it passes."""
+    if lookup.unread:
+        return []  # every consumer was served as before: no table changed since it was judged
+    tables = lookup.tables
+    if not any(t.may_fault for t in tables):
+        return []
+    walkers = {id(t): open_walker(t.path) for t in tables if t.may_fault}
+    try:
+        return _first_fault(consumers, tables, walkers)
+    finally:
+        for walk in walkers.values():
+            if walk is not None:
+                walk.close()
+
+
+def _first_fault(consumers: list[str], tables: list[Exports], walkers: dict) -> list[Unbound]:
+    budget = MAX_FAULT_LOOKUPS
+    seen: set[str] = set()
+    for consumer in consumers:
+        for name in _looked_up_names(consumer):
+            if name in seen or budget <= 0:
+                continue
+            seen.add(name)
+            budget -= 1
+            raw, hashes = _hashes(name)
+            for table in tables:
+                walk = walkers.get(id(table))
+                answer = walk.lookup(raw, hashes[0]) if walk is not None else None
+                if answer == FAULT:
+                    return [Unbound(consumer, name, None, None, faulting_table=table.path)]
+                if answer == FOUND or (answer is None and table.defines(raw, hashes, None)):
+                    break
+    return []
+
+
 def _judged(name: str, lookup: _Scope) -> bool:
     """Imports of the Python C API are judged only where an interpreter is in scope."""
     return lookup.has_python or not name.startswith(PYTHON_PREFIXES)
@@ -550,6 +631,7 @@ def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optio
         _DEFINERS.clear()
         _SUPPLIERS.clear()
         _PAST_TABLE.clear()
+    consumers = list(consumers)
     lookup = _Scope(list(scope))
     unbound: list[Unbound] = []
     scope_digest = _digest(lookup.identities)
@@ -576,11 +658,12 @@ def unbound_symbols(consumers: Iterable[str], scope: Iterable[str], store: Optio
             past = _PAST_TABLE.get(own.identity, ())
             if past:  # judged anew in every load: the answer depends on the objects loaded after this one
                 unbound.extend(_past_table_unbound(consumer, past, lookup, startup, store))
-            elif store is not None:
+            elif store is not None and not own.may_fault:  # a damaged hash table: its load is judged every time
                 scope_seen = scope_digest + ("+python" if lookup.has_python else "")
                 store.remember_binding(identity, used, [(w.name, w.version, w.file) for w in missing],
                                        scope_seen if missing else None)
             unbound.extend(Unbound(consumer, w.name, w.version, w.file) for w in missing if _judged(w.name, lookup))
+        unbound.extend(_lookup_faults(consumers, lookup))
     finally:
         lookup.release()
     return unbound

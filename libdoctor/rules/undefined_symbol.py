@@ -9,6 +9,7 @@ scope.  Grading asks the same question of every proposed change (:func:`unbound_
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Iterable, Optional
 
 from ..loader.binding import Unbound, unbound_symbols
@@ -133,7 +134,7 @@ def _finding(target: TargetReport, consumer: str, file: Optional[str], missing: 
     others = [u.name for u in missing[1:]]
     listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
     more = f" (and {len(others)} more: {listed})" if others else ""
-    message = Unbound(consumer, first.name, first.version, first.file).message + more
+    message = replace(first, consumer=consumer).message + more  # as shown (crashes keep their own message)
     key = f"symbol:{file}" if file else f"symbol:{first.name}"
     return Finding(RULE_ID, "error", message, kind="symbol", cause=key, target=target.target.path,
                    group=target.target.group, soname=file, needed_by=consumer,
