@@ -31,11 +31,12 @@ from .elffacts import (
     DT_STRTAB,
     DT_SYMTAB,
     DT_VERSYM,
+    ElfFacts,
     _dynamic_entries,
     _parse_headers,
     _Reader,
+    read_elf_facts,
 )
-from .elffacts import ElfFacts, read_elf_facts
 from .factstore import FactsStore, Key, Unfound, key_of
 from .lookupfaults import FAULT, FOUND, open_walker
 from .relocation import relocate
