@@ -127,6 +127,9 @@ class Exports:
         self.fmt = layout.fmt
         self.size = reader.size
         self.imports: tuple[Import, ...] = ()
+        self.gnu, self.symoffset, self.symtab_at, self.entry = False, 0, 0, 24  # no table: no lookup finds anything
+        self.bloom: array = array("Q")
+        self.chains: array = array("I")
         self.count = 0
         self.soname: Optional[str] = None
         self.needed: tuple[str, ...] = ()
