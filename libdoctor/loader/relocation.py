@@ -32,6 +32,7 @@ from typing import Iterator, NamedTuple, Optional
 
 from ..errors import ElfError
 from .elffacts import (
+    NEIGHBOURS,
     DT_PLTREL,
     DT_RELA,
     DT_STRTAB,
@@ -119,13 +120,14 @@ class _Writable:
     def __init__(self, layout: _Layout, textrel: bool) -> None:
         self.spans = [(_down(s.vaddr), _up(s.vaddr + s.memsz), textrel or bool(s.flags & PF_W))
                       for s in layout.segments]
-        # just above the reservation lie the objects loaded before this one: writes and mprotect close above go
-        # through (WRITE_NEIGHBOURS, measured); what they break shows later, not in the loader
+        # just above the reservation lie the loader's heap block (writable: WRITE_NEIGHBOURS), then the objects
+        # loaded before this one; what writes there break shows later, not in the loader
         reserved_end = self.spans[-1][1]
         self.neighbours = (reserved_end, reserved_end + WRITE_NEIGHBOURS)
-        # mapped: the reservation from the first segment to the end of the last (holes PROT_NONE) with the
-        # neighbours above it, and each segment wherever MAP_FIXED put it
-        self.mapped = [(self.spans[0][0], self.neighbours[1])] + [(start, end) for start, end, _w in self.spans]
+        # mapped (what mprotect of RELRO may cover): the reservation from the first segment to the end of the last
+        # (holes PROT_NONE) with what lies mapped above it (elffacts.NEIGHBOURS), and each segment wherever
+        # MAP_FIXED put it
+        self.mapped = [(self.spans[0][0], reserved_end + NEIGHBOURS)] + [(start, end) for start, end, _w in self.spans]
 
     def allows(self, address: int, width: int) -> bool:
         last = address + width - 1
