@@ -351,3 +351,49 @@ def test_each_version_definition_but_the_base_has_its_name_read(elf: ElfFactory,
     done, result = judge_both(judge, root)
     assert (done.returncode == -signal.SIGSEGV) == crashes, (done.returncode, done.stderr)
     assert result.ok != crashes, [r.error for r in result.resolutions]
+
+
+@pytest.mark.parametrize("patches, loader_says", [
+    ({6: 0xFF, 19: 0xFF}, None),  # e_ident's version and e_machine wrong: skipped, the next copy is used
+    ({6: 0xFF}, "ELF file version ident does not match current one"),
+    ({9: 0x01, 19: 0xFF}, None),  # nonzero padding and another machine: skipped too
+    ({20: 0x02, 19: 0xFF}, "ELF file version does not match current one"),  # e_version is checked first
+    ({36: 0xFF, 19: 0xFF}, None),  # program headers past the end of the file, another machine: never read
+])
+def test_a_wrong_header_of_another_machine_is_skipped(elf: ElfFactory, judge: Judge, tmp_path: Path,
+                                                      patches: dict, loader_says: str | None) -> None:
+    """The order of open_verify's verdicts as the loader on this machine gives them (mutation_sweep found
+    libdoctor calling fatal a damaged copy the loader passes over for the next one on the search path)."""
+    good = elf.lib(tmp_path / "good" / "libdep.so", defines=["h"])
+    damaged = tmp_path / "libdep.so"
+    damaged.write_bytes(good.read_bytes())
+    root = elf.lib(tmp_path / "libroot.so", calls=["h"], link=[good], runpath="$ORIGIN:$ORIGIN/good")
+    data = bytearray(damaged.read_bytes())
+    for offset, value in patches.items():
+        data[offset] = value
+    damaged.write_bytes(bytes(data))
+    done, result = judge_both(judge, root)
+    resolution = next(r for r in result.resolutions if r.name == "libdep.so")
+    if loader_says is None:
+        assert done.returncode == 0 and str(good) in done.stdout, done.stdout + done.stderr
+        assert resolution.found and resolution.path == str(good), (resolution.path, resolution.error)
+    else:
+        assert done.returncode != 0 and loader_says in done.stderr, done.stderr
+        assert not result.ok and loader_says in (resolution.error or ""), resolution.error
+
+
+def test_a_kept_error_keeps_the_header_the_loader_judges_first(elf: ElfFactory, tmp_path: Path) -> None:
+    """The facts cache keeps an unreadable file's ELF header, so a warm scan skips it as the cold one did."""
+    from libdoctor.loader.elffacts import HostAbi, loader_verdict
+    from libdoctor.loader.factstore import FactsStore
+
+    library = elf.lib(tmp_path / "libdep.so", defines=["h"])
+    data = bytearray(library.read_bytes())
+    data[36], data[19] = 0xFF, 0xFF  # program headers past the end of the file, another machine
+    library.write_bytes(bytes(data))
+    cold = FactsStore(str(tmp_path / "facts.json"))
+    first = cold.get_path(str(library))
+    assert cold.save() is None
+    warm = FactsStore(str(tmp_path / "facts.json")).get_path(str(library))
+    for entry in (first, warm):
+        assert loader_verdict(None, entry, HostAbi()).action == "skip", entry

@@ -14,7 +14,8 @@ import stat
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Optional
+from types import SimpleNamespace
+from typing import Optional, Union
 
 from ..errors import (
     CorruptError,
@@ -162,14 +163,37 @@ class LoaderVerdict:
 
 
 def loader_verdict(facts: Optional[ElfFacts], error: Optional[ElfError], host: HostAbi) -> LoaderVerdict:
-    """The checks of ``open_verify`` (glibc ``elf/dl-load.c``), in its order."""
+    """The checks of ``open_verify`` (glibc ``elf/dl-load.c``), in its order.  A file whose program headers
+    cannot be read is judged by its ELF header first: the loader refuses or skips it before reading them."""
     if error is not None:
         if getattr(error, "loader_skips", False):
             return LoaderVerdict("skip", "wrong ELF class")
+        header = getattr(error, "header", None)
+        if header:
+            verdict = _header_verdict(SimpleNamespace(**header), host)
+            if verdict.action != "use":
+                return verdict
         return LoaderVerdict("fatal", error.loader_message)
     assert facts is not None
+    return _header_verdict(facts, host)
+
+
+def _native_machine(facts: Union[ElfFacts, SimpleNamespace], host: HostAbi) -> int:
+    """e_machine as the loader reads it: in its own byte order, whatever EI_DATA says."""
+    machine = facts.machine
+    return machine if facts.little_endian == host.little_endian else ((machine & 0xFF) << 8) | (machine >> 8)
+
+
+def _header_verdict(facts: Union[ElfFacts, SimpleNamespace], host: HostAbi) -> LoaderVerdict:
     if facts.elf_class != host.elf_class:
         return LoaderVerdict("skip", f"wrong ELF class: ELFCLASS{facts.elf_class}")
+    ident_wrong = (facts.little_endian != host.little_endian or facts.ident_version != EV_CURRENT
+                   or facts.osabi not in (ELFOSABI_SYSV, ELFOSABI_GNU) or not facts.ident_pad_zero
+                   or not (facts.abiversion == 0 or (facts.osabi == ELFOSABI_GNU and facts.abiversion < 4)))
+    if ident_wrong and _native_machine(facts, host) != host.machine:
+        # measured on glibc 2.36 (Debian): a wrong e_ident together with another machine is skipped, the search
+        # going on (tests/test_loader_checks.py); a wrong e_ident alone is the error below
+        return LoaderVerdict("skip", f"wrong machine (e_machine {_native_machine(facts, host)})")
     if facts.little_endian != host.little_endian:
         order = "little-endian" if host.little_endian else "big-endian"
         return LoaderVerdict("fatal", f"ELF file data encoding not {order}")
@@ -183,8 +207,8 @@ def loader_verdict(facts: Optional[ElfFacts], error: Optional[ElfError], host: H
         return LoaderVerdict("fatal", "nonzero padding in e_ident")
     if facts.e_version != EV_CURRENT:
         return LoaderVerdict("fatal", "ELF file version does not match current one")
-    if facts.machine != host.machine:
-        return LoaderVerdict("skip", f"wrong machine (e_machine {facts.machine})")
+    if _native_machine(facts, host) != host.machine:
+        return LoaderVerdict("skip", f"wrong machine (e_machine {_native_machine(facts, host)})")
     if facts.e_type not in (ET_DYN, ET_EXEC):
         return LoaderVerdict("fatal", "only ET_DYN and ET_EXEC can be loaded")
     if facts.phentsize != (56 if host.elf_class == 64 else 32):
@@ -531,11 +555,20 @@ def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
         "e_version": _enum_value(ehdr["e_version"], "ENUM_E_VERSION"),
         "phentsize": int(ehdr["e_phentsize"]),
     }
+    try:
+        return header, _program_headers(reader, ehdr, header)
+    except ElfError as err:
+        err.header = header  # type: ignore[attr-defined]  # the loader checks it before the program headers
+        raise
+
+
+def _program_headers(reader: _Reader, ehdr, header: dict) -> _Layout:  # noqa: ANN001 - pyelftools container
+    little, elf_class, ident = header["little_endian"], header["elf_class"], ehdr["e_ident"]
     layout = _Layout("<" if little else ">", elf_class)
     phnum, phentsize, phoff = int(ehdr["e_phnum"]), header["phentsize"], int(ehdr["e_phoff"])
     expected = 56 if elf_class == 64 else 32
     if phnum == 0:
-        return header, layout
+        return layout
     if phentsize != expected or phnum > MAX_PHNUM:
         raise CorruptError(f"corrupt: program header table of {phnum} entries of {phentsize} bytes")
     table = reader.read(phoff, phnum * phentsize, "program header table")
@@ -557,7 +590,7 @@ def _parse_headers(reader: _Reader, head: bytes) -> tuple[dict, _Layout]:
             layout.stack_flags = int(ph["p_flags"])
         elif p_type == PT_GNU_RELRO:
             layout.relro = (ph["p_vaddr"], ph["p_memsz"])
-    return header, layout
+    return layout
 
 
 def _dynamic_entries(reader: _Reader, layout: _Layout) -> list[tuple[int, int]]:

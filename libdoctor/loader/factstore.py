@@ -25,7 +25,7 @@ Unfound = tuple[str, Optional[str], Optional[str], bool, Optional[int]]  # a loo
 FORMAT = "libdoctor-elf-facts"
 FORMAT_VERSION = 7  # 2: VersionNeed.index; 3: the loader's own mapping checks (load_error, late_error); 4: has_versym;
 # 5: keys carry the ctime (an inode reused with the same size and mtime is another file); 6: relocation facts;
-# 7: a relocation's version index past the version table
+# 7: a relocation's version index past the version table; ElfFacts.has_tls; an error's ELF header
 MAX_ENTRIES = 50_000
 MAX_CACHE_BYTES = 256 << 20  # a larger cache file is foreign or bloated: ignored and rebuilt
 MAX_BINDINGS = 20_000
@@ -62,7 +62,21 @@ def _encode(entry: Entry) -> dict:
         return dataclasses.asdict(entry)
     refs = getattr(entry, "references", None)
     return {"error": entry.kind, "message": entry.message, "loader_message": entry.loader_message,
-            "loader_skips": bool(getattr(entry, "loader_skips", False)), "references": list(refs or ())}
+            "loader_skips": bool(getattr(entry, "loader_skips", False)), "references": list(refs or ()),
+            "header": getattr(entry, "header", None)}
+
+
+HEADER_FLAGS = ("little_endian", "ident_pad_zero")
+HEADER_NUMBERS = ("elf_class", "machine", "osabi", "abiversion", "e_type", "ident_version", "e_version", "phentsize")
+
+
+def _header(value: object) -> Optional[dict]:
+    """An error's ELF header fields (what open_verify checks first), each checked by type."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(HEADER_FLAGS + HEADER_NUMBERS):
+        raise TypeError("not an ELF header")
+    return {k: _flag(v) if k in HEADER_FLAGS else _number(v) for k, v in value.items()}
 
 
 def _text(value: object, optional: bool = False, limit: int = PATH_MAX + 1) -> Optional[str]:
@@ -102,6 +116,9 @@ def _decode(data: object) -> Entry:
             raise ValueError("unknown error kind")
         if _flag(data.get("loader_skips", False)):
             error.loader_skips = True  # type: ignore[attr-defined]
+        header = _header(data.get("header"))
+        if header is not None:
+            error.header = header  # type: ignore[attr-defined]
         return error
     fields: dict = {}
     for spec in dataclasses.fields(ElfFacts):
