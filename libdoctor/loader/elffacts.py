@@ -191,8 +191,8 @@ def _header_verdict(facts: Union[ElfFacts, SimpleNamespace], host: HostAbi) -> L
                    or facts.osabi not in (ELFOSABI_SYSV, ELFOSABI_GNU) or not facts.ident_pad_zero
                    or not (facts.abiversion == 0 or (facts.osabi == ELFOSABI_GNU and facts.abiversion < 4)))
     if ident_wrong and _native_machine(facts, host) != host.machine:
-        # measured on glibc 2.36 (Debian): a wrong e_ident together with another machine is skipped, the search
-        # going on (tests/test_loader_checks.py); a wrong e_ident alone is the error below
+        # measured on glibc 2.31, 2.36 and 2.41 (Debian roots): a wrong e_ident together with another machine is
+        # skipped, the search going on (tests/test_loader_checks.py); a wrong e_ident alone is the error below
         return LoaderVerdict("skip", f"wrong machine (e_machine {_native_machine(facts, host)})")
     if facts.little_endian != host.little_endian:
         order = "little-endian" if host.little_endian else "big-endian"
