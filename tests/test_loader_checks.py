@@ -397,3 +397,31 @@ def test_a_kept_error_keeps_the_header_the_loader_judges_first(elf: ElfFactory, 
     warm = FactsStore(str(tmp_path / "facts.json")).get_path(str(library))
     for entry in (first, warm):
         assert loader_verdict(None, entry, HostAbi()).action == "skip", entry
+
+
+def test_a_needed_name_in_zero_fill_pages_leaves_the_symbol_table_usable(elf: ElfFactory, judge: Judge) -> None:
+    """The provider's DT_NEEDED offset moved into its .bss: the loader reads an empty name there (the main
+    program) and binds the consumer's import; libdoctor used to read names from the file, fail past its end,
+    and drop the provider's whole table (mutation_sweep --bind: "undefined symbol" where the loader binds)."""
+    from elftools.elf.elffile import ELFFile
+
+    from libdoctor.loader.binding import unbound_symbols
+
+    # DT_NEEDED libm.so.6 without a version need on it (no libm symbol used), so nothing else asks for it
+    provider = elf.lib("lib/libprov.so.1", defines=["provided"], extra=["-Wl,--no-as-needed", "-lm"],
+                       body="char spare[1 << 16];\n")
+    consumer = elf.lib("lib/libuse.so", calls=["provided"], link=[provider], runpath="$ORIGIN")
+    with provider.open("rb") as handle:
+        elffile = ELFFile(handle)
+        bss = elffile.get_section_by_name(".bss")["sh_addr"]
+        strtab = elffile.get_section_by_name(".dynstr")["sh_addr"]
+    data = bytearray(provider.read_bytes())
+    at, entries = dynamic_entries(bytes(data))
+    index = next(i for i, (tag, _value) in enumerate(entries) if tag == 1)  # DT_NEEDED libm.so.6
+    assert bss + 0x1000 > len(data)  # the name lies past the end of the file, in zero-fill pages
+    struct.pack_into("<qQ", data, at + 16 * index, 1, bss + 0x1000 - strtab)
+    provider.write_bytes(bytes(data))
+    done = _bind_now(judge, consumer)
+    assert done.returncode == 0 and "undefined symbol" not in done.stdout + done.stderr, done.stdout + done.stderr
+    scope = [o.realpath for o in judge.predict(str(consumer), str(consumer.parent)).objects]
+    assert unbound_symbols([str(consumer)], scope) == []

@@ -144,9 +144,10 @@ class Exports:
             return
         strtab = layout.offset_of(tags[DT_STRTAB], "string table")
         self.strings_at, self.strings_size = strtab, tags.get(DT_STRSZ, 0)
-        if DT_SONAME in tags:
-            self.soname = reader.cstring(strtab + tags[DT_SONAME], "soname")
-        self.needed = tuple(reader.cstring(strtab + value, "needed") for tag, value in entries if tag == DT_NEEDED)
+        # the names only order the lookups (the likely providers first): one the file cannot give (the loader
+        # reads it through the mapped image, where the dependency facts judge it) is left out, not the table
+        self.soname = self._name(reader, strtab, tags.get(DT_SONAME))
+        self.needed = tuple(n for n in (self._name(reader, strtab, v) for t, v in entries if t == DT_NEEDED) if n)
         self.entry = 24 if layout.elf_class == 64 else 16
         self.symtab_at = layout.offset_of(tags[DT_SYMTAB], "symbol table")
         try:
@@ -168,6 +169,13 @@ class Exports:
         needs = {index: (name, file) for index, (name, file) in versions.items() if file is not None}
         self._load_hash(reader, layout, tags)
         self.imports = tuple(self._imports(reader, needs))
+
+    @staticmethod
+    def _name(reader: _Reader, strtab: int, offset: Optional[int]) -> Optional[str]:
+        try:
+            return reader.cstring(strtab + offset, "a name") if offset is not None else None
+        except ElfError:
+            return None
 
     def _load_hash(self, reader: _Reader, layout, tags: dict[int, int]) -> None:  # noqa: ANN001
         self.gnu = DT_GNU_HASH in tags
