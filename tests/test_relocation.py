@@ -313,3 +313,30 @@ def test_a_lookup_through_a_damaged_hash_chain_faults_in_whichever_object_asks(e
         assert faults[0].faulting_table == str(library) and "SIGSEGV" in faults[0].message
     else:
         assert "undefined symbol: h" in done.stdout + done.stderr and any(u.name == "h" for u in unbound)
+
+
+def test_a_chain_leading_into_the_objects_above_ends_there_without_a_fault(elf, judge):
+    """The buckets point the chains 4 KB above the library's reservation: the loader's heap block and the object
+    loaded before it lie there, and the walk ends at their first odd word without a fault (the symbols are
+    simply not found); libdoctor used to read zeros there until its window ran out and call it a crash."""
+    library = _library(elf, "libabove.so")
+    root = elf.lib("lib/libroot.so", calls=["h"], link=[library], runpath="$ORIGIN")
+    with library.open("rb") as handle:
+        elffile = ELFFile(handle)
+        section = elffile.get_section_by_name(".gnu.hash")
+        at, address = section["sh_offset"], section["sh_addr"]
+        end = max(s["p_vaddr"] + s["p_memsz"] for s in elffile.iter_segments() if s["p_type"] == "PT_LOAD")
+    data = bytearray(library.read_bytes())
+    nbuckets, symoffset, nwords, _shift = struct.unpack_from("<IIII", data, at)
+    chain_zero = address + 16 + 8 * nwords + 4 * nbuckets - 4 * symoffset
+    bucket = (((end + 0xFFF) & ~0xFFF) + 0x1000 - chain_zero) // 4
+    for word in range(nwords):
+        struct.pack_into("<Q", data, at + 16 + 8 * word, 0xFFFFFFFFFFFFFFFF)
+    for index in range(nbuckets):
+        struct.pack_into("<I", data, at + 16 + 8 * nwords + 4 * index, bucket)
+    library.write_bytes(bytes(data))
+    done = _loader(judge, root)
+    assert done.returncode == 0 and "undefined symbol: h" in done.stdout + done.stderr, done.stdout + done.stderr
+    scope = [o.realpath for o in judge.predict(str(root), str(root.parent)).objects]
+    unbound = unbound_symbols(scope, scope)
+    assert not [u for u in unbound if u.faulting_table] and any(u.name == "h" for u in unbound), unbound

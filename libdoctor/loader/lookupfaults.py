@@ -15,6 +15,7 @@ from typing import Optional
 
 from ..errors import ElfError
 from .elffacts import (
+    NEIGHBOURS,
     DT_GNU_HASH,
     DT_STRTAB,
     DT_SYMTAB,
@@ -23,6 +24,7 @@ from .elffacts import (
     _Image,
     _parse_headers,
     _Reader,
+    _up,
     open_regular,
 )
 
@@ -35,8 +37,10 @@ FAULT, FOUND, ABSENT = "fault", "found", "absent"
 class HashWalker:
     """One object's GNU hash lookup, read through its mapped image."""
 
-    def __init__(self, image: _Image, header: tuple[int, int, int, int], at: int, symtab: int, strtab: int):
+    def __init__(self, image: _Image, header: tuple[int, int, int, int], at: int, symtab: int, strtab: int,
+                 reserved_end: int = 1 << 64):
         self.image = image
+        self.reserved_end = reserved_end  # above it lie other objects, of unknown content (elffacts.NEIGHBOURS)
         self.nbuckets, self.symoffset, self.nwords, self.shift = header
         self.bloom_at = at + 16
         self.buckets_at = self.bloom_at + 8 * self.nwords
@@ -70,7 +74,10 @@ class HashWalker:
         if bucket == 0:
             return ABSENT
         for index in range(bucket, bucket + MAX_CHAIN):
-            entry = self._word(self.chain_zero + 4 * index, "<I", 4)
+            at = (self.chain_zero + 4 * index) % (1 << 64)
+            if self.reserved_end <= at < self.reserved_end + NEIGHBOURS:
+                return ABSENT  # the other objects' bytes: an odd word ends the chain soon, a match is chance
+            entry = self._word(at, "<I", 4)
             if (entry ^ value) >> 1 == 0 and self._matches(index, name):
                 return FOUND
             if entry & 1:
@@ -104,7 +111,8 @@ def open_walker(path: str) -> Optional[HashWalker]:
         image = _Image(reader, layout.segments)
         at = tags[DT_GNU_HASH]
         header = struct.unpack("<IIII", image.read(at, 16, "the GNU hash table"))
-        walker = HashWalker(image, header, at, tags[DT_SYMTAB], tags[DT_STRTAB])
+        reserved_end = _up(layout.segments[-1].vaddr + layout.segments[-1].memsz)
+        walker = HashWalker(image, header, at, tags[DT_SYMTAB], tags[DT_STRTAB], reserved_end)
         walker.fd = fd
         return walker
     except (ElfError, LoaderCrash, OSError, struct.error, ValueError):
