@@ -272,9 +272,12 @@ def _bind_now(judge: Judge, root: Path) -> subprocess.CompletedProcess:
                           env=loader_env({"LD_TRACE_LOADED_OBJECTS": "1", "LD_BIND_NOW": "yes", "LD_WARN": "yes"}))
 
 
-def test_a_bloom_shift_past_the_word_width_binds_as_the_machine_shifts(elf: ElfFactory, judge: Judge) -> None:
-    """DT_GNU_HASH's shift of 70 on x86-64: the loader's ``new_hash >> shift`` on a 64-bit register uses 70 & 63 = 6,
-    so the bloom filter still lets every symbol through (mutation_sweep --bind: libdoctor said undefined)."""
+@pytest.mark.parametrize("extra", [32, 64, 224])
+def test_a_bloom_shift_past_the_word_width_binds_as_the_machine_shifts(elf: ElfFactory, judge: Judge,
+                                                                       extra: int) -> None:
+    """DT_GNU_HASH's shift raised by 32, 64 or 224 on x86-64: the loader shifts the 32-bit hash as the machine
+    does, the count masked to 5 bits, so the bloom filter still lets every symbol through (mutation_sweep --bind:
+    libdoctor said undefined; a shift of 6 + 32 told a 5-bit mask from a 6-bit one)."""
     from elftools.elf.elffile import ELFFile
 
     from libdoctor.loader.binding import unbound_symbols
@@ -286,7 +289,7 @@ def test_a_bloom_shift_past_the_word_width_binds_as_the_machine_shifts(elf: ElfF
         at = ELFFile(handle).get_section_by_name(".gnu.hash")["sh_offset"]
     data = bytearray(provider.read_bytes())
     shift, = struct.unpack_from("<I", data, at + 12)
-    struct.pack_into("<I", data, at + 12, shift + 64)
+    struct.pack_into("<I", data, at + 12, shift + extra)
     provider.write_bytes(bytes(data))
     done = _bind_now(judge, consumer)
     assert done.returncode == 0 and "undefined symbol" not in done.stdout + done.stderr, done.stdout + done.stderr
@@ -420,6 +423,31 @@ def test_a_needed_name_in_zero_fill_pages_leaves_the_symbol_table_usable(elf: El
     index = next(i for i, (tag, _value) in enumerate(entries) if tag == 1)  # DT_NEEDED libm.so.6
     assert bss + 0x1000 > len(data)  # the name lies past the end of the file, in zero-fill pages
     struct.pack_into("<qQ", data, at + 16 * index, 1, bss + 0x1000 - strtab)
+    provider.write_bytes(bytes(data))
+    done = _bind_now(judge, consumer)
+    assert done.returncode == 0 and "undefined symbol" not in done.stdout + done.stderr, done.stdout + done.stderr
+    scope = [o.realpath for o in judge.predict(str(consumer), str(consumer.parent)).objects]
+    assert unbound_symbols([str(consumer)], scope) == []
+
+
+def test_version_indexes_in_zero_fill_pages_read_as_zeros(elf: ElfFactory, judge: Judge) -> None:
+    """The provider's DT_VERSYM moved into its .bss: the loader reads index 0 for every symbol there, and a
+    versioned lookup accepts such a definition; libdoctor used to read the indexes from the file, fail, and drop
+    the provider's whole table (mutation_sweep --bind: "undefined symbol: f" where the loader binds)."""
+    from elftools.elf.elffile import ELFFile
+
+    from libdoctor.loader.binding import unbound_symbols
+
+    provider = elf.lib("lib/libprov.so.1", defines=["provided"], version_script={"PROV_1": ["provided"]},
+                       body="char spare[1 << 16];\n")
+    consumer = elf.lib("lib/libuse.so", calls=["provided"], link=[provider], runpath="$ORIGIN")
+    with provider.open("rb") as handle:
+        bss = ELFFile(handle).get_section_by_name(".bss")["sh_addr"]
+    data = bytearray(provider.read_bytes())
+    at, entries = dynamic_entries(bytes(data))
+    index = next(i for i, (tag, _value) in enumerate(entries) if tag == 0x6FFFFFF0)  # DT_VERSYM
+    assert bss + 0x1000 > len(data)
+    struct.pack_into("<qQ", data, at + 16 * index, 0x6FFFFFF0, bss + 0x1000)
     provider.write_bytes(bytes(data))
     done = _bind_now(judge, consumer)
     assert done.returncode == 0 and "undefined symbol" not in done.stdout + done.stderr, done.stdout + done.stderr

@@ -32,7 +32,9 @@ from .elffacts import (
     DT_SYMTAB,
     DT_VERSYM,
     ElfFacts,
+    LoaderCrash,
     _dynamic_entries,
+    _Image,
     _parse_headers,
     _Reader,
     read_elf_facts,
@@ -157,8 +159,7 @@ class Exports:
             self.count = min(max(0, (strtab - self.symtab_at) // self.entry), MAX_SYMBOLS)
         self.layout_code = "IBBHQQ" if layout.elf_class == 64 else "IIIBBH"
         self.unpack = struct.Struct(self.fmt + self.layout_code).unpack
-        self.versym = (self._array(reader, "H", layout.offset_of(tags[DT_VERSYM], "versym"), self.count, "versym")
-                       if DT_VERSYM in tags else array("H"))
+        self.versym = self._versym(reader, layout, tags[DT_VERSYM]) if DT_VERSYM in tags else array("H")
         try:
             versions = _version_names(reader, layout, strtab, tags)  # index -> (name, file; None: defined here)
         except ElfError:
@@ -169,6 +170,22 @@ class Exports:
         needs = {index: (name, file) for index, (name, file) in versions.items() if file is not None}
         self._load_hash(reader, layout, tags)
         self.imports = tuple(self._imports(reader, needs))
+
+    def _versym(self, reader: _Reader, layout, address: int) -> array:  # noqa: ANN001
+        """The version indexes, from the file, else as the loader reads them: through the mapped pages (zero-fill
+        pages past a segment's file part read as zeros); none where even those are unmapped."""
+        try:
+            return self._array(reader, "H", layout.offset_of(address, "versym"), self.count, "versym")
+        except ElfError:
+            pass
+        values = array("H")
+        try:
+            values.frombytes(_Image(reader, layout.segments).read(address, 2 * self.count, "versym"))
+        except LoaderCrash:
+            return values
+        if (self.fmt == ">") != (sys.byteorder == "big"):
+            values.byteswap()
+        return values
 
     @staticmethod
     def _name(reader: _Reader, strtab: int, offset: Optional[int]) -> Optional[str]:
@@ -250,8 +267,9 @@ class Exports:
         if self.gnu and self.bloom:
             value, bits = hashes[0], self.bits
             word = self.bloom[(value // bits) % len(self.bloom)]
-            # the shift count as the machine applies it to a uint_fast32_t (x86 masks it to the register width)
-            if (word >> (value % bits)) & (word >> ((value >> (self.shift & (bits - 1))) % bits)) & 1 == 0:
+            # the shift count as the machine applies it to the 32-bit hash: x86 masks a 32-bit shift's count to
+            # 5 bits (measured: a shift raised by 32 binds as before; tests/test_loader_checks.py)
+            if (word >> (value % bits)) & (word >> ((value >> (self.shift & 31)) % bits)) & 1 == 0:
                 return False  # the bloom filter says no: the usual answer, at the cost of one word
         if not self.gnu and hashes[1] < 0:
             hashes = (hashes[0], sysv_hash(name))

@@ -68,7 +68,7 @@ class HashWalker:
             return ABSENT  # do_lookup_x skips an object without buckets
         index_bits = (self.nwords - 1) % (1 << 32)  # l_gnu_bitmask_idxbits, a 32-bit word
         word = self._word(self.bloom_at + 8 * ((value // 64) & index_bits), "<Q", 8)
-        if not (word >> (value & 63)) & (word >> ((value >> (self.shift & 63)) & 63)) & 1:
+        if not (word >> (value & 63)) & (word >> ((value >> (self.shift & 31)) & 63)) & 1:  # a 32-bit shift
             return ABSENT
         bucket = self._word(self.buckets_at + 4 * (value % self.nbuckets), "<I", 4)
         if bucket == 0:
