@@ -20,6 +20,7 @@ from libdoctor.errors import ElfError
 from libdoctor.loader.relocation import _walk, relocate, relocation_error
 
 from .conftest import loader_env, needs_gcc
+from .test_loader_checks import dynamic_entries
 
 pytestmark = needs_gcc
 BODY = ("int g(void) { return 7; }\nint counter;\nint *where(void) { return &counter; }\n"
@@ -340,3 +341,18 @@ def test_a_chain_leading_into_the_objects_above_ends_there_without_a_fault(elf, 
     scope = [o.realpath for o in judge.predict(str(root), str(root.parent)).objects]
     unbound = unbound_symbols(scope, scope)
     assert not [u for u in unbound if u.faulting_table] and any(u.name == "h" for u in unbound), unbound
+
+
+def test_a_relative_count_that_wraps_the_address_space_counts_what_its_bytes_cover(elf, judge):
+    """DT_RELACOUNT raised by 2**62: the loader scales it to a pointer (``relative + nrelative``, 24 bytes
+    each), whose bytes wrap at 2**64 back to the same entries: the library loads.  libdoctor used to walk 2**62
+    entries, ran past the table and predicted the assertion."""
+    library = _library(elf)
+    data = bytearray(library.read_bytes())
+    at, entries = dynamic_entries(bytes(data))
+    index = next(i for i, (tag, _value) in enumerate(entries) if tag == 0x6FFFFFF9)  # DT_RELACOUNT
+    struct.pack_into("<qQ", data, at + 16 * index, 0x6FFFFFF9, entries[index][1] + (1 << 62))
+    library.write_bytes(bytes(data))
+    done = _loader(judge, library)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert relocation_error(str(library)) is None

@@ -266,9 +266,11 @@ class _Relocator:
     def range(self, start: int, size: int, relative: int, lazy: bool) -> None:
         if start == 0 and size == 0:
             return
-        # size == 0 with a start: the loop bodies never run, but the leading relative entries still do
-        self.leading(start, relative)
-        body_start = (start + relative * ENTRY) % (1 << 64)
+        # size == 0 with a start: the loop bodies never run, but the leading relative entries still do.  The
+        # count scales a pointer (``relative + nrelative``): its bytes wrap at 2**64, so a count of 2**62 + 3 is 3
+        span = (relative * ENTRY) % (1 << 64)
+        self.leading(start, -(-span // ENTRY))
+        body_start = (start + span) % (1 << 64)
         end = (start + size) % (1 << 64)
         if body_start >= end:
             return
