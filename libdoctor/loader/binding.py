@@ -40,35 +40,15 @@ from .elffacts import (
     read_elf_facts,
 )
 from .factstore import FactsStore, Key, Unfound, key_of
+from .hashing import SHN_UNDEF, gnu_hash, may_answer, sysv_hash
 from .lookupfaults import FAULT, FOUND, open_walker
 from .relocation import relocate
 from .versionheap import NO_VERSION, PLAIN, version_past
 from .symbols import MAX_SYMBOLS, STB_WEAK, _open, _symbol_count, _version_names
 
 STB_GLOBAL, STB_GNU_UNIQUE = 1, 10
-STT_TLS, STT_GNU_IFUNC = 6, 10
-ALLOWED_TYPES = frozenset({0, 1, 2, 5, STT_TLS, STT_GNU_IFUNC})  # NOTYPE OBJECT FUNC COMMON TLS IFUNC
-SHN_UNDEF, SHN_ABS = 0, 0xFFF1
 VERSYM_HIDDEN = 0x8000
 PYTHON_PREFIXES = ("Py", "_Py")  # the interpreter defines these for its extension modules
-
-
-def gnu_hash(name: bytes) -> int:
-    value = 5381
-    for byte in name:
-        value = value * 33 + byte  # reduced once at the end: the same value modulo 2**32, fewer operations
-    return value & 0xFFFFFFFF
-
-
-def sysv_hash(name: bytes) -> int:
-    value = 0
-    for byte in name:
-        value = (value << 4) + byte
-        high = value & 0xF0000000
-        if high:
-            value ^= high >> 24
-        value &= ~high & 0xFFFFFFFF
-    return value
 
 
 class Import(NamedTuple):
@@ -298,10 +278,7 @@ class Exports:
 
     def _matches(self, index: int, name: bytes, version: Optional[str], exact: bool = False) -> bool:
         name_at, info, _other, shndx, value = self._symbol(index)
-        kind, binding = info & 0xF, info >> 4
-        if (value == 0 and shndx != SHN_ABS and kind != STT_TLS) or shndx == SHN_UNDEF:
-            return False
-        if kind not in ALLOWED_TYPES or binding not in (STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE):
+        if not may_answer(info, shndx, value) or info >> 4 not in (STB_GLOBAL, STB_WEAK, STB_GNU_UNIQUE):
             return False
         if self._pread(len(name) + 1, self.strings_at + name_at) != name + b"\0":
             return False

@@ -27,9 +27,8 @@ from .elffacts import (
     _up,
     open_regular,
 )
+from .hashing import may_answer
 
-SHN_UNDEF, SHN_ABS, STT_TLS = 0, 0xFFF1, 6
-ALLOWED_TYPES = frozenset({0, 1, 2, 5, STT_TLS, 10})  # check_match's ALLOWED_STT
 MAX_CHAIN = 1 << 20  # entries one walk reads at most (a chain with no end bit runs until memory ends)
 FAULT, FOUND, ABSENT = "fault", "found", "absent"
 
@@ -87,7 +86,7 @@ class HashWalker:
     def _matches(self, index: int, name: bytes) -> bool:
         name_at, info, _other, shndx, value = struct.unpack(
             "<IBBHQ", self.image.read((self.symtab + 24 * index) % (1 << 64), 16, "a symbol"))
-        if (value == 0 and shndx != SHN_ABS and info & 0xF != STT_TLS) or info & 0xF not in ALLOWED_TYPES:
+        if not may_answer(info, shndx, value):
             return False
         at = (self.strtab + name_at) % (1 << 64)
         return self.image.read(at, min(len(name) + 1, max(1, self.image.run(at))), "a symbol name") == name + b"\0"

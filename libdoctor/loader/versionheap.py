@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 from .elffacts import ElfFacts
+from .hashing import sysv_hash
 
 VER_FLG_BASE = 1
 VDSO_VERSIONS = ("LINUX_2.6",)  # the x86-64 vDSO's version node (Linux arch/x86/entry/vdso/vdso.lds.S)
@@ -31,18 +32,6 @@ LINK_MAP = ""  # a pointer to a link map: printed as a string it is empty (l_add
 
 NO_VERSION = "\0"  # a version name no node has (names from files end at their NUL): matches nothing
 Word = Union[int, str]  # a number (0, or a hash word) or a pointer to the string it names
-
-
-def elf_hash(name: str) -> int:
-    """The SysV ELF hash (``vd_hash``, ``vna_hash``)."""
-    value = 0
-    for byte in name.encode("utf-8", "surrogateescape"):
-        value = ((value << 4) + byte) & 0xFFFFFFFF
-        high = value & 0xF0000000
-        if high:
-            value ^= high >> 24
-        value &= ~high & 0xFFFFFFFF
-    return value
 
 
 def version_count(facts: ElfFacts) -> int:
@@ -74,7 +63,7 @@ def table_words(facts: ElfFacts) -> list[Word]:
 def vdso_words() -> list[Word]:
     words: list[Word] = [0] * (2 * WORDS_PER_ENTRY)
     for name in VDSO_VERSIONS:
-        words += [name, elf_hash(name), 0]
+        words += [name, sysv_hash(name.encode()), 0]
     return _padded(words)
 
 
