@@ -312,6 +312,12 @@ def test_a_lookup_through_a_damaged_hash_chain_faults_in_whichever_object_asks(e
     assert bool(faults) == crashes, [u.message for u in unbound]
     if crashes:
         assert faults[0].faulting_table == str(library) and "SIGSEGV" in faults[0].message
+        env = dict(os.environ, LIBDOCTOR_NO_VERDICT_CACHE="1", XDG_CACHE_HOME=str(library.parent / "cache"),
+                   NO_COLOR="1")
+        scan = subprocess.run([sys.executable, "-m", "libdoctor", "scan", str(root)], capture_output=True, text=True,
+                              timeout=120, env=env)
+        assert scan.returncode == 1 and "the loader crashes (SIGSEGV) looking up" in scan.stdout, scan.stdout
+        assert f"in {library}: its hash table" in scan.stdout and "the file is damaged" in scan.stdout
     else:
         assert "undefined symbol: h" in done.stdout + done.stderr and any(u.name == "h" for u in unbound)
 

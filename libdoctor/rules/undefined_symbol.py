@@ -68,11 +68,26 @@ def check(ctx: RuleContext) -> RuleResult:
         shown = {o.realpath: o.path for o in target.result.objects}
         grouped: dict[tuple[str, Optional[str]], list[Unbound]] = {}
         for unbound in unbound_in(target.result, ctx.store):
+            if unbound.crashes or unbound.faulting_table:
+                findings.append(_crash_finding(target, unbound, shown))
+                continue
             grouped.setdefault((shown.get(unbound.consumer, unbound.consumer), unbound.file), []).append(unbound)
         for (consumer, file), missing in grouped.items():
             findings.append(_finding(target, consumer, file, missing))
         findings.extend(_relocation_findings(target, ctx.store))
     return RuleResult(tuple(findings), tuple(_actions(ctx, findings)))
+
+
+def _crash_finding(target: TargetReport, unbound: Unbound, shown: dict[str, str]) -> Finding:
+    """A lookup that crashes the loader (a damaged hash table, a version index past its table): the damaged file
+    is the cause, as for a relocation that stops the loader."""
+    damaged = unbound.faulting_table or unbound.consumer
+    path = shown.get(damaged, damaged)
+    message = replace(unbound, consumer=shown.get(unbound.consumer, unbound.consumer),
+                      faulting_table=unbound.faulting_table and path).message
+    return Finding(RULE_ID, "error", f"{message} (the file is damaged: reinstall the package that owns it)",
+                   kind="fatal", cause=f"relocation:{damaged}", target=target.target.path, group=target.target.group,
+                   objects=(path,), chain=chain_to(target.result, path))
 
 
 def _relocation_findings(target: TargetReport, store: FactsStore) -> list[Finding]:
