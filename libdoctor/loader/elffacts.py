@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from types import SimpleNamespace
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 from ..errors import (
     CorruptError,
@@ -884,23 +884,30 @@ def _version_defs(image: _Image, fmt: str, string, address: int, count: int  # n
     raise CorruptError("corrupt: the version definition list never ends")
 
 
+def _verdef_records(image: _Image, fmt: str, address: int) -> Iterator[tuple[int, int, int, int]]:
+    """The Verdef records as ``_dl_check_map_versions`` walks them, by ``vd_next`` until 0: (address, vd_flags,
+    vd_ndx without its hidden bit, vd_aux)."""
+    for _ in range(MAX_VERSION_ENTRIES):
+        _version, flags, index, _cnt, _hash, aux, nxt = struct.unpack(
+            fmt + "HHHHIII", image.read(address, 20, "a version definition"))
+        yield address, flags, index & 0x7FFF, aux
+        if nxt == 0:
+            return
+        address = (address + nxt) % (1 << 64)
+    raise CorruptError("corrupt: the version definition list never ends")
+
+
 def _verdef_names_read(image: _Image, fmt: str, address: int, needs: tuple[VersionNeed, ...]) -> None:
     """``_dl_check_map_versions``' second walk of the Verdef list, once ``l_versions`` exists (a version index
     above 0): each record but the base one has its ``Verdaux`` name read, whatever its ``vd_cnt`` or
     ``vd_version`` (raises the loader's SIGSEGV where that read faults)."""
-    records: list[tuple[int, int, int, int]] = []  # (address, flags, vd_aux, vd_ndx)
-    for _ in range(MAX_VERSION_ENTRIES):
-        _version, flags, index, _cnt, _hash, aux, nxt = struct.unpack(
-            fmt + "HHHHIII", image.read(address, 20, "a version definition"))
-        records.append((address, flags, aux, index & 0x7FFF))
-        if nxt == 0:
-            break
-        address = (address + nxt) % (1 << 64)
-    else:
+    try:
+        records = list(_verdef_records(image, fmt, address))
+    except CorruptError:
         return  # never ends: the dependency facts already call it corrupt
-    if not any(index for *_rest, index in records) and not any(n.index & 0x7FFF for n in needs):
+    if not any(index for _at, _flags, index, _aux in records) and not any(n.index & 0x7FFF for n in needs):
         return  # ndx_high 0: no array, no second walk
-    for at, flags, aux, _index in records:
+    for at, flags, _index, aux in records:
         if not flags & VER_FLG_BASE:
             image.read((at + aux) % (1 << 64), 4, "a version definition's name")
 
@@ -913,19 +920,15 @@ def unreadable_version_names(image: _Image, fmt: str, tags: dict[int, int]) -> f
     if address is None or strtab is None:
         return frozenset()
     try:
-        for _ in range(MAX_VERSION_ENTRIES):
-            _version, flags, index, _cnt, _hash, aux, nxt = struct.unpack(
-                fmt + "HHHHIII", image.read(address, 20, "a version definition"))
-            if not flags & VER_FLG_BASE:
-                name_off, = struct.unpack(fmt + "I", image.read((address + aux) % (1 << 64), 4, "a version name"))
-                try:
-                    image.cstring((strtab + name_off) % (1 << 64), "a version name")
-                except LoaderCrash:
-                    out.add(index & 0x7FFF)
-            if nxt == 0:
-                break
-            address = (address + nxt) % (1 << 64)
-    except (LoaderCrash, struct.error):
+        for at, flags, index, aux in _verdef_records(image, fmt, address):
+            if flags & VER_FLG_BASE:
+                continue
+            name_off, = struct.unpack(fmt + "I", image.read((at + aux) % (1 << 64), 4, "a version name"))
+            try:
+                image.cstring((strtab + name_off) % (1 << 64), "a version name")
+            except LoaderCrash:
+                out.add(index)
+    except (LoaderCrash, CorruptError, struct.error):
         pass  # a walk that faults stops the loader earlier (the dependency facts say so)
     return frozenset(out)
 
