@@ -362,3 +362,14 @@ def test_a_relative_count_that_wraps_the_address_space_counts_what_its_bytes_cov
     done = _loader(judge, library)
     assert done.returncode == 0, done.stdout + done.stderr
     assert relocation_error(str(library)) is None
+
+
+def test_a_table_without_a_gnu_hash_leaves_no_file_open(elf):
+    """open_walker answers None for a library with only DT_HASH, and closes what it opened (it used to leak one
+    descriptor per call on that path: the daemon runs for weeks)."""
+    from libdoctor.loader.lookupfaults import open_walker
+
+    library = elf.lib("lib/libsysv.so", defines=["f"], extra=["-Wl,--hash-style=sysv"])
+    before = len(os.listdir("/proc/self/fd"))
+    assert all(open_walker(str(library)) is None for _ in range(20))
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -42,8 +42,8 @@ from .elffacts import (
 from .factstore import FactsStore, Key, Unfound, key_of
 from .hashing import SHN_UNDEF, gnu_hash, may_answer, sysv_hash
 from .lookupfaults import FAULT, FOUND, open_walker
-from .relocation import relocate
-from .versionheap import NO_VERSION, PLAIN, version_past
+from .relocation import Reference, relocate
+from .versionheap import NO_VERSION, PLAIN, heap_after, version_past
 from .symbols import MAX_SYMBOLS, STB_WEAK, _open, _symbol_count, _version_names
 
 STB_GLOBAL, STB_GNU_UNIQUE = 1, 10
@@ -426,11 +426,9 @@ def relocation_facts(path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
     asked = [r for r in result.references
              if r.defined or r.version_past is not None or not 0 < r.symbol < import_end
              or (r.version is not None and r.file is None)]  # a definition's version on an import: not its own
+    names = _reference_names(own, asked)
     unfound: list[Unfound] = []
     try:
-        fd = own.reopen()
-        reader = _Reader(fd, os.fstat(fd).st_size)
-        names = _read_names(reader, own.strings_at, own.strings_size, sorted({r.name_at for r in asked}))
         for ref in asked:
             name = names[ref.name_at]
             if ref.version_past is not None:  # which version it asks for depends on the objects loaded after it
@@ -444,6 +442,16 @@ def relocation_facts(path: str) -> tuple[Optional[str], tuple[Unfound, ...]]:
     finally:
         own.release()
     return result.error, tuple(unfound)
+
+
+def _reference_names(own: Exports, references: Iterable[Reference]) -> dict[int, str]:
+    """The names ``references`` look up, by string table offset, read in one pass of ``own``'s string table."""
+    try:
+        fd = own.reopen()
+        return _read_names(_Reader(fd, os.fstat(fd).st_size), own.strings_at, own.strings_size,
+                           sorted({r.name_at for r in references}))
+    finally:
+        own.release()
 
 
 def _referenced(own: Exports, store: Optional[FactsStore]) -> tuple[Import, ...]:
@@ -547,10 +555,10 @@ def _past_table_unbound(consumer: str, past: tuple[Import, ...], lookup: _Scope,
     position = lookup.paths.index(consumer) if consumer in lookup.paths else len(lookup.paths)
     chain = [_facts_of(p, store) for p in lookup.paths] if startup else []
     tls_modules = sum(1 for facts in chain if facts is not None and facts.has_tls)
+    heap = heap_after(own, chain[position + 1:], position == 0, tls_modules) if startup else []
     out = []
     for wanted in past:
-        asked = version_past(own, wanted.version_past or 0, chain[position + 1:], position == 0, tls_modules) \
-            if startup else PLAIN
+        asked = version_past(heap, wanted.version_past or 0) if startup else PLAIN
         raw, hashes = _hashes(wanted.name)
         if asked.kind == "plain":
             found = any(t.defines(raw, hashes, None) for t in lookup.tables)
@@ -572,12 +580,7 @@ def _looked_up_names(consumer: str) -> list[str]:
     references = relocate(consumer).references
     if own is None or not references:
         return []
-    try:
-        fd = own.reopen()
-        names = _read_names(_Reader(fd, os.fstat(fd).st_size), own.strings_at, own.strings_size,
-                            sorted({r.name_at for r in references}))
-    finally:
-        own.release()
+    names = _reference_names(own, references)
     return [names[r.name_at] for r in references if names.get(r.name_at)]
 
 
@@ -604,8 +607,10 @@ def _first_fault(consumers: list[str], tables: list[Exports], walkers: dict) -> 
     seen: set[str] = set()
     for consumer in consumers:
         for name in _looked_up_names(consumer):
-            if name in seen or budget <= 0:
+            if name in seen:
                 continue
+            if budget <= 0:
+                return []  # libdoctor's bound on one load's work: the rest is not replayed
             seen.add(name)
             budget -= 1
             raw, hashes = _hashes(name)

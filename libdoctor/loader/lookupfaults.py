@@ -5,7 +5,7 @@ mapped pages (glibc 2.36 ``elf/dl-lookup.c``): the bloom word ``(hash / 64) & (n
 ``hash % nbuckets``, then the chain from that bucket until an entry with its low bit set; an entry whose
 hash matches has its symbol read (``check_match``: value, section, type) and, if it may define the name,
 its name compared.  A damaged table sends these reads outside the mapped pages and the loader faults while
-relocating some other object.  :func:`walker` answers for one file; binding decides which names reach it.
+relocating some other object.  :func:`open_walker` answers for one file; binding decides which names reach it.
 """
 from __future__ import annotations
 
@@ -99,21 +99,29 @@ def open_walker(path: str) -> Optional[HashWalker]:
         fd = open_regular(path)
     except (ElfError, OSError):
         return None
+    walker = None
     try:
-        reader = _Reader(fd, os.fstat(fd).st_size)
-        _header, layout = _parse_headers(reader, os.pread(fd, 4096, 0))
-        if layout.elf_class != 64 or layout.fmt != "<" or not layout.segments or layout.dynamic is None:
-            return None
-        tags = dict(_dynamic_entries(reader, layout))
-        if DT_GNU_HASH not in tags or DT_SYMTAB not in tags or DT_STRTAB not in tags:
-            return None
-        image = _Image(reader, layout.segments)
-        at = tags[DT_GNU_HASH]
-        header = struct.unpack("<IIII", image.read(at, 16, "the GNU hash table"))
-        reserved_end = _up(layout.segments[-1].vaddr + layout.segments[-1].memsz)
-        walker = HashWalker(image, header, at, tags[DT_SYMTAB], tags[DT_STRTAB], reserved_end)
-        walker.fd = fd
+        walker = _walker(fd)
         return walker
     except (ElfError, LoaderCrash, OSError, struct.error, ValueError):
-        os.close(fd)
         return None  # a table the loader cannot even set up is the dependency facts' finding
+    finally:
+        if walker is None:
+            os.close(fd)
+
+
+def _walker(fd: int) -> Optional[HashWalker]:
+    reader = _Reader(fd, os.fstat(fd).st_size)
+    _header, layout = _parse_headers(reader, os.pread(fd, 4096, 0))
+    if layout.elf_class != 64 or layout.fmt != "<" or not layout.segments or layout.dynamic is None:
+        return None
+    tags = dict(_dynamic_entries(reader, layout))
+    if DT_GNU_HASH not in tags or DT_SYMTAB not in tags or DT_STRTAB not in tags:
+        return None
+    image = _Image(reader, layout.segments)
+    at = tags[DT_GNU_HASH]
+    header = struct.unpack("<IIII", image.read(at, 16, "the GNU hash table"))
+    reserved_end = _up(layout.segments[-1].vaddr + layout.segments[-1].memsz)
+    walker = HashWalker(image, header, at, tags[DT_SYMTAB], tags[DT_STRTAB], reserved_end)
+    walker.fd = fd
+    return walker

@@ -53,6 +53,7 @@ from .elffacts import (
     unreadable_version_names,
 )
 from .factstore import key_of
+from .versionheap import version_count
 
 DT_PLTRELSZ, DT_RELASZ, DT_TEXTREL, DT_BIND_NOW, DT_FLAGS = 2, 8, 22, 24, 30
 DT_JMPREL, DT_FLAGS_1, DT_RELACOUNT = 23, 0x6FFFFFFB, 0x6FFFFFF9
@@ -219,7 +220,8 @@ def _version_entry_faults(index: int, high: int) -> bool:
 class _Relocator:
     """One object's relocation walk (glibc 2.36 ``elf_dynamic_do_Rela`` for each range)."""
 
-    def __init__(self, image: _Image, layout: _Layout, tags: dict[int, int], versions_high: int) -> None:
+    def __init__(self, image: _Image, layout: _Layout, tags: dict[int, int], versions_high: int,
+                 nameless: frozenset[int] = frozenset()) -> None:
         self.image = image
         self.tags = tags
         flags = tags.get(DT_FLAGS, 0)
@@ -231,7 +233,7 @@ class _Relocator:
         self.tables: dict[int, array] = {}  # address -> the symbol or version-index entries read so far
         self.looked_up: set[int] = set()  # symbols entries name (read once: the loader's one-entry cache, widened)
         self.versions_high = versions_high  # _dl_check_map_versions' ndx_high: l_versions has one more entries
-        self.nameless: frozenset[int] = frozenset()  # own version definitions whose names cannot be read
+        self.nameless = nameless  # own version definitions whose names cannot be read
 
     def ranges(self, lazy: bool) -> list[tuple[int, int, int, bool]]:
         """``_ELF_DYNAMIC_DO_RELOC``: (start, size, leading relative count, lazy) of each range."""
@@ -453,7 +455,7 @@ class _Relocator:
         if symbol in self.looked_up:
             return
         self.looked_up.add(symbol)
-        name_at, info, other = struct.unpack("<IBB", self.image.read(address, 6, "a symbol"))
+        name_at, info, other, shndx = struct.unpack("<IBBH", self.image.read(address, 8, "a symbol"))
         if info >> 4 == STB_LOCAL or other & 3 in (STV_INTERNAL, STV_HIDDEN):
             return
         if self.versym is not None:
@@ -461,7 +463,6 @@ class _Relocator:
                                   )[0] & 0x7FFF
             if _version_entry_faults(index, self.versions_high):
                 raise _crash(f"reading version entry {index} of {self.versions_high + 1} (symbol {symbol})")
-            shndx = struct.unpack("<H", self.image.read((address + 6) % (1 << 64), 2, "a symbol"))[0]
             if index in self.nameless and shndx:  # found by name in this object, then its version compared by name
                 raise _crash(f"comparing the name of version {index}, which cannot be read (symbol {symbol})")
         if self.strtab is None:
@@ -509,12 +510,11 @@ def _walk(path: str, lazy: bool) -> Relocation:
         versions: dict[int, tuple[str, Optional[str]]] = {v.index & 0x7FFF: (v.name, v.file)
                                                          for v in facts.version_needs}
         versions.update({d.index & 0x7FFF: (d.name, None) for d in facts.version_defs})
-        versions_high = max(versions, default=0)  # _dl_check_map_versions' ndx_high
+        versions_high = max(version_count(facts) - 1, 0)  # _dl_check_map_versions' ndx_high
         bind_now = (DT_BIND_NOW in tags or tags.get(DT_FLAGS, 0) & DF_BIND_NOW
                     or tags.get(DT_FLAGS_1, 0) & DF_1_NOW)
         image = _Image(reader, layout.segments)
-        relocator = _Relocator(image, layout, tags, versions_high)
-        relocator.nameless = unreadable_version_names(image, layout.fmt, tags)
+        relocator = _Relocator(image, layout, tags, versions_high, unreadable_version_names(image, layout.fmt, tags))
         try:
             relocator.run(lazy and not bind_now)
         except _Fatal as fatal:

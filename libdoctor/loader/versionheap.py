@@ -21,10 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
-from .elffacts import ElfFacts
+from .elffacts import VER_FLG_BASE, ElfFacts
 from .hashing import sysv_hash
 
-VER_FLG_BASE = 1
 VDSO_VERSIONS = ("LINUX_2.6",)  # the x86-64 vDSO's version node (Linux arch/x86/entry/vdso/vdso.lds.S)
 WORDS_PER_ENTRY = 3  # name, hash | hidden << 32, file name
 TLS_SLOTINFO_SURPLUS = 62  # glibc sysdeps/generic/ldsodefs.h
@@ -88,21 +87,25 @@ def slotinfo_words(tls_modules: int) -> list[Word]:
     return words + [0, LINK_MAP] * tls_modules
 
 
-def version_past(own: ElfFacts, past: int, following: Sequence[Optional[ElfFacts]], vdso_next: bool,
-                 tls_modules: int) -> HeapVersion:
-    """What ``l_versions[count + past]`` of ``own`` reads: ``following`` are the objects after it in the chain
-    (None: no tables, e.g. not found); ``vdso_next``: ``own`` is the main object, the vDSO's array comes next;
-    ``tls_modules``: the objects of the whole chain with TLS.  Further on the loader's heap reads as zeros
-    (relocation's window bounds how far)."""
+def heap_after(own: ElfFacts, following: Sequence[Optional[ElfFacts]], vdso_next: bool,
+               tls_modules: int) -> list[Word]:
+    """The loader's heap from the end of ``own``'s ``l_versions``: ``following`` are the objects after it in the
+    chain (None: no tables, e.g. not found); ``vdso_next``: ``own`` is the main object, the vDSO's array comes
+    next; ``tls_modules``: the objects of the whole chain with TLS.  Further on it reads as zeros (relocation's
+    window bounds how far)."""
     stream: list[Word] = [0] if (WORDS_PER_ENTRY * version_count(own)) % 2 else []
     if vdso_next:
         stream += vdso_words()
     for facts in following:
         if facts is not None and version_count(facts):
             stream += table_words(facts)
-    stream += slotinfo_words(tls_modules)
+    return stream + slotinfo_words(tls_modules)
+
+
+def version_past(heap: list[Word], past: int) -> HeapVersion:
+    """What ``l_versions[count + past]`` reads from ``heap`` (:func:`heap_after`)."""
     at = WORDS_PER_ENTRY * past
-    name, hash_word, _file = (stream[at:at + WORDS_PER_ENTRY] + [0, 0, 0])[:WORDS_PER_ENTRY]
+    name, hash_word, _file = (heap[at:at + WORDS_PER_ENTRY] + [0, 0, 0])[:WORDS_PER_ENTRY]
     if isinstance(hash_word, int):
         if hash_word & 0xFFFFFFFF == 0:
             return PLAIN
